@@ -1,0 +1,114 @@
+//! The one error type of the shared crate.
+//!
+//! Every variant knows whether retrying can succeed ([`Error::is_retryable`]):
+//! the Lambda handlers fail the invocation (so Lambda retries it) only for
+//! retryable errors, and answer non-retryable ones with a report instead.
+
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A setting in the environment is invalid. Nothing was changed.
+    #[error("invalid setting {setting}={value:?}: {reason}")]
+    Config {
+        setting: &'static str,
+        value: String,
+        reason: String,
+    },
+
+    /// The invocation payload is not an event headroom understands.
+    #[error("invalid event: {0}")]
+    InvalidEvent(String),
+
+    /// The trigger names no cluster and none is configured.
+    #[error(
+        "no cluster to act on: the event names none and CLUSTER_NAME is empty; set CLUSTER_NAME or pass \"clusterName\""
+    )]
+    NoCluster,
+
+    /// The trigger names a cluster that this deployment does not manage.
+    #[error("cluster {cluster:?} is not managed by this deployment (CLUSTER_NAME={configured:?}); add it to CLUSTER_NAME")]
+    UnmanagedCluster { cluster: String, configured: String },
+
+    /// The cluster's network is not in a shape headroom can read.
+    #[error("cannot read the network of cluster {cluster:?}: {reason}")]
+    Inventory { cluster: String, reason: String },
+
+    /// An AWS call failed.
+    #[error("AWS {operation} failed: {message}")]
+    Aws {
+        operation: &'static str,
+        message: String,
+        /// Throttling, 5xx, timeouts and dropped connections: the next attempt can succeed.
+        retryable: bool,
+    },
+
+    /// A Kubernetes API call failed.
+    #[error("Kubernetes {operation} failed: {message}")]
+    Kube {
+        operation: &'static str,
+        message: String,
+        retryable: bool,
+    },
+
+    /// A CIDR association did not reach `associated` in time. The next run
+    /// picks it up where this one stopped.
+    #[error("CIDR {cidr} is still {state} on {vpc_id} after {waited:?}; the next run continues from here")]
+    AssociationTimeout {
+        vpc_id: String,
+        cidr: String,
+        state: String,
+        waited: Duration,
+    },
+
+    /// AWS refused the association after accepting the request.
+    #[error("CIDR {cidr} association on {vpc_id} ended in state {state}: {message}; check the VPC CIDR restrictions and quotas")]
+    AssociationFailed {
+        vpc_id: String,
+        cidr: String,
+        state: String,
+        message: String,
+    },
+
+    /// After applying, the re-read state does not match the plan.
+    #[error("verification failed after applying the plan: {0}")]
+    Verification(String),
+}
+
+impl Error {
+    /// Whether retrying the same invocation can succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Aws { retryable, .. } | Error::Kube { retryable, .. } => *retryable,
+            Error::AssociationTimeout { .. } | Error::Verification(_) => true,
+            Error::Config { .. }
+            | Error::InvalidEvent(_)
+            | Error::NoCluster
+            | Error::UnmanagedCluster { .. }
+            | Error::Inventory { .. }
+            | Error::AssociationFailed { .. } => false,
+        }
+    }
+
+    /// A stable, machine-readable name for reports and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Config { .. } => "Config",
+            Error::InvalidEvent(_) => "InvalidEvent",
+            Error::NoCluster => "NoCluster",
+            Error::UnmanagedCluster { .. } => "UnmanagedCluster",
+            Error::Inventory { .. } => "Inventory",
+            Error::Aws { .. } => "Aws",
+            Error::Kube { .. } => "Kube",
+            Error::AssociationTimeout { .. } => "AssociationTimeout",
+            Error::AssociationFailed { .. } => "AssociationFailed",
+            Error::Verification(_) => "Verification",
+        }
+    }
+
+    pub(crate) fn invalid_event(message: impl Into<String>) -> Self {
+        Error::InvalidEvent(message.into())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,30 @@
+//! headroom keeps an EKS Auto Mode cluster from running out of IPv4 addresses.
+//!
+//! Functional core, imperative shell:
+//!
+//! | stage | module | does I/O |
+//! |---|---|---|
+//! | parse the event | [`trigger`] | no |
+//! | read settings | [`config`] | once, at start-up |
+//! | read the network | [`aws::inventory`], [`cluster`] | yes |
+//! | count free space | [`capacity`] | no |
+//! | choose a CIDR | [`cidr`] | no |
+//! | decide | [`planner`] → [`plan`] | no |
+//! | NodeClass rules | [`nodeclass`] | no |
+//! | act | [`aws::executor`], [`cluster`] | yes |
+//! | tie it together, verify, report | [`remediate`], [`report`] | yes |
+
+pub mod aws;
+pub mod capacity;
+pub mod cluster;
+pub mod cidr;
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod nodeclass;
+pub mod plan;
+pub mod planner;
+pub mod trigger;
+
+pub use config::Config;
+pub use error::{Error, Result};

@@ -1,0 +1,189 @@
+//! What the planner decides: a [`Decision`] holding either an ordered
+//! [`Plan`], a no-op or a refusal, each with its reason.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use ipnet::Ipv4Net;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::SubnetMode;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "decision", rename_all = "kebab-case")]
+pub enum Decision {
+    Plan(Plan),
+    NoOp { reason: String },
+    Refused(Refusal),
+}
+
+impl Decision {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Decision::Plan(_) => "planned",
+            Decision::NoOp { .. } => "no-op",
+            Decision::Refused(_) => "refused",
+        }
+    }
+
+    pub fn plan(&self) -> Option<&Plan> {
+        match self {
+            Decision::Plan(plan) => Some(plan),
+            _ => None,
+        }
+    }
+}
+
+/// Why headroom will not act. Refusals change nothing and are not retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RefusalCode {
+    /// Network Address Usage quota: more CIDR makes it worse.
+    NauLimit,
+    /// The VPC holds as many IPv4 CIDR blocks as its quota allows.
+    CidrQuota,
+    /// MAX_MANAGED_CIDRS pool CIDRs are already associated.
+    MaxManagedCidrs,
+    /// Every block of the pool is taken or collides with a route.
+    PoolExhausted,
+    /// Every block of the pool is a range AWS refuses for this VPC's primary CIDR.
+    RestrictedRange,
+    /// No route table fits and the VPC has no main table.
+    NoRouteTable,
+    /// A new NodeClass needs a role and none is known.
+    NoNodeRole,
+    /// The NodeClass selector list is full (30 terms) or otherwise cannot be extended.
+    NodeClassUnextendable,
+    /// The cluster has no subnets headroom can read.
+    NoClusterSubnets,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Refusal {
+    pub code: RefusalCode,
+    pub message: String,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.code, self.message)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub cluster: String,
+    pub vpc_id: String,
+    /// AZs below the thresholds when planned (empty for convergence-only plans).
+    pub starved_azs: Vec<String>,
+    pub steps: Vec<Step>,
+    /// Facts a reader of the plan should know (fallbacks taken, AZs skipped).
+    pub notes: Vec<String>,
+}
+
+/// A subnet a step refers to: one that exists, or one an earlier step creates.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SubnetRef {
+    Existing(String),
+    Planned(Ipv4Net),
+}
+
+impl fmt::Display for SubnetRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubnetRef::Existing(id) => f.write_str(id),
+            SubnetRef::Planned(cidr) => write!(f, "new subnet {cidr}"),
+        }
+    }
+}
+
+/// What the NodeClass must select once the plan has run. Kept in the step so
+/// the executor can recompute the patch after a concurrent write.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeClassIntent {
+    pub mode: SubnetMode,
+    /// The selector term for headroom's subnets: `{tags: {<key>: <cluster>}}`.
+    pub term: Value,
+    /// Tags every managed subnet carries; used to check existing terms.
+    pub managed_tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "step", rename_all = "kebab-case")]
+pub enum Step {
+    /// Associate the block and wait until it is `associated`.
+    AssociateVpcCidr { vpc_id: String, cidr: Ipv4Net },
+    /// A pool block another run associated is still `associating`: wait for it.
+    AwaitVpcCidr { vpc_id: String, cidr: Ipv4Net },
+    CreateSubnet {
+        vpc_id: String,
+        availability_zone: String,
+        cidr: Ipv4Net,
+        tags: BTreeMap<String, String>,
+    },
+    AssociateRouteTable {
+        route_table_id: String,
+        subnet: SubnetRef,
+        /// The AZ had no private cluster subnet to copy; this is the main table.
+        main_table_fallback: bool,
+    },
+    CreateNodeClass { name: String, object: Value },
+    PatchNodeClass {
+        name: String,
+        /// RFC 6902 operations, led by a `test` of the resourceVersion read.
+        patch: Value,
+        intent: NodeClassIntent,
+    },
+    CreateNodePool { name: String, object: Value },
+}
+
+impl Step {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::AssociateVpcCidr { .. } => "associate-vpc-cidr",
+            Step::AwaitVpcCidr { .. } => "await-vpc-cidr",
+            Step::CreateSubnet { .. } => "create-subnet",
+            Step::AssociateRouteTable { .. } => "associate-route-table",
+            Step::CreateNodeClass { .. } => "create-nodeclass",
+            Step::PatchNodeClass { .. } => "patch-nodeclass",
+            Step::CreateNodePool { .. } => "create-nodepool",
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::AssociateVpcCidr { vpc_id, cidr } => write!(f, "associate CIDR {cidr} with {vpc_id} and wait until associated"),
+            Step::AwaitVpcCidr { vpc_id, cidr } => write!(f, "wait until CIDR {cidr} of {vpc_id} is associated"),
+            Step::CreateSubnet { availability_zone, cidr, .. } => write!(f, "create subnet {cidr} in {availability_zone}"),
+            Step::AssociateRouteTable { route_table_id, subnet, main_table_fallback } => write!(
+                f,
+                "associate {subnet} with route table {route_table_id}{}",
+                if *main_table_fallback { " (main table: no private cluster subnet in this AZ)" } else { "" }
+            ),
+            Step::CreateNodeClass { name, .. } => write!(f, "create NodeClass {name}"),
+            Step::PatchNodeClass { name, intent, .. } => write!(
+                f,
+                "patch NodeClass {name} to select the managed subnets ({} mode)",
+                intent.mode
+            ),
+            Step::CreateNodePool { name, .. } => write!(f, "create NodePool {name}"),
+        }
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "plan for cluster {} (VPC {}):", self.cluster, self.vpc_id)?;
+        for (i, step) in self.steps.iter().enumerate() {
+            writeln!(f, "  {}. {step}", i + 1)?;
+        }
+        for note in &self.notes {
+            writeln!(f, "  note: {note}")?;
+        }
+        Ok(())
+    }
+}

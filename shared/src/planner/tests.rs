@@ -1,0 +1,664 @@
+//! One test per planner rule, then property tests over random networks.
+
+use std::collections::BTreeMap;
+
+use ipnet::Ipv4Net;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::capacity::SubnetCapacity;
+use crate::config::SubnetMode;
+use crate::model::*;
+
+fn net(s: &str) -> Ipv4Net {
+    s.parse().unwrap()
+}
+
+const AZS: [&str; 3] = ["us-west-2a", "us-west-2b", "us-west-2c"];
+const EXHAUSTED: SubnetCapacity = SubnetCapacity { total_ips: 8192, free_ips: 300, free_prefixes: 0 };
+const ROOMY: SubnetCapacity = SubnetCapacity { total_ips: 8192, free_ips: 8187, free_prefixes: 510 };
+
+fn subnet(id: &str, az: &str, cidr: &str, capacity: SubnetCapacity) -> Subnet {
+    Subnet {
+        id: id.into(),
+        availability_zone: az.into(),
+        availability_zone_id: None,
+        cidr: net(cidr),
+        tags: BTreeMap::new(),
+        capacity,
+    }
+}
+
+fn managed_subnet(id: &str, az: &str, cidr: &str, capacity: SubnetCapacity) -> Subnet {
+    let mut s = subnet(id, az, cidr, capacity);
+    s.tags.insert("headroom.io/cluster".into(), "demo-cluster".into());
+    s.tags.insert("Name".into(), format!("headroom-demo-cluster-{az}"));
+    s
+}
+
+fn table(id: &str, main: bool, default_target: Option<&str>, subnets: &[&str]) -> RouteTable {
+    let mut routes = vec![Route { destination: Some(net("192.168.0.0/16")), target: "local".into() }];
+    if let Some(target) = default_target {
+        routes.push(Route { destination: Some(net("0.0.0.0/0")), target: target.into() });
+    }
+    RouteTable { id: id.into(), is_main: main, routes, subnet_ids: subnets.iter().map(|s| s.to_string()).collect() }
+}
+
+fn default_nodeclass() -> Value {
+    json!({
+        "apiVersion": "eks.amazonaws.com/v1",
+        "kind": "NodeClass",
+        "metadata": {"name": "default", "resourceVersion": "1"},
+        "spec": {
+            "role": "AmazonEKSAutoNodeRole",
+            "subnetSelectorTerms": [{"id": "subnet-priv-a"}, {"id": "subnet-priv-b"}, {"id": "subnet-priv-c"}],
+            "securityGroupSelectorTerms": [{"id": "sg-cluster"}]
+        }
+    })
+}
+
+/// The lab: VPC 192.168.0.0/16, three AZs, a public and a private subnet per
+/// AZ, one NAT route table per AZ, private subnets out of /28 prefixes.
+fn lab() -> NetworkSnapshot {
+    let mut subnets = Vec::new();
+    let mut tables = vec![table("rtb-main", true, None, &[])];
+    let public_ids: Vec<String> = AZS.iter().map(|az| format!("subnet-pub-{}", &az[9..])).collect();
+    for (i, az) in AZS.iter().enumerate() {
+        let suffix = &az[9..];
+        subnets.push(subnet(&format!("subnet-pub-{suffix}"), az, &format!("192.168.{}.0/19", i * 32), ROOMY));
+        subnets.push(subnet(&format!("subnet-priv-{suffix}"), az, &format!("192.168.{}.0/19", 96 + i * 32), EXHAUSTED));
+        tables.push(table(&format!("rtb-private-{suffix}"), false, Some(&format!("nat-{suffix}")), &[&format!("subnet-priv-{suffix}")]));
+    }
+    let public_refs: Vec<&str> = public_ids.iter().map(String::as_str).collect();
+    tables.push(table("rtb-public", false, Some("igw-1"), &public_refs));
+    NetworkSnapshot {
+        region: "us-west-2".into(),
+        cluster: Cluster {
+            name: "demo-cluster".into(),
+            subnet_ids: subnets.iter().map(|s| s.id.clone()).collect(),
+            security_group_ids: vec![],
+            cluster_security_group_id: Some("sg-cluster".into()),
+        },
+        vpc: Vpc {
+            id: "vpc-lab".into(),
+            primary_cidr: net("192.168.0.0/16"),
+            cidr_associations: vec![CidrAssociation {
+                association_id: "vpc-cidr-assoc-primary".into(),
+                cidr: net("192.168.0.0/16"),
+                state: CidrState::Associated,
+            }],
+        },
+        subnets,
+        route_tables: tables,
+        nodeclasses: NodeClasses { managed: None, default: Some(default_nodeclass()), nodepool_exists: None },
+    }
+}
+
+fn config() -> Config {
+    Config { clusters: vec!["demo-cluster".into()], ..Config::default() }
+}
+
+fn expect_plan(decision: Decision) -> Plan {
+    match decision {
+        Decision::Plan(plan) => plan,
+        other => panic!("expected a plan, got {other:#?}"),
+    }
+}
+
+fn expect_refusal(decision: Decision, code: RefusalCode) -> Refusal {
+    match decision {
+        Decision::Refused(refusal) if refusal.code == code => refusal,
+        other => panic!("expected refusal {code:?}, got {other:#?}"),
+    }
+}
+
+fn associated_cidr(plan: &Plan) -> Option<Ipv4Net> {
+    plan.steps.iter().find_map(|s| match s {
+        Step::AssociateVpcCidr { cidr, .. } => Some(*cidr),
+        _ => None,
+    })
+}
+
+fn created_subnets(plan: &Plan) -> Vec<(String, Ipv4Net)> {
+    plan.steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::CreateSubnet { availability_zone, cidr, .. } => Some((availability_zone.clone(), *cidr)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn route_associations(plan: &Plan) -> Vec<(String, SubnetRef, bool)> {
+    plan.steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::AssociateRouteTable { route_table_id, subnet, main_table_fallback } => {
+                Some((route_table_id.clone(), subnet.clone(), *main_table_fallback))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn add_association(snapshot: &mut NetworkSnapshot, cidr: &str, state: CidrState) {
+    snapshot.vpc.cidr_associations.push(CidrAssociation {
+        association_id: format!("vpc-cidr-assoc-{cidr}"),
+        cidr: net(cidr),
+        state,
+    });
+}
+
+#[test]
+fn the_lab_scenario_gets_the_labs_remediation() {
+    let plan = expect_plan(plan(&lab(), &config(), Demand::BelowThreshold));
+    assert_eq!(plan.starved_azs, AZS.to_vec());
+    assert_eq!(associated_cidr(&plan), Some(net("100.64.0.0/16")));
+    assert_eq!(
+        created_subnets(&plan),
+        vec![
+            ("us-west-2a".to_string(), net("100.64.0.0/19")),
+            ("us-west-2b".to_string(), net("100.64.32.0/19")),
+            ("us-west-2c".to_string(), net("100.64.64.0/19")),
+        ]
+    );
+    assert_eq!(
+        route_associations(&plan),
+        vec![
+            ("rtb-private-a".to_string(), SubnetRef::Planned(net("100.64.0.0/19")), false),
+            ("rtb-private-b".to_string(), SubnetRef::Planned(net("100.64.32.0/19")), false),
+            ("rtb-private-c".to_string(), SubnetRef::Planned(net("100.64.64.0/19")), false),
+        ]
+    );
+    let names: Vec<&str> = plan.steps.iter().map(Step::name).collect();
+    assert_eq!(names.first(), Some(&"associate-vpc-cidr"), "the CIDR comes before its subnets");
+    let Some(Step::CreateNodeClass { name, object }) = plan.steps.last() else { panic!("expected the NodeClass last: {names:?}") };
+    assert_eq!(name, "headroom");
+    assert_eq!(object["spec"]["subnetSelectorTerms"], json!([{"tags": {"headroom.io/cluster": "demo-cluster"}}]));
+    assert_eq!(object["spec"]["role"], "AmazonEKSAutoNodeRole");
+    for step in &plan.steps {
+        if let Step::CreateSubnet { tags, .. } = step {
+            assert_eq!(tags.get("headroom.io/cluster").map(String::as_str), Some("demo-cluster"));
+        }
+    }
+}
+
+#[test]
+fn the_lab_scenario_extends_an_existing_nodeclass() {
+    let mut snapshot = lab();
+    snapshot.nodeclasses.managed = Some(json!({
+        "metadata": {"name": "headroom", "resourceVersion": "42"},
+        "spec": {"role": "R", "subnetSelectorTerms": [{"id": "subnet-priv-a"}], "securityGroupSelectorTerms": [{"id": "sg-cluster"}]}
+    }));
+    let plan = expect_plan(plan(&snapshot, &config(), Demand::BelowThreshold));
+    let Some(Step::PatchNodeClass { patch, .. }) = plan.steps.last() else { panic!("expected a patch last") };
+    assert_eq!(patch[0], json!({"op": "test", "path": "/metadata/resourceVersion", "value": "42"}));
+    assert_eq!(patch[1]["path"], "/spec/subnetSelectorTerms/-");
+}
+
+#[test]
+fn a_10_slash_16_primary_still_gets_100_64() {
+    let mut snapshot = lab();
+    snapshot.vpc.primary_cidr = net("10.0.0.0/16");
+    snapshot.vpc.cidr_associations[0].cidr = net("10.0.0.0/16");
+    let plan = expect_plan(plan(&snapshot, &config(), Demand::BelowThreshold));
+    assert_eq!(associated_cidr(&plan), Some(net("100.64.0.0/16")));
+}
+
+#[test]
+fn a_route_to_100_64_moves_the_choice_to_100_65() {
+    let mut snapshot = lab();
+    snapshot.route_tables[1].routes.push(Route { destination: Some(net("100.64.0.0/16")), target: "tgw-0123".into() });
+    let plan = expect_plan(plan(&snapshot, &config(), Demand::BelowThreshold));
+    assert_eq!(associated_cidr(&plan), Some(net("100.65.0.0/16")));
+    assert_eq!(created_subnets(&plan)[0].1, net("100.65.0.0/19"));
+}
+
+#[test]
+fn five_cidrs_are_refused_at_the_default_quota() {
+    let mut snapshot = lab();
+    for cidr in ["192.169.0.0/16", "192.170.0.0/16", "192.171.0.0/16", "192.172.0.0/16"] {
+        add_association(&mut snapshot, cidr, CidrState::Associated);
+    }
+    let refusal = expect_refusal(plan(&snapshot, &config(), Demand::BelowThreshold), RefusalCode::CidrQuota);
+    assert!(refusal.message.contains("quota of 5"), "{}", refusal.message);
+
+    let raised = Config { vpc_cidr_quota: 6, ..config() };
+    assert_eq!(associated_cidr(&expect_plan(plan(&snapshot, &raised, Demand::BelowThreshold))), Some(net("100.64.0.0/16")));
+}
+
+#[test]
+fn associating_cidrs_count_against_the_quota_but_failed_ones_do_not() {
+    let mut snapshot = lab();
+    for cidr in ["192.169.0.0/16", "192.170.0.0/16", "192.171.0.0/16"] {
+        add_association(&mut snapshot, cidr, CidrState::Associated);
+    }
+    add_association(&mut snapshot, "192.172.0.0/16", CidrState::Failed);
+    assert!(matches!(plan(&snapshot, &config(), Demand::BelowThreshold), Decision::Plan(_)));
+    add_association(&mut snapshot, "192.173.0.0/16", CidrState::Associating);
+    expect_refusal(plan(&snapshot, &config(), Demand::BelowThreshold), RefusalCode::CidrQuota);
+}
+
+/// A pool CIDR whose every /19 is taken by a full managed subnet.
+fn fill_managed_cidr(snapshot: &mut NetworkSnapshot, cidr: &str) {
+    add_association(snapshot, cidr, CidrState::Associated);
+    for (i, block) in net(cidr).subnets(19).unwrap().enumerate() {
+        let az = AZS[i % 3];
+        snapshot.subnets.push(managed_subnet(&format!("subnet-{block}"), az, &block.to_string(), EXHAUSTED));
+        snapshot.route_tables[1 + i % 3].subnet_ids.push(format!("subnet-{block}"));
+    }
+}
+
+#[test]
+fn max_managed_cidrs_is_a_refusal() {
+    let mut snapshot = lab();
+    fill_managed_cidr(&mut snapshot, "100.64.0.0/16");
+    fill_managed_cidr(&mut snapshot, "100.65.0.0/16");
+    snapshot.nodeclasses.managed = Some(json!({
+        "metadata": {"name": "headroom", "resourceVersion": "1"},
+        "spec": {"role": "R", "subnetSelectorTerms": [{"tags": {"headroom.io/cluster": "demo-cluster"}}], "securityGroupSelectorTerms": [{"id": "sg"}]}
+    }));
+    let refusal = expect_refusal(plan(&snapshot, &config(), Demand::BelowThreshold), RefusalCode::MaxManagedCidrs);
+    assert!(refusal.message.contains("MAX_MANAGED_CIDRS"));
+    let more = Config { max_managed_cidrs: 3, ..config() };
+    assert_eq!(associated_cidr(&expect_plan(plan(&snapshot, &more, Demand::BelowThreshold))), Some(net("100.66.0.0/16")));
+}
+
+#[test]
+fn free_space_in_a_managed_cidr_is_used_before_a_new_one() {
+    // A crashed run associated 100.64.0.0/16 and created one subnet.
+    let mut snapshot = lab();
+    add_association(&mut snapshot, "100.64.0.0/16", CidrState::Associated);
+    snapshot.subnets.push(managed_subnet("subnet-m-a", "us-west-2a", "100.64.0.0/19", ROOMY));
+    snapshot.route_tables[1].subnet_ids.push("subnet-m-a".into());
+    let plan = expect_plan(plan(&snapshot, &config(), Demand::BelowThreshold));
+    assert_eq!(associated_cidr(&plan), None, "no second CIDR: {plan}");
+    assert_eq!(
+        created_subnets(&plan),
+        vec![("us-west-2b".to_string(), net("100.64.32.0/19")), ("us-west-2c".to_string(), net("100.64.64.0/19"))]
+    );
+}
+
+#[test]
+fn an_associating_cidr_is_awaited_then_used() {
+    let mut snapshot = lab();
+    add_association(&mut snapshot, "100.64.0.0/16", CidrState::Associating);
+    let plan = expect_plan(plan(&snapshot, &config(), Demand::BelowThreshold));
+    assert_eq!(plan.steps[0], Step::AwaitVpcCidr { vpc_id: "vpc-lab".into(), cidr: net("100.64.0.0/16") });
+    assert_eq!(associated_cidr(&plan), None);
+    assert_eq!(created_subnets(&plan).len(), 3);
+}
+
+#[test]
+fn cidrs_outside_the_pool_are_not_reused() {
+    let mut snapshot = lab();
+    add_association(&mut snapshot, "192.169.0.0/16", CidrState::Associated);
+    let plan = expect_plan(plan(&snapshot, &config(), Demand::BelowThreshold));
+    assert_eq!(associated_cidr(&plan), Some(net("100.64.0.0/16")));
+}
+
+#[test]
+fn azs_with_a_roomy_managed_subnet_are_skipped() {
+    let mut snapshot = lab();
+    add_association(&mut snapshot, "100.64.0.0/16", CidrState::Associated);
+    snapshot.subnets.push(managed_subnet("subnet-m-b", "us-west-2b", "100.64.0.0/19", ROOMY));
+    snapshot.route_tables[2].subnet_ids.push("subnet-m-b".into());
+    // b has space now, but a and c are still starved.
+    let plan = expect_plan(plan(&snapshot, &config(), Demand::BelowThreshold));
+    assert_eq!(plan.starved_azs, vec!["us-west-2a", "us-west-2c"]);
+    let azs: Vec<String> = created_subnets(&plan).into_iter().map(|(az, _)| az).collect();
+    assert_eq!(azs, vec!["us-west-2a", "us-west-2c"]);
+}
+
+#[test]
+fn a_full_managed_subnet_gets_a_sibling() {
+    let mut snapshot = lab();
+    add_association(&mut snapshot, "100.64.0.0/16", CidrState::Associated);
+    snapshot.subnets.push(managed_subnet("subnet-m-a", "us-west-2a", "100.64.0.0/19", EXHAUSTED));
+    snapshot.route_tables[1].subnet_ids.push("subnet-m-a".into());
+    let plan = expect_plan(plan(&snapshot, &config(), Demand::BelowThreshold));
+    assert!(created_subnets(&plan).contains(&("us-west-2a".to_string(), net("100.64.32.0/19"))));
+}
+
+#[test]
+fn enough_capacity_is_a_no_op() {
+    let mut snapshot = lab();
+    for s in &mut snapshot.subnets {
+        s.capacity = ROOMY;
+    }
+    match plan(&snapshot, &config(), Demand::BelowThreshold) {
+        Decision::NoOp { reason } => assert!(reason.contains("512 free IPs"), "{reason}"),
+        other => panic!("expected a no-op, got {other:?}"),
+    }
+}
+
+#[test]
+fn force_expands_even_above_the_thresholds() {
+    let mut snapshot = lab();
+    for s in &mut snapshot.subnets {
+        s.capacity = ROOMY;
+    }
+    let plan = expect_plan(plan(&snapshot, &config(), Demand::Force));
+    assert!(plan.starved_azs.is_empty());
+    assert_eq!(created_subnets(&plan).len(), 3);
+}
+
+#[test]
+fn a_low_prefix_count_alone_starves_an_az() {
+    let mut snapshot = lab();
+    for s in &mut snapshot.subnets {
+        s.capacity = ROOMY;
+    }
+    snapshot.subnets[3].capacity = SubnetCapacity { total_ips: 8192, free_ips: 5000, free_prefixes: 3 }; // priv-b
+    let plan = expect_plan(plan(&snapshot, &config(), Demand::BelowThreshold));
+    assert_eq!(plan.starved_azs, vec!["us-west-2b"]);
+}
+
+#[test]
+fn an_az_without_a_private_subnet_falls_back_to_the_main_table_explicitly() {
+    // A cluster on public subnets only: no private table to copy anywhere.
+    let mut snapshot = lab();
+    snapshot.cluster.subnet_ids.retain(|id| id.starts_with("subnet-pub"));
+    for s in &mut snapshot.subnets {
+        s.capacity = EXHAUSTED;
+    }
+    let plan = expect_plan(plan(&snapshot, &config(), Demand::BelowThreshold));
+    let routes = route_associations(&plan);
+    assert_eq!(routes.len(), 3);
+    assert!(routes.iter().all(|(table, _, fallback)| table == "rtb-main" && *fallback), "{routes:?}");
+    assert!(plan.notes.iter().any(|n| n.contains("us-west-2c") && n.contains("main table")), "{:?}", plan.notes);
+}
+
+#[test]
+fn a_private_subnet_on_the_main_table_routes_through_it() {
+    let mut snapshot = lab();
+    snapshot.route_tables.retain(|t| t.id != "rtb-private-c");
+    snapshot.route_tables[0].routes.push(Route { destination: Some(net("0.0.0.0/0")), target: "nat-main".into() });
+    let plan = expect_plan(plan(&snapshot, &config(), Demand::BelowThreshold));
+    assert_eq!(route_associations(&plan)[2], ("rtb-main".to_string(), SubnetRef::Planned(net("100.64.64.0/19")), false));
+}
+
+#[test]
+fn a_managed_subnet_left_unrouted_by_a_crash_is_routed() {
+    let mut snapshot = lab();
+    add_association(&mut snapshot, "100.64.0.0/16", CidrState::Associated);
+    for (i, az) in AZS.iter().enumerate() {
+        snapshot.subnets.push(managed_subnet(&format!("subnet-m-{i}"), az, &format!("100.64.{}.0/19", i * 32), ROOMY));
+    }
+    let plan = expect_plan(plan(&snapshot, &config(), Demand::BelowThreshold));
+    assert!(created_subnets(&plan).is_empty());
+    assert_eq!(
+        route_associations(&plan),
+        (0..3)
+            .map(|i| (format!("rtb-private-{}", &AZS[i][9..]), SubnetRef::Existing(format!("subnet-m-{i}")), false))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn pods_mode_fills_both_pod_selectors() {
+    let pods = Config { subnet_mode: SubnetMode::Pods, ..config() };
+    let created = expect_plan(plan(&lab(), &pods, Demand::BelowThreshold));
+    let Some(Step::CreateNodeClass { object, .. }) = created.steps.last() else { panic!() };
+    assert_eq!(object["spec"]["podSubnetSelectorTerms"], json!([{"tags": {"headroom.io/cluster": "demo-cluster"}}]));
+    assert_eq!(object["spec"]["podSecurityGroupSelectorTerms"], json!([{"id": "sg-cluster"}]));
+    assert_eq!(object["spec"]["subnetSelectorTerms"], default_nodeclass()["spec"]["subnetSelectorTerms"]);
+
+    let mut snapshot = lab();
+    snapshot.nodeclasses.managed = Some(json!({
+        "metadata": {"name": "headroom", "resourceVersion": "3"},
+        "spec": {"role": "R", "subnetSelectorTerms": [{"id": "subnet-priv-a"}, {"id": "subnet-priv-b"}, {"id": "subnet-priv-c"}],
+                 "securityGroupSelectorTerms": [{"id": "sg-node"}]}
+    }));
+    let patched = expect_plan(plan(&snapshot, &pods, Demand::BelowThreshold));
+    let Some(Step::PatchNodeClass { patch, .. }) = patched.steps.last() else { panic!() };
+    let paths: Vec<&str> = patch.as_array().unwrap().iter().map(|op| op["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, vec!["/metadata/resourceVersion", "/spec/podSubnetSelectorTerms", "/spec/podSecurityGroupSelectorTerms"]);
+}
+
+#[test]
+fn pods_mode_refuses_pod_subnets_in_an_az_without_node_subnets() {
+    let pods = Config { subnet_mode: SubnetMode::Pods, ..config() };
+    let mut snapshot = lab();
+    snapshot.nodeclasses.managed = Some(json!({
+        "metadata": {"name": "headroom", "resourceVersion": "3"},
+        "spec": {"role": "R", "subnetSelectorTerms": [{"id": "subnet-priv-a"}], "securityGroupSelectorTerms": [{"id": "sg"}]}
+    }));
+    let refusal = expect_refusal(plan(&snapshot, &pods, Demand::BelowThreshold), RefusalCode::NodeClassUnextendable);
+    assert!(refusal.message.contains("us-west-2b, us-west-2c"), "{}", refusal.message);
+}
+
+#[test]
+fn a_nodeclass_that_selects_the_managed_subnets_is_not_patched() {
+    let mut snapshot = lab();
+    add_association(&mut snapshot, "100.64.0.0/16", CidrState::Associated);
+    for (i, az) in AZS.iter().enumerate() {
+        let id = format!("subnet-m-{i}");
+        snapshot.subnets.push(managed_subnet(&id, az, &format!("100.64.{}.0/19", i * 32), ROOMY));
+        snapshot.route_tables[1 + i].subnet_ids.push(id);
+    }
+    snapshot.nodeclasses.managed = Some(json!({
+        "metadata": {"name": "headroom", "resourceVersion": "9"},
+        "spec": {"role": "R", "subnetSelectorTerms": [{"tags": {"headroom.io/cluster": "demo-cluster"}}], "securityGroupSelectorTerms": [{"id": "sg"}]}
+    }));
+    match plan(&snapshot, &config(), Demand::BelowThreshold) {
+        Decision::NoOp { reason } => assert!(reason.contains("selected"), "{reason}"),
+        other => panic!("expected a no-op, got {other:#?}"),
+    }
+}
+
+#[test]
+fn the_default_nodeclass_is_never_planned() {
+    // Config refuses the name; the planner refuses it on its own too.
+    let mut c = config();
+    c.nodeclass_name = "default".into();
+    let refusal = expect_refusal(plan(&lab(), &c, Demand::BelowThreshold), RefusalCode::NodeClassUnextendable);
+    assert!(refusal.message.contains("default"));
+}
+
+#[test]
+fn without_role_or_default_a_new_nodeclass_is_refused() {
+    let mut snapshot = lab();
+    snapshot.nodeclasses.default = None;
+    expect_refusal(plan(&snapshot, &config(), Demand::BelowThreshold), RefusalCode::NoNodeRole);
+    let with_role = Config { node_role: Some("MyRole".into()), ..config() };
+    let plan = expect_plan(plan(&snapshot, &with_role, Demand::BelowThreshold));
+    let Some(Step::CreateNodeClass { object, .. }) = plan.steps.last() else { panic!() };
+    assert_eq!(object["spec"]["securityGroupSelectorTerms"], json!([{"id": "sg-cluster"}]));
+}
+
+#[test]
+fn a_configured_nodepool_is_created_when_absent_only() {
+    let mut snapshot = lab();
+    let c = Config { nodepool_name: Some("extra-ips".into()), ..config() };
+    snapshot.nodeclasses.nodepool_exists = Some(false);
+    let plan_ = expect_plan(plan(&snapshot, &c, Demand::BelowThreshold));
+    let Some(Step::CreateNodePool { name, object }) = plan_.steps.last() else { panic!() };
+    assert_eq!(name, "extra-ips");
+    assert_eq!(object["spec"]["template"]["spec"]["nodeClassRef"]["name"], "headroom");
+    snapshot.nodeclasses.nodepool_exists = Some(true);
+    let plan_ = expect_plan(plan(&snapshot, &c, Demand::BelowThreshold));
+    assert!(!plan_.steps.iter().any(|s| matches!(s, Step::CreateNodePool { .. })));
+}
+
+#[test]
+fn a_restricted_pool_is_refused_with_the_reason() {
+    let c = Config { cidr_pool: vec![net("10.0.0.0/14")], ..config() };
+    let refusal = expect_refusal(plan(&lab(), &c, Demand::BelowThreshold), RefusalCode::RestrictedRange);
+    assert!(refusal.message.contains("192.168.0.0/16"), "{}", refusal.message);
+}
+
+#[test]
+fn an_exhausted_pool_is_refused() {
+    let mut snapshot = lab();
+    let c = Config { cidr_pool: vec![net("100.64.0.0/15")], max_managed_cidrs: 5, vpc_cidr_quota: 10, ..config() };
+    snapshot.route_tables[1].routes.push(Route { destination: Some(net("100.64.0.0/16")), target: "pcx-1".into() });
+    add_association(&mut snapshot, "100.65.0.0/16", CidrState::Disassociating);
+    let refusal = expect_refusal(plan(&snapshot, &c, Demand::BelowThreshold), RefusalCode::PoolExhausted);
+    assert!(refusal.message.contains("1 overlap") && refusal.message.contains("1 collide"), "{}", refusal.message);
+}
+
+#[test]
+fn no_cluster_subnet_in_the_vpc_is_refused() {
+    let mut snapshot = lab();
+    snapshot.cluster.subnet_ids = vec!["subnet-elsewhere".into()];
+    expect_refusal(plan(&snapshot, &config(), Demand::BelowThreshold), RefusalCode::NoClusterSubnets);
+}
+
+#[test]
+fn partial_space_is_used_and_the_shortfall_noted() {
+    let mut snapshot = lab();
+    // 100.64.0.0/18 holds two /19s; the quota forbids another CIDR.
+    add_association(&mut snapshot, "100.64.0.0/18", CidrState::Associated);
+    for cidr in ["192.169.0.0/16", "192.170.0.0/16", "192.171.0.0/16"] {
+        add_association(&mut snapshot, cidr, CidrState::Associated);
+    }
+    let plan = expect_plan(plan(&snapshot, &config(), Demand::BelowThreshold));
+    assert_eq!(created_subnets(&plan).len(), 2);
+    assert!(plan.notes.iter().any(|n| n.contains("us-west-2c") && n.contains("quota")), "{:?}", plan.notes);
+}
+
+#[test]
+fn input_order_does_not_change_the_plan() {
+    let original = plan(&lab(), &config(), Demand::BelowThreshold);
+    let mut shuffled = lab();
+    shuffled.subnets.reverse();
+    shuffled.route_tables.reverse();
+    shuffled.cluster.subnet_ids.reverse();
+    assert_eq!(plan(&shuffled, &config(), Demand::BelowThreshold), original);
+}
+
+// ---- properties over random networks ----
+
+fn arb_primary() -> impl Strategy<Value = Ipv4Net> {
+    prop_oneof![
+        Just(net("192.168.0.0/16")),
+        Just(net("10.0.0.0/16")),
+        Just(net("10.20.0.0/16")),
+        Just(net("172.31.0.0/16")),
+        Just(net("100.64.0.0/16")),
+        Just(net("100.100.0.0/16")),
+        Just(net("52.10.0.0/16")),
+        Just(net("198.19.0.0/16")),
+    ]
+}
+
+fn arb_capacity() -> impl Strategy<Value = SubnetCapacity> {
+    (0u64..9000, 0u64..600).prop_map(|(free_ips, free_prefixes)| SubnetCapacity { total_ips: 8192, free_ips, free_prefixes })
+}
+
+fn arb_state() -> impl Strategy<Value = CidrState> {
+    prop_oneof![
+        Just(CidrState::Associating),
+        Just(CidrState::Associated),
+        Just(CidrState::Disassociating),
+        Just(CidrState::Disassociated),
+        Just(CidrState::Failed),
+    ]
+}
+
+prop_compose! {
+    fn arb_network()(
+        primary in arb_primary(),
+        // Secondary CIDRs anywhere in the pool, of varied sizes.
+        secondaries in prop::collection::vec((0u32..64, 14u8..=20, arb_state()), 0..5),
+        // Routes into the pool through peers and gateways.
+        routes in prop::collection::vec((0u32..4096, 12u8..=24), 0..4),
+        // Some managed subnets inside live secondaries.
+        managed in prop::collection::vec((0usize..5, 0u32..32, 0usize..3, arb_capacity()), 0..6),
+        node_capacity in prop::collection::vec(arb_capacity(), 3),
+        azs in 1usize..=3,
+        subnet_prefix in 17u8..=24,
+        vpc_prefix in 16u8..=17,
+    ) -> (NetworkSnapshot, Config) {
+        let mut snapshot = lab();
+        snapshot.vpc.primary_cidr = primary;
+        snapshot.vpc.cidr_associations[0].cidr = primary;
+        // Rebase the lab's subnets into the primary.
+        let mut blocks = primary.subnets(19).unwrap();
+        for (i, s) in snapshot.subnets.iter_mut().enumerate() {
+            s.cidr = blocks.next().unwrap();
+            if i % 2 == 1 { s.capacity = node_capacity[i / 2]; }
+        }
+        snapshot.cluster.subnet_ids.retain(|id| AZS[..azs].iter().any(|az| id.ends_with(&az[9..])));
+        let pool_base = u32::from(net("100.64.0.0/10").network());
+        for (i, (offset, len, state)) in secondaries.iter().enumerate() {
+            let cidr = Ipv4Net::new((pool_base + offset * 65536).into(), *len).unwrap().trunc();
+            snapshot.vpc.cidr_associations.push(CidrAssociation { association_id: format!("a{i}"), cidr, state: *state });
+        }
+        for (offset, len) in routes {
+            let destination = Ipv4Net::new((pool_base + offset * 1024).into(), len).unwrap().trunc();
+            snapshot.route_tables[1].routes.push(Route { destination: Some(destination), target: "tgw-1".into() });
+        }
+        let live: Vec<Ipv4Net> = snapshot.vpc.cidr_associations.iter().skip(1).filter(|a| a.state.is_live()).map(|a| a.cidr).collect();
+        for (i, (which, slot, az, capacity)) in managed.into_iter().enumerate() {
+            let Some(parent) = live.get(which % live.len().max(1)) else { continue };
+            let Some(block) = parent.subnets(subnet_prefix.max(parent.prefix_len())).ok().and_then(|mut b| b.nth(slot as usize)) else { continue };
+            if snapshot.subnets.iter().any(|s| crate::cidr::overlaps(s.cidr, block)) { continue; }
+            snapshot.subnets.push(managed_subnet(&format!("subnet-m{i}"), AZS[az], &block.to_string(), capacity));
+        }
+        let config = Config {
+            subnet_prefix,
+            vpc_cidr_prefix: vpc_prefix,
+            max_managed_cidrs: 4,
+            vpc_cidr_quota: 6,
+            ..config()
+        };
+        (snapshot, config)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn plans_never_collide_and_stay_inside_the_rules((snapshot, config) in arb_network(), force in any::<bool>()) {
+        let demand = if force { Demand::Force } else { Demand::BelowThreshold };
+        let decision = plan(&snapshot, &config, demand);
+        // Deterministic, whatever the order of the inputs.
+        prop_assert_eq!(&decision, &plan(&snapshot, &config, demand));
+        let mut reordered = snapshot.clone();
+        reordered.subnets.reverse();
+        reordered.route_tables.reverse();
+        reordered.vpc.cidr_associations.reverse();
+        prop_assert_eq!(&decision, &plan(&reordered, &config, demand));
+
+        let Decision::Plan(plan) = decision else { return Ok(()) };
+        let new_cidr = associated_cidr(&plan);
+        if let Some(cidr) = new_cidr {
+            prop_assert!(config.cidr_pool.iter().any(|p| p.contains(&cidr)), "{cidr} outside the pool");
+            prop_assert_eq!(cidr.prefix_len(), config.vpc_cidr_prefix);
+            prop_assert!(crate::cidr::restriction(snapshot.vpc.primary_cidr, cidr).is_ok(), "{cidr} restricted");
+            for a in snapshot.vpc.cidr_associations.iter().filter(|a| a.state != CidrState::Disassociated) {
+                prop_assert!(!crate::cidr::overlaps(a.cidr, cidr), "{cidr} overlaps {}", a.cidr);
+            }
+            for r in snapshot.route_tables.iter().flat_map(|t| &t.routes).filter(|r| !r.is_local()) {
+                if let Some(d) = r.destination.filter(|d| d.prefix_len() > 0) {
+                    prop_assert!(!crate::cidr::overlaps(d, cidr), "{cidr} collides with route {d}");
+                }
+            }
+        }
+        let parents: Vec<Ipv4Net> = snapshot.vpc.cidr_associations.iter()
+            .filter(|a| a.state.is_live() && config.cidr_pool.iter().any(|p| p.contains(&a.cidr)))
+            .map(|a| a.cidr).chain(new_cidr).collect();
+        let created = created_subnets(&plan);
+        for (i, (az, block)) in created.iter().enumerate() {
+            prop_assert_eq!(block.prefix_len(), config.subnet_prefix);
+            prop_assert_eq!(*block, block.trunc(), "unaligned");
+            prop_assert!(parents.iter().any(|p| p.contains(block)), "{block} outside every managed CIDR");
+            prop_assert!(snapshot.subnets.iter().all(|s| !crate::cidr::overlaps(s.cidr, *block)), "{block} overlaps a subnet");
+            prop_assert!(created[..i].iter().all(|(_, other)| !crate::cidr::overlaps(*other, *block)));
+            prop_assert!(snapshot.cluster_subnets().any(|s| &s.availability_zone == az), "{az} holds no cluster subnet");
+        }
+        let mut azs: Vec<&String> = created.iter().map(|(az, _)| az).collect();
+        azs.dedup();
+        prop_assert_eq!(azs.len(), created.len(), "one subnet per AZ");
+        for step in &plan.steps {
+            match step {
+                Step::CreateNodeClass { name, .. } | Step::PatchNodeClass { name, .. } => prop_assert_ne!(name.as_str(), "default"),
+                _ => {}
+            }
+        }
+    }
+}
