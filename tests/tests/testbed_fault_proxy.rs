@@ -1,0 +1,548 @@
+//! Self-tests of the fault-injecting proxy, driven by the AWS SDK for Rust
+//! against a real moto server.
+
+use std::time::{Duration, Instant};
+
+use aws_config::retry::RetryConfig;
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
+use headroom_testbed::{DEFAULT_REGION, Fault, LocalAws, Selector, init_test_tracing};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn start() -> LocalAws {
+    init_test_tracing();
+    LocalAws::start()
+        .await
+        .expect("local AWS starts (run scripts/setup-moto.sh)")
+}
+
+async fn ec2(aws: &LocalAws, retry: RetryConfig) -> aws_sdk_ec2::Client {
+    aws_sdk_ec2::Client::new(&aws.sdk_config_with_retry(DEFAULT_REGION, retry).await)
+}
+
+fn code<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> Option<String> {
+    error
+        .as_service_error()
+        .and_then(|e| e.code())
+        .map(str::to_owned)
+}
+
+async fn default_vpc(direct: &aws_sdk_ec2::Client) -> String {
+    direct.describe_vpcs().send().await.unwrap().vpcs()[0]
+        .vpc_id()
+        .unwrap()
+        .to_owned()
+}
+
+async fn subnets_with_cidr(direct: &aws_sdk_ec2::Client, cidr: &str) -> usize {
+    direct
+        .describe_subnets()
+        .filters(Filter::builder().name("cidr-block").values(cidr).build())
+        .send()
+        .await
+        .unwrap()
+        .subnets()
+        .len()
+}
+
+#[tokio::test]
+async fn forwards_and_counts_by_action_and_service() {
+    let aws = start().await;
+    let client = ec2(&aws, RetryConfig::disabled()).await;
+    let direct = aws.direct_ec2(DEFAULT_REGION).await;
+    let vpc = default_vpc(&direct).await;
+
+    let vpcs = client
+        .describe_vpcs()
+        .send()
+        .await
+        .expect("DescribeVpcs via proxy");
+    assert_eq!(vpcs.vpcs().len(), 1);
+    // A request with a body full of parameters arrives intact.
+    let created = client
+        .create_subnet()
+        .vpc_id(&vpc)
+        .cidr_block("172.31.200.0/24")
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::Subnet)
+                .tags(
+                    Tag::builder()
+                        .key("headroom/managed")
+                        .value("a value with spaces & symbols=/+")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("CreateSubnet via proxy");
+    let subnet_id = created.subnet().unwrap().subnet_id().unwrap();
+    let seen = direct
+        .describe_subnets()
+        .subnet_ids(subnet_id)
+        .send()
+        .await
+        .unwrap();
+    let tag = &seen.subnets()[0].tags()[0];
+    assert_eq!(tag.key(), Some("headroom/managed"));
+    assert_eq!(tag.value(), Some("a value with spaces & symbols=/+"));
+    client.describe_vpcs().send().await.unwrap();
+
+    let calls = aws.proxy().calls();
+    assert_eq!(calls.get("DescribeVpcs"), Some(&2));
+    assert_eq!(calls.get("CreateSubnet"), Some(&1));
+    assert_eq!(calls.len(), 2, "direct calls are not counted: {calls:?}");
+    let log = aws.proxy().call_log();
+    assert!(
+        log.iter()
+            .all(|r| r.service == "ec2" && r.status == Some(200) && r.forwarded)
+    );
+    let mutating: Vec<_> = aws
+        .proxy()
+        .mutating_calls()
+        .into_iter()
+        .map(|r| r.action)
+        .collect();
+    assert_eq!(mutating, ["CreateSubnet"]);
+
+    aws.proxy().reset_counters();
+    assert!(aws.proxy().calls().is_empty());
+}
+
+#[tokio::test]
+async fn throttling_fails_without_retries_and_is_retried_with_standard_retries() {
+    let aws = start().await;
+    aws.proxy().throttle_every(1);
+
+    let no_retry = ec2(&aws, RetryConfig::disabled()).await;
+    let error = no_retry
+        .describe_vpcs()
+        .send()
+        .await
+        .expect_err("throttled");
+    assert_eq!(code(&error).as_deref(), Some("RequestLimitExceeded"));
+    assert_eq!(error.raw_response().map(|r| r.status().as_u16()), Some(503));
+    assert_eq!(aws.proxy().call_count("DescribeVpcs"), 1);
+
+    // Standard retries classify it as throttling and try 3 times in all.
+    aws.proxy().reset_counters();
+    let retrying = ec2(&aws, headroom_testbed::test_retry_config()).await;
+    let error = retrying
+        .describe_vpcs()
+        .send()
+        .await
+        .expect_err("throttled on every attempt");
+    assert_eq!(code(&error).as_deref(), Some("RequestLimitExceeded"));
+    assert_eq!(aws.proxy().call_count("DescribeVpcs"), 3);
+    assert_eq!(aws.proxy().forwarded_count("DescribeVpcs"), 0);
+
+    // Every other call throttled: each operation succeeds on its retry.
+    aws.proxy().reset_counters();
+    aws.proxy().throttle_every(2);
+    for _ in 0..5 {
+        retrying
+            .describe_vpcs()
+            .send()
+            .await
+            .expect("retried past throttling");
+    }
+    let log = aws.proxy().call_log();
+    assert_eq!(log.len(), 9, "1 + 4 × (throttled + retry)");
+    assert_eq!(
+        log.iter()
+            .filter(|r| r.injected == Some(Fault::Throttle))
+            .count(),
+        4
+    );
+
+    // Without retries the same pattern surfaces on the second call.
+    aws.proxy().throttle_every(2);
+    no_retry
+        .describe_vpcs()
+        .send()
+        .await
+        .expect("first call passes");
+    assert!(
+        no_retry.describe_vpcs().send().await.is_err(),
+        "second call is throttled"
+    );
+}
+
+#[tokio::test]
+async fn throttle_every_from_offset_and_scope() {
+    let aws = start().await;
+    let client = ec2(&aws, RetryConfig::disabled()).await;
+    aws.proxy()
+        .throttle_scope(Some(Selector::Action("DescribeSubnets".into())));
+    aws.proxy().throttle_every_from(2, 1);
+    let mut outcomes = Vec::new();
+    for _ in 0..5 {
+        outcomes.push(client.describe_subnets().send().await.is_ok());
+        client
+            .describe_vpcs()
+            .send()
+            .await
+            .expect("out of scope: never throttled");
+    }
+    assert_eq!(outcomes, [true, true, false, true, false]);
+}
+
+#[tokio::test]
+async fn seeded_fractional_throttling_is_reproducible() {
+    let aws = start().await;
+    let client = ec2(&aws, RetryConfig::disabled()).await;
+    let mut runs = Vec::new();
+    for seed in [42, 42, 43] {
+        aws.proxy().throttle_fraction(0.5, seed);
+        let mut outcome = Vec::new();
+        for _ in 0..24 {
+            outcome.push(client.describe_vpcs().send().await.is_ok());
+        }
+        runs.push(outcome);
+    }
+    assert_eq!(runs[0], runs[1], "same seed, same throttled calls");
+    assert_ne!(runs[0], runs[2], "another seed, another pattern");
+    let throttled = runs[0].iter().filter(|ok| !**ok).count();
+    assert!(
+        (4..=20).contains(&throttled),
+        "{throttled}/24 throttled at p=0.5"
+    );
+}
+
+#[tokio::test]
+async fn cloudwatch_and_eks_throttling_use_their_protocols_error_shapes() {
+    let aws = start().await;
+    aws.proxy().throttle_every(1);
+    let config = aws
+        .sdk_config_with_retry(DEFAULT_REGION, RetryConfig::disabled())
+        .await;
+
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&config);
+    let error = cloudwatch
+        .list_metrics()
+        .send()
+        .await
+        .expect_err("throttled");
+    assert_eq!(
+        error.as_service_error().and_then(|e| e.code()),
+        Some("Throttling")
+    );
+    assert_eq!(error.raw_response().map(|r| r.status().as_u16()), Some(400));
+
+    let eks = aws_sdk_eks::Client::new(&config);
+    let error = eks.list_clusters().send().await.expect_err("throttled");
+    assert_eq!(
+        error.as_service_error().and_then(|e| e.code()),
+        Some("ThrottlingException")
+    );
+    assert_eq!(error.raw_response().map(|r| r.status().as_u16()), Some(429));
+
+    let log = aws.proxy().call_log();
+    let seen: Vec<_> = log
+        .iter()
+        .map(|r| (r.service.as_str(), r.action.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [("monitoring", "ListMetrics"), ("eks", "ListClusters")]
+    );
+
+    // And both retry to success under standard retries.
+    aws.proxy().throttle_every(2);
+    let config = aws.sdk_config(DEFAULT_REGION).await;
+    aws_sdk_cloudwatch::Client::new(&config)
+        .list_metrics()
+        .send()
+        .await
+        .expect("ok");
+    aws_sdk_cloudwatch::Client::new(&config)
+        .list_metrics()
+        .send()
+        .await
+        .expect("retried");
+    aws_sdk_eks::Client::new(&config)
+        .list_clusters()
+        .send()
+        .await
+        .expect("retried");
+}
+
+#[tokio::test]
+async fn server_error_on_the_nth_mutating_call() {
+    let aws = start().await;
+    let client = ec2(&aws, RetryConfig::disabled()).await;
+    let direct = aws.direct_ec2(DEFAULT_REGION).await;
+    let vpc = default_vpc(&direct).await;
+    aws.proxy().fail_nth_mutating(2, Fault::ServerError);
+
+    client.describe_vpcs().send().await.unwrap();
+    client
+        .create_subnet()
+        .vpc_id(&vpc)
+        .cidr_block("172.31.201.0/24")
+        .send()
+        .await
+        .expect("1st mutating");
+    client.describe_subnets().send().await.unwrap();
+    let error = client
+        .create_subnet()
+        .vpc_id(&vpc)
+        .cidr_block("172.31.202.0/24")
+        .send()
+        .await
+        .expect_err("2nd mutating call fails");
+    assert_eq!(code(&error).as_deref(), Some("InternalError"));
+    assert_eq!(error.raw_response().map(|r| r.status().as_u16()), Some(500));
+    assert_eq!(
+        subnets_with_cidr(&direct, "172.31.202.0/24").await,
+        0,
+        "never forwarded"
+    );
+    client
+        .create_subnet()
+        .vpc_id(&vpc)
+        .cidr_block("172.31.203.0/24")
+        .send()
+        .await
+        .expect("fires once");
+}
+
+#[tokio::test]
+async fn drop_before_forward_never_reaches_moto() {
+    let aws = start().await;
+    let client = ec2(&aws, RetryConfig::disabled()).await;
+    let direct = aws.direct_ec2(DEFAULT_REGION).await;
+    let vpc = default_vpc(&direct).await;
+    aws.proxy()
+        .fail_nth("CreateSubnet", 1, Fault::DropBeforeForward);
+
+    let error = client
+        .create_subnet()
+        .vpc_id(&vpc)
+        .cidr_block("172.31.210.0/24")
+        .send()
+        .await
+        .expect_err("connection dropped");
+    assert!(matches!(error, SdkError::DispatchFailure(_)), "{error:?}");
+    assert_eq!(subnets_with_cidr(&direct, "172.31.210.0/24").await, 0);
+    let record = &aws.proxy().call_log()[0];
+    assert_eq!((record.status, record.forwarded), (None, false));
+
+    // The SDK's standard retries treat it as transient and try again.
+    aws.proxy()
+        .fail_nth("CreateSubnet", 1, Fault::DropBeforeForward);
+    let retrying = ec2(&aws, headroom_testbed::test_retry_config()).await;
+    retrying
+        .create_subnet()
+        .vpc_id(&vpc)
+        .cidr_block("172.31.211.0/24")
+        .send()
+        .await
+        .expect("retried after the dropped attempt");
+    assert_eq!(subnets_with_cidr(&direct, "172.31.211.0/24").await, 1);
+}
+
+#[tokio::test]
+async fn drop_after_forward_fails_the_call_but_the_subnet_exists() {
+    let aws = start().await;
+    let client = ec2(&aws, RetryConfig::disabled()).await;
+    let direct = aws.direct_ec2(DEFAULT_REGION).await;
+    let vpc = default_vpc(&direct).await;
+    aws.proxy()
+        .fail_nth("CreateSubnet", 1, Fault::DropAfterForward);
+
+    let started = Instant::now();
+    let error = client
+        .create_subnet()
+        .vpc_id(&vpc)
+        .cidr_block("172.31.220.0/24")
+        .send()
+        .await
+        .expect_err("response dropped");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "EOF, not a timeout"
+    );
+    assert!(matches!(error, SdkError::DispatchFailure(_)), "{error:?}");
+    assert_eq!(
+        subnets_with_cidr(&direct, "172.31.220.0/24").await,
+        1,
+        "moto created the subnet although the client saw a failure"
+    );
+    let record = &aws.proxy().call_log()[0];
+    assert_eq!(record.injected, Some(Fault::DropAfterForward));
+    assert_eq!((record.status, record.forwarded), (None, true));
+
+    // The proxy keeps serving new connections afterwards.
+    client.describe_vpcs().send().await.expect("proxy still up");
+}
+
+#[tokio::test]
+async fn drop_after_forward_with_sdk_retries_surfaces_the_duplicate() {
+    // The SDK retries the lost response; moto already created the subnet, so
+    // the retry is refused as a conflict. Code under test must reconcile.
+    let aws = start().await;
+    let client = ec2(&aws, headroom_testbed::test_retry_config()).await;
+    let direct = aws.direct_ec2(DEFAULT_REGION).await;
+    let vpc = default_vpc(&direct).await;
+    aws.proxy()
+        .fail_nth("CreateSubnet", 1, Fault::DropAfterForward);
+
+    let error = client
+        .create_subnet()
+        .vpc_id(&vpc)
+        .cidr_block("172.31.230.0/24")
+        .send()
+        .await
+        .expect_err("retry conflicts");
+    assert_eq!(code(&error).as_deref(), Some("InvalidSubnet.Conflict"));
+    assert_eq!(aws.proxy().call_count("CreateSubnet"), 2);
+    assert_eq!(subnets_with_cidr(&direct, "172.31.230.0/24").await, 1);
+}
+
+#[tokio::test]
+async fn associating_polls_then_associated() {
+    let aws = start().await;
+    let client = ec2(&aws, RetryConfig::disabled()).await;
+    let vpc = default_vpc(&aws.direct_ec2(DEFAULT_REGION).await).await;
+    aws.proxy().associating_polls(3);
+
+    let associated = client
+        .associate_vpc_cidr_block()
+        .vpc_id(&vpc)
+        .cidr_block("100.64.0.0/16")
+        .send()
+        .await
+        .expect("AssociateVpcCidrBlock");
+    let association = associated.cidr_block_association().unwrap();
+    let association_id = association.association_id().unwrap().to_owned();
+    assert_eq!(state_str(association.cidr_block_state()), "associating");
+
+    let mut states = Vec::new();
+    for _ in 0..5 {
+        let vpcs = client.describe_vpcs().vpc_ids(&vpc).send().await.unwrap();
+        let sets = vpcs.vpcs()[0].cidr_block_association_set();
+        let ours = sets
+            .iter()
+            .find(|a| a.association_id() == Some(association_id.as_str()))
+            .unwrap();
+        let primary = sets
+            .iter()
+            .find(|a| a.cidr_block() == Some("172.31.0.0/16"))
+            .unwrap();
+        assert_eq!(
+            state_str(primary.cidr_block_state()),
+            "associated",
+            "others untouched"
+        );
+        states.push(state_str(ours.cidr_block_state()));
+    }
+    assert_eq!(
+        states,
+        [
+            "associating",
+            "associating",
+            "associating",
+            "associated",
+            "associated"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn association_can_fail() {
+    let aws = start().await;
+    let client = ec2(&aws, RetryConfig::disabled()).await;
+    let vpc = default_vpc(&aws.direct_ec2(DEFAULT_REGION).await).await;
+    aws.proxy().associating_polls(1);
+    aws.proxy().association_fails();
+
+    client
+        .associate_vpc_cidr_block()
+        .vpc_id(&vpc)
+        .cidr_block("100.65.0.0/16")
+        .send()
+        .await
+        .unwrap();
+    let mut states = Vec::new();
+    for _ in 0..3 {
+        let vpcs = client.describe_vpcs().vpc_ids(&vpc).send().await.unwrap();
+        let ours = vpcs.vpcs()[0]
+            .cidr_block_association_set()
+            .iter()
+            .find(|a| a.cidr_block() == Some("100.65.0.0/16"))
+            .unwrap()
+            .clone();
+        states.push(state_str(ours.cidr_block_state()));
+    }
+    assert_eq!(states, ["associating", "failed", "failed"]);
+}
+
+fn state_str(state: Option<&aws_sdk_ec2::types::VpcCidrBlockState>) -> String {
+    state
+        .and_then(|s| s.state())
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn latency_is_added_to_every_call() {
+    let aws = start().await;
+    let client = ec2(&aws, RetryConfig::disabled()).await;
+    client.describe_vpcs().send().await.unwrap(); // warm the connection
+    aws.proxy().set_latency(Duration::from_millis(300));
+    let started = Instant::now();
+    client.describe_vpcs().send().await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    aws.proxy().reset_faults();
+    let started = Instant::now();
+    client.describe_vpcs().send().await.unwrap();
+    assert!(started.elapsed() < Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn chunked_request_bodies_are_forwarded() {
+    let aws = start().await;
+    let addr = aws.endpoint().trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = "Action=DescribeVpcs&Version=2016-11-15";
+    let (first, second) = body.split_at(10);
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=testing/20250101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0\r\n\
+         Content-Type: application/x-www-form-urlencoded; charset=utf-8\r\n\
+         Transfer-Encoding: chunked\r\n\r\n\
+         {:x}\r\n{first}\r\n{:x}\r\n{second}\r\n0\r\n\r\n",
+        first.len(),
+        second.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("<DescribeVpcsResponse"), "{response}");
+    assert_eq!(aws.proxy().call_count("DescribeVpcs"), 1);
+}
+
+#[tokio::test]
+async fn dropping_the_proxy_closes_its_port() {
+    let aws = start().await;
+    let addr = aws.endpoint().trim_start_matches("http://").to_owned();
+    let client = ec2(&aws, RetryConfig::disabled()).await;
+    client.describe_vpcs().send().await.unwrap();
+    drop(aws);
+    tokio::task::yield_now().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(&addr).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "proxy still listening after drop"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        client.describe_vpcs().send().await.is_err(),
+        "pooled connections are gone too"
+    );
+}
