@@ -129,7 +129,7 @@ pub enum Step {
         /// The AZ had no private cluster subnet to copy; this is the main table.
         main_table_fallback: bool,
     },
-    CreateNodeClass { name: String, object: Value },
+    CreateNodeClass { name: String, object: Value, intent: NodeClassIntent },
     PatchNodeClass {
         name: String,
         /// RFC 6902 operations, led by a `test` of the resourceVersion read.

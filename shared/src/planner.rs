@@ -390,7 +390,7 @@ impl<'a> Planner<'a> {
                 let object = nodeclass::new_nodeclass(name, &intent, &sources)
                     .map_err(|why| refuse(RefusalCode::NoNodeRole, format!("NodeClass {name}: {why}")))?;
                 let terms = object.pointer("/spec/subnetSelectorTerms").cloned();
-                steps.push(Step::CreateNodeClass { name: name.clone(), object });
+                steps.push(Step::CreateNodeClass { name: name.clone(), object, intent: intent.clone() });
                 terms
             }
         };

@@ -173,7 +173,7 @@ fn the_lab_scenario_gets_the_labs_remediation() {
     );
     let names: Vec<&str> = plan.steps.iter().map(Step::name).collect();
     assert_eq!(names.first(), Some(&"associate-vpc-cidr"), "the CIDR comes before its subnets");
-    let Some(Step::CreateNodeClass { name, object }) = plan.steps.last() else { panic!("expected the NodeClass last: {names:?}") };
+    let Some(Step::CreateNodeClass { name, object, .. }) = plan.steps.last() else { panic!("expected the NodeClass last: {names:?}") };
     assert_eq!(name, "headroom");
     assert_eq!(object["spec"]["subnetSelectorTerms"], json!([{"tags": {"headroom.io/cluster": "demo-cluster"}}]));
     assert_eq!(object["spec"]["role"], "AmazonEKSAutoNodeRole");

@@ -1,0 +1,10 @@
+//! Everything that talks to AWS: clients built once per process, the
+//! inventory reader, the plan executor and the capacity metrics.
+
+pub mod clients;
+pub mod errors;
+pub mod executor;
+pub mod inventory;
+pub mod metrics;
+
+pub use clients::AwsClients;

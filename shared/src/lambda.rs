@@ -1,0 +1,137 @@
+//! What the three Lambda handlers share: which events each accepts, logging
+//! set-up, and turning a report into a Lambda answer.
+//!
+//! A retryable failure fails the invocation so Lambda retries it. Bad input,
+//! refusals and non-retryable failures answer normally, with a report that
+//! says why: retrying them cannot help.
+
+use serde_json::{Value, json};
+
+use crate::remediate::{self, Context, RunOptions};
+use crate::trigger::{self, TriggerKind};
+
+/// The deployed functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    OnAlarm,
+    OnPrefixFailure,
+    CapacityCheck,
+}
+
+impl Function {
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::OnAlarm => "on-alarm",
+            Function::OnPrefixFailure => "on-prefix-failure",
+            Function::CapacityCheck => "capacity-check",
+        }
+    }
+
+    /// Every function takes the manual event; otherwise each takes its own trigger.
+    fn accepts(self, kind: &TriggerKind) -> bool {
+        matches!(
+            (self, kind),
+            (_, TriggerKind::Manual)
+                | (Function::OnAlarm, TriggerKind::Alarm { .. })
+                | (Function::OnPrefixFailure, TriggerKind::AllocationFailure(_))
+                | (Function::CapacityCheck, TriggerKind::Schedule)
+        )
+    }
+
+    fn options(self) -> RunOptions {
+        RunOptions { publish_metrics: self == Function::CapacityCheck }
+    }
+
+    fn expected(self) -> &'static str {
+        match self {
+            Function::OnAlarm => "a CloudWatch alarm (direct, EventBridge or SNS) or the manual event",
+            Function::OnPrefixFailure => "a CloudTrail EC2 allocation failure from EventBridge or the manual event",
+            Function::CapacityCheck => "a scheduled event or the manual event",
+        }
+    }
+}
+
+/// The error type handed to lambda_runtime: its message is what the caller sees.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+fn rejected(function: Function, error: &crate::Error) -> Value {
+    json!({
+        "function": function.name(),
+        "outcome": "rejected",
+        "reason": error.to_string(),
+        "error": { "kind": error.kind(), "message": error.to_string(), "retryable": false },
+    })
+}
+
+/// Parses the payload, runs it and answers. Never panics on any input.
+pub async fn invoke(ctx: &Context, function: Function, payload: Value) -> Result<Value, HandlerError> {
+    let trigger = match trigger::parse(&payload) {
+        Ok(t) if function.accepts(&t.kind) => t,
+        Ok(t) => {
+            let error = crate::Error::InvalidEvent(format!(
+                "{} does not handle {} events; it takes {}",
+                function.name(),
+                t.kind_name(),
+                function.expected()
+            ));
+            tracing::warn!(error = %error, "rejected event");
+            return Ok(rejected(function, &error));
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "rejected event");
+            return Ok(rejected(function, &error));
+        }
+    };
+    tracing::info!(trigger = trigger.kind_name(), summary = %trigger.summary, event_id = ?trigger.event_id, "invoked");
+    let report = match remediate::handle(ctx, trigger, function.options()).await {
+        Ok(report) => report,
+        Err(error) if error.is_retryable() => return Err(error.to_string().into()),
+        Err(error) => return Ok(rejected(function, &error)),
+    };
+    let answer = serde_json::to_value(&report).map_err(|e| -> HandlerError { e.to_string().into() })?;
+    tracing::info!(report = %answer, "report");
+    if let Some(failure) = report.retryable_failure() {
+        return Err(format!("{} (retryable): {}", failure.kind, failure.message).into());
+    }
+    Ok(answer)
+}
+
+/// JSON logs with the span fields (cluster, vpc, step) on every line.
+/// `RUST_LOG` overrides the level; the SDK's request signing is kept quiet
+/// because its TRACE output carries session tokens.
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = filter
+        .add_directive("aws_sigv4=warn".parse().expect("static directive"))
+        .add_directive("aws_smithy_runtime=warn".parse().expect("static directive"))
+        .add_directive("aws_config=warn".parse().expect("static directive"))
+        .add_directive("hyper_util=warn".parse().expect("static directive"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_function_takes_its_own_trigger_and_the_manual_event() {
+        let alarm = TriggerKind::Alarm { delivery: trigger::AlarmDelivery::Direct, alarm_name: "a".into(), state: "ALARM".into(), metric: None };
+        assert!(Function::OnAlarm.accepts(&alarm));
+        assert!(!Function::CapacityCheck.accepts(&alarm));
+        assert!(Function::CapacityCheck.accepts(&TriggerKind::Schedule));
+        assert!(!Function::OnPrefixFailure.accepts(&TriggerKind::Schedule));
+        for f in [Function::OnAlarm, Function::OnPrefixFailure, Function::CapacityCheck] {
+            assert!(f.accepts(&TriggerKind::Manual));
+        }
+        assert!(Function::CapacityCheck.options().publish_metrics);
+        assert!(!Function::OnAlarm.options().publish_metrics);
+    }
+}

@@ -1,0 +1,154 @@
+//! The JSON report every invocation returns: trigger, decision and reason,
+//! plan, what changed, verification, timings.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::aws::executor::Applied;
+use crate::capacity::AzCapacity;
+use crate::error::Error;
+use crate::plan::{Decision, Plan, RefusalCode};
+use crate::trigger::Trigger;
+
+/// The outcome of one cluster, in the words of the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    NoOp,
+    Refused,
+    /// A plan was made and not applied (dry run).
+    Planned,
+    Applied,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportedError {
+    pub kind: &'static str,
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl From<&Error> for ReportedError {
+    fn from(e: &Error) -> Self {
+        ReportedError { kind: e.kind(), message: e.to_string(), retryable: e.is_retryable() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    /// The re-read state holds every planned change.
+    pub ok: bool,
+    pub problems: Vec<String>,
+    /// New subnets the NodeClass `status.subnets` did not list within the
+    /// wait (Auto Mode resolves selectors asynchronously).
+    pub status_pending_subnets: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterReport {
+    pub cluster: String,
+    pub vpc_id: Option<String>,
+    pub outcome: Outcome,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<RefusalCode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
+    pub changes: Vec<Applied>,
+    /// Per-AZ capacity when read (before any change).
+    pub capacity: BTreeMap<String, AzCapacity>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_published: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ReportedError>,
+    pub timings_ms: BTreeMap<&'static str, u64>,
+}
+
+impl ClusterReport {
+    pub fn new(cluster: &str) -> Self {
+        ClusterReport {
+            cluster: cluster.to_string(),
+            vpc_id: None,
+            outcome: Outcome::NoOp,
+            reason: String::new(),
+            refusal: None,
+            plan: None,
+            changes: Vec::new(),
+            capacity: BTreeMap::new(),
+            verification: None,
+            metrics_published: None,
+            error: None,
+            timings_ms: BTreeMap::new(),
+        }
+    }
+
+    pub fn set_decision(&mut self, decision: &Decision) {
+        match decision {
+            Decision::NoOp { reason } => {
+                self.outcome = Outcome::NoOp;
+                self.reason = reason.clone();
+            }
+            Decision::Refused(refusal) => {
+                self.outcome = Outcome::Refused;
+                self.reason = refusal.message.clone();
+                self.refusal = Some(refusal.code);
+            }
+            Decision::Plan(plan) => {
+                self.outcome = Outcome::Planned;
+                self.reason = if plan.starved_azs.is_empty() {
+                    "completing managed resources an earlier run left unfinished, or a forced expansion".into()
+                } else {
+                    format!("below the thresholds in {}", plan.starved_azs.join(", "))
+                };
+                self.plan = Some(plan.clone());
+            }
+        }
+    }
+
+    pub fn fail(&mut self, error: &Error) {
+        self.outcome = Outcome::Failed;
+        self.reason = error.to_string();
+        self.error = Some(error.into());
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub trigger: Trigger,
+    pub dry_run: bool,
+    /// The most significant cluster outcome (failed > applied > planned > refused > no-op).
+    pub outcome: Outcome,
+    pub reason: String,
+    pub clusters: Vec<ClusterReport>,
+    pub total_ms: u64,
+}
+
+impl Report {
+    pub fn new(trigger: Trigger, dry_run: bool, clusters: Vec<ClusterReport>, total_ms: u64) -> Self {
+        let top = clusters.iter().max_by_key(|c| c.outcome);
+        let (outcome, reason) = match top {
+            Some(c) if clusters.len() == 1 => (c.outcome, c.reason.clone()),
+            Some(c) => (c.outcome, format!("{}: {}", c.cluster, c.reason)),
+            None => (Outcome::NoOp, "no cluster to check".into()),
+        };
+        Report { trigger, dry_run, outcome, reason, clusters, total_ms }
+    }
+
+    /// A report decided from the trigger alone, before any I/O.
+    pub fn without_clusters(trigger: Trigger, dry_run: bool, outcome: Outcome, reason: String) -> Self {
+        Report { trigger, dry_run, outcome, reason, clusters: Vec::new(), total_ms: 0 }
+    }
+
+    /// The first retryable failure, if any: the invocation should fail so Lambda retries it.
+    pub fn retryable_failure(&self) -> Option<&ReportedError> {
+        self.clusters.iter().filter_map(|c| c.error.as_ref()).find(|e| e.retryable)
+    }
+}

@@ -1,0 +1,76 @@
+//! After applying: does the re-read state hold what the plan asked for? Pure.
+
+use ipnet::Ipv4Net;
+
+use crate::aws::executor::Applied;
+use crate::config::Config;
+use crate::model::NetworkSnapshot;
+use crate::nodeclass::{self, Extension, SelectorTarget};
+use crate::plan::{Plan, Step, SubnetRef};
+
+/// What is missing from `after`, one line each; empty when the plan holds.
+pub fn problems(plan: &Plan, after: &NetworkSnapshot, config: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
+    let subnet_by_cidr = |cidr: &Ipv4Net| after.subnets.iter().find(|s| &s.cidr == cidr);
+    for step in &plan.steps {
+        match step {
+            Step::AssociateVpcCidr { cidr, .. } | Step::AwaitVpcCidr { cidr, .. } => {
+                let associated = after
+                    .vpc
+                    .cidr_associations
+                    .iter()
+                    .any(|a| &a.cidr == cidr && a.state == crate::model::CidrState::Associated);
+                if !associated {
+                    problems.push(format!("{cidr} is not associated with {}", after.vpc.id));
+                }
+            }
+            Step::CreateSubnet { cidr, availability_zone, .. } => match subnet_by_cidr(cidr) {
+                None => problems.push(format!("subnet {cidr} does not exist")),
+                Some(s) if &s.availability_zone != availability_zone => {
+                    problems.push(format!("subnet {cidr} is in {}, not {availability_zone}", s.availability_zone))
+                }
+                Some(s) if s.tags.get(&config.managed_tag_key) != Some(&after.cluster.name) => {
+                    problems.push(format!("subnet {} ({cidr}) lacks the tag {}={}", s.id, config.managed_tag_key, after.cluster.name))
+                }
+                Some(_) => {}
+            },
+            Step::AssociateRouteTable { route_table_id, subnet, .. } => {
+                let id = match subnet {
+                    SubnetRef::Existing(id) => Some(id.clone()),
+                    SubnetRef::Planned(cidr) => subnet_by_cidr(cidr).map(|s| s.id.clone()),
+                };
+                let Some(id) = id else { continue };
+                match after.explicit_route_table_of(&id) {
+                    Some(t) if &t.id == route_table_id => {}
+                    Some(t) => problems.push(format!("{id} is associated with {}, not {route_table_id}", t.id)),
+                    None => problems.push(format!("{id} has no explicit route table association")),
+                }
+            }
+            Step::CreateNodeClass { name, intent, .. } | Step::PatchNodeClass { name, intent, .. } => {
+                let targets: Vec<SelectorTarget> = after
+                    .managed_subnets(&config.managed_tag_key)
+                    .map(|s| SelectorTarget { id: Some(s.id.clone()), tags: s.tags.clone() })
+                    .collect();
+                match &after.nodeclasses.managed {
+                    None => problems.push(format!("NodeClass {name} does not exist")),
+                    Some(current) => {
+                        if nodeclass::extension(current, intent, &targets) != Extension::AlreadySelected {
+                            problems.push(format!("NodeClass {name} does not select every managed subnet"));
+                        }
+                    }
+                }
+            }
+            Step::CreateNodePool { name, .. } => {
+                if after.nodeclasses.nodepool_exists != Some(true) {
+                    problems.push(format!("NodePool {name} does not exist"));
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// Subnet ids the plan created, from the executor's record.
+pub fn created_subnet_ids(changes: &[Applied]) -> Vec<String> {
+    changes.iter().filter(|c| c.step == "create-subnet").map(|c| c.resource.clone()).collect()
+}
