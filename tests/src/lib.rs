@@ -14,8 +14,11 @@
 mod error;
 pub mod fake_kube;
 pub mod fault_proxy;
+pub mod harness;
+pub mod lab;
 pub mod moto;
 mod net;
+pub mod view;
 
 pub use error::TestbedError;
 pub use fake_kube::{

@@ -1,0 +1,65 @@
+//! The lab on local AWS and Kubernetes, with a headroom [`Context`] pointed
+//! at it: what the integration tests, the benchmarks and the demo share.
+
+use std::path::PathBuf;
+
+use headroom::aws::AwsClients;
+use headroom::cluster::ClusterAccess;
+use headroom::{Config, Context};
+
+use crate::lab::{self, Exhaustion, Lab};
+use crate::{FakeKube, LocalAws, TestbedError, ec2_status_resolver};
+
+pub struct Harness {
+    // Drop order: the API server and proxy stop before moto.
+    pub kube: FakeKube,
+    pub aws: LocalAws,
+    pub lab: Lab,
+    /// EC2 straight to moto: for seeding and assertions, never faulted or counted.
+    pub direct_ec2: aws_sdk_ec2::Client,
+    kubeconfig_dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// moto + proxy + fake API server, seeded with the lab's scenario.
+    pub async fn start(exhaustion: Exhaustion) -> Result<Self, TestbedError> {
+        let aws = LocalAws::start().await?;
+        let direct = aws.direct_sdk_config(lab::REGION).await;
+        let direct_ec2 = aws_sdk_ec2::Client::new(&direct);
+        let kube = FakeKube::start().await?;
+        kube.set_status_resolver(Some(ec2_status_resolver(direct_ec2.clone())));
+        let lab = lab::seed(&direct_ec2, &aws_sdk_eks::Client::new(&direct), &kube.handle(), exhaustion).await?;
+        let kubeconfig_dir = tempfile::tempdir().map_err(|source| TestbedError::Io { context: "creating a kubeconfig dir".into(), source })?;
+        kube.write_kubeconfig(&kubeconfig_dir.path().join("config"))?;
+        Ok(Harness { kube, aws, lab, direct_ec2, kubeconfig_dir })
+    }
+
+    pub fn kubeconfig_path(&self) -> PathBuf {
+        self.kubeconfig_dir.path().join("config")
+    }
+
+    /// headroom's settings for the lab: `CLUSTER_NAME=demo-cluster` plus `overrides`.
+    pub fn config(&self, overrides: &[(&str, &str)]) -> Config {
+        let lookup = |key: &str| {
+            overrides
+                .iter()
+                .rev()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_string())
+                .or_else(|| (key == "CLUSTER_NAME").then(|| lab::CLUSTER.to_string()))
+                .or_else(|| (key == "NODECLASS_READY_TIMEOUT_SECONDS").then(|| "5".to_string()))
+        };
+        Config::from_lookup(lookup).expect("valid test settings")
+    }
+
+    /// A context as a Lambda would build it, but through the fault proxy and
+    /// the fake API server.
+    pub async fn context(&self, config: Config) -> Context {
+        let sdk = self
+            .aws
+            .sdk_config_with_retry(lab::REGION, headroom::aws::clients::retry_config())
+            .await;
+        let clusters = ClusterAccess::with_kubeconfig(&sdk, Some(self.kubeconfig_path().as_os_str()));
+        Context::new(config, AwsClients::new(sdk), clusters)
+    }
+}
