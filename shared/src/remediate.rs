@@ -298,7 +298,7 @@ pub async fn execute(ctx: &Context, before: &NetworkSnapshot, plan: &Plan) -> (V
         let span = tracing::info_span!("step", step = step.name());
         let result = match step {
             Step::CreateNodeClass { object, intent, .. } => api.create_nodeclass(object, intent, &targets).instrument(span).await,
-            Step::PatchNodeClass { name, intent, .. } => api.ensure_selected(name, intent, &targets).instrument(span).await,
+            Step::PatchNodeClass { name, intent, patch } => api.ensure_selected(name, intent, &targets, Some(patch)).instrument(span).await,
             Step::CreateNodePool { object, .. } => api.create_nodepool(object).instrument(span).await,
             _ => unreachable!("filtered above"),
         };

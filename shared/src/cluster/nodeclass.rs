@@ -109,34 +109,39 @@ impl NodeClassApi {
                 detail: format!("NodeClass {name} created at resourceVersion {}", created.metadata.resource_version.unwrap_or_default()),
                 already_present: false,
             }),
-            Err(kube::Error::Api(status)) if status.is_already_exists() => self.ensure_selected(&name, intent, targets).await,
+            Err(kube::Error::Api(status)) if status.is_already_exists() => self.ensure_selected(&name, intent, targets, None).await,
             Err(e) => Err(kube_error("create NodeClass", e)),
         }
     }
 
     /// Extends the NodeClass until it selects every target, re-reading and
     /// recomputing after each concurrent write.
-    pub async fn ensure_selected(&self, name: &str, intent: &NodeClassIntent, targets: &[SelectorTarget]) -> Result<Applied> {
+    pub async fn ensure_selected(
+        &self,
+        name: &str,
+        intent: &NodeClassIntent,
+        targets: &[SelectorTarget],
+        planned: Option<&Value>,
+    ) -> Result<Applied> {
         refuse_default(name)?;
+        // The planner's patch was computed from the snapshot just read: try it
+        // first, and read again only if the NodeClass moved on since.
+        let mut planned = planned.cloned();
+        let mut rejected: Option<(Value, String)> = None;
         for attempt in 1..=MAX_CONFLICT_RETRIES {
-            let current = self.get_nodeclass(name).await?.ok_or_else(|| Error::Kube {
-                operation: "patch NodeClass",
-                message: format!("NodeClass {name} disappeared while being extended; the next run recreates it"),
-                retryable: true,
-            })?;
-            let ops = match nodeclass::extension(&current, intent, targets) {
-                Extension::AlreadySelected => {
-                    return Ok(Applied {
-                        step: "patch-nodeclass",
-                        resource: name.to_string(),
-                        detail: format!("NodeClass {name} already selects the managed subnets"),
-                        already_present: true,
-                    });
-                }
-                Extension::Unextendable(why) => {
-                    return Err(Error::Kube { operation: "patch NodeClass", message: format!("NodeClass {name}: {why}"), retryable: false });
-                }
-                Extension::Patch(ops) => ops,
+            let ops = match planned.take() {
+                Some(ops) => ops,
+                None => match self.next_patch(name, intent, targets, rejected.take()).await? {
+                    Some(ops) => ops,
+                    None => {
+                        return Ok(Applied {
+                            step: "patch-nodeclass",
+                            resource: name.to_string(),
+                            detail: format!("NodeClass {name} already selects the managed subnets"),
+                            already_present: true,
+                        });
+                    }
+                },
             };
             let patch: json_patch_kube::Patch = serde_json::from_value(ops.clone())
                 .map_err(|e| Error::Kube { operation: "patch NodeClass", message: format!("invalid JSON Patch: {e}"), retryable: false })?;
@@ -156,6 +161,7 @@ impl NodeClassApi {
                 }
                 // 422: our `test` op saw a newer resourceVersion. 409: a conflict. Both: re-read.
                 Err(kube::Error::Api(status)) if status.code == 422 || status.is_conflict() => {
+                    rejected = Some((ops[0].get("value").cloned().unwrap_or_default(), status.message.clone()));
                     tracing::info!(nodeclass = name, attempt, code = status.code, "NodeClass changed under us; re-reading");
                     tokio::time::sleep(Duration::from_millis(50 * attempt as u64)).await;
                 }
@@ -167,6 +173,40 @@ impl NodeClassApi {
             message: format!("NodeClass {name} kept changing during {MAX_CONFLICT_RETRIES} attempts; the next run retries"),
             retryable: true,
         })
+    }
+
+    /// The patch a fresh read calls for; `None` when it already selects every target.
+    /// `rejected` is the resourceVersion a refused patch tested, with the
+    /// refusal: if the object has not moved since, the 422 was validation,
+    /// not a race, and retrying cannot help.
+    async fn next_patch(
+        &self,
+        name: &str,
+        intent: &NodeClassIntent,
+        targets: &[SelectorTarget],
+        rejected: Option<(Value, String)>,
+    ) -> Result<Option<Value>> {
+        let current = self.get_nodeclass(name).await?.ok_or_else(|| Error::Kube {
+            operation: "patch NodeClass",
+            message: format!("NodeClass {name} disappeared while being extended; the next run recreates it"),
+            retryable: true,
+        })?;
+        if let Some((tested, message)) = rejected {
+            if current.pointer("/metadata/resourceVersion") == Some(&tested) {
+                return Err(Error::Kube {
+                    operation: "patch NodeClass",
+                    message: format!("the API server rejected the change to NodeClass {name}: {message}"),
+                    retryable: false,
+                });
+            }
+        }
+        match nodeclass::extension(&current, intent, targets) {
+            Extension::AlreadySelected => Ok(None),
+            Extension::Patch(ops) => Ok(Some(ops)),
+            Extension::Unextendable(why) => {
+                Err(Error::Kube { operation: "patch NodeClass", message: format!("NodeClass {name}: {why}"), retryable: false })
+            }
+        }
     }
 
     /// Creates the NodePool when absent; an existing one is never modified.

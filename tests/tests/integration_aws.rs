@@ -1,0 +1,208 @@
+//! The lab's scenario against moto (through the fault proxy): what headroom
+//! changes in AWS, and what it refuses to change.
+
+use std::collections::BTreeSet;
+
+use aws_sdk_ec2::types::Filter;
+use headroom::report::Outcome;
+use headroom::{Report, RunOptions};
+use headroom_testbed::harness::Harness;
+use headroom_testbed::lab::{self, Exhaustion};
+use serde_json::json;
+
+async fn run(harness: &Harness, overrides: &[(&str, &str)], event: serde_json::Value, options: RunOptions) -> Report {
+    let ctx = harness.context(harness.config(overrides)).await;
+    let trigger = headroom::trigger::parse(&event).expect("valid event");
+    headroom::handle(&ctx, trigger, options).await.expect("handled")
+}
+
+fn apply() -> serde_json::Value {
+    json!({"clusterName": lab::CLUSTER, "dryRun": false})
+}
+
+async fn vpc_cidrs(harness: &Harness) -> BTreeSet<String> {
+    let out = harness.direct_ec2.describe_vpcs().vpc_ids(&harness.lab.vpc_id).send().await.unwrap();
+    out.vpcs()[0]
+        .cidr_block_association_set()
+        .iter()
+        .map(|a| format!("{}={}", a.cidr_block().unwrap(), a.cidr_block_state().unwrap().state().unwrap().as_str()))
+        .collect()
+}
+
+/// (AZ, CIDR, route table) of every subnet headroom manages.
+async fn managed_subnets(harness: &Harness) -> Vec<(String, String, Option<String>)> {
+    let subnets = lab::subnets_tagged(&harness.direct_ec2, &harness.lab.vpc_id, "headroom.io/cluster", lab::CLUSTER).await.unwrap();
+    let mut rows = Vec::new();
+    for s in subnets {
+        let id = s.subnet_id().unwrap();
+        let tables = harness
+            .direct_ec2
+            .describe_route_tables()
+            .filters(Filter::builder().name("association.subnet-id").values(id).build())
+            .send()
+            .await
+            .unwrap();
+        let table = tables.route_tables().first().and_then(|t| t.route_table_id()).map(String::from);
+        rows.push((s.availability_zone().unwrap().to_string(), s.cidr_block().unwrap().to_string(), table));
+    }
+    rows.sort();
+    rows
+}
+
+fn mutating_calls(harness: &Harness) -> Vec<String> {
+    harness.aws.proxy().mutating_calls().into_iter().map(|c| c.action).collect()
+}
+
+#[tokio::test]
+async fn the_lab_is_remediated_end_to_end_and_a_second_run_is_a_no_op() {
+    let harness = Harness::start(Exhaustion::Fragmented).await.unwrap();
+    let report = run(&harness, &[], apply(), RunOptions::default()).await;
+    assert_eq!(report.outcome, Outcome::Applied, "{report:#?}");
+    let cluster = &report.clusters[0];
+    assert!(cluster.verification.as_ref().is_some_and(|v| v.ok), "{cluster:#?}");
+
+    assert!(vpc_cidrs(&harness).await.contains("100.64.0.0/16=associated"));
+    let expected: Vec<(String, String, Option<String>)> = lab::AZS
+        .iter()
+        .zip(["100.64.0.0/19", "100.64.32.0/19", "100.64.64.0/19"])
+        .zip(&harness.lab.private_route_tables)
+        .map(|((az, cidr), table)| (az.to_string(), cidr.to_string(), Some(table.clone())))
+        .collect();
+    assert_eq!(managed_subnets(&harness).await, expected, "one subnet per AZ, each on its AZ's NAT route table");
+    let mutating = mutating_calls(&harness);
+    assert_eq!(
+        mutating.iter().filter(|a| *a == "AssociateVpcCidrBlock").count(),
+        1,
+        "{mutating:?}"
+    );
+
+    harness.aws.proxy().reset_counters();
+    let again = run(&harness, &[], apply(), RunOptions::default()).await;
+    assert_eq!(again.outcome, Outcome::NoOp, "{again:#?}");
+    assert!(mutating_calls(&harness).is_empty(), "{:?}", mutating_calls(&harness));
+    assert_eq!(managed_subnets(&harness).await.len(), 3);
+}
+
+#[tokio::test]
+async fn a_vpc_with_five_cidrs_is_refused_without_any_change() {
+    let harness = Harness::start(Exhaustion::Fragmented).await.unwrap();
+    for cidr in ["192.169.0.0/16", "192.170.0.0/16", "192.171.0.0/16", "192.172.0.0/16"] {
+        harness.direct_ec2.associate_vpc_cidr_block().vpc_id(&harness.lab.vpc_id).cidr_block(cidr).send().await.unwrap();
+    }
+    let before = vpc_cidrs(&harness).await;
+    harness.aws.proxy().reset_counters();
+    let report = run(&harness, &[], apply(), RunOptions::default()).await;
+    assert_eq!(report.outcome, Outcome::Refused, "{report:#?}");
+    assert_eq!(report.clusters[0].refusal, Some(headroom::plan::RefusalCode::CidrQuota));
+    assert!(report.reason.contains("quota"), "{}", report.reason);
+    assert!(mutating_calls(&harness).is_empty());
+    assert!(harness.kube.requests().iter().all(|r| !r.is_write()), "no Kubernetes write");
+    assert_eq!(vpc_cidrs(&harness).await, before);
+}
+
+#[tokio::test]
+async fn a_route_to_100_64_moves_the_new_cidr_to_the_next_slash_16() {
+    let harness = Harness::start(Exhaustion::Fragmented).await.unwrap();
+    let ec2 = &harness.direct_ec2;
+    let peer = ec2.create_vpc().cidr_block("100.64.0.0/16").send().await.unwrap();
+    let peer_id = peer.vpc().unwrap().vpc_id().unwrap();
+    let pcx = ec2.create_vpc_peering_connection().vpc_id(&harness.lab.vpc_id).peer_vpc_id(peer_id).send().await.unwrap();
+    let pcx_id = pcx.vpc_peering_connection().unwrap().vpc_peering_connection_id().unwrap();
+    ec2.create_route()
+        .route_table_id(&harness.lab.private_route_tables[0])
+        .destination_cidr_block("100.64.0.0/16")
+        .vpc_peering_connection_id(pcx_id)
+        .send()
+        .await
+        .unwrap();
+
+    let report = run(&harness, &[], apply(), RunOptions::default()).await;
+    assert_eq!(report.outcome, Outcome::Applied, "{report:#?}");
+    let cidrs = vpc_cidrs(&harness).await;
+    assert!(cidrs.contains("100.65.0.0/16=associated"), "{cidrs:?}");
+    assert!(!cidrs.iter().any(|c| c.starts_with("100.64.")), "{cidrs:?}");
+    let subnets = managed_subnets(&harness).await;
+    assert_eq!(subnets.iter().map(|(_, cidr, _)| cidr.as_str()).collect::<Vec<_>>(), ["100.65.0.0/19", "100.65.32.0/19", "100.65.64.0/19"]);
+}
+
+#[tokio::test]
+async fn a_dry_run_changes_nothing_and_returns_the_plan() {
+    let harness = Harness::start(Exhaustion::Fragmented).await.unwrap();
+    let before = vpc_cidrs(&harness).await;
+    harness.aws.proxy().reset_counters();
+    let report = run(&harness, &[], json!({"clusterName": lab::CLUSTER, "dryRun": true}), RunOptions::default()).await;
+    assert_eq!(report.outcome, Outcome::Planned, "{report:#?}");
+    assert!(report.dry_run);
+    let plan = report.clusters[0].plan.as_ref().expect("the plan");
+    assert_eq!(plan.steps.len(), 8, "{plan}");
+    assert!(report.clusters[0].changes.is_empty());
+    assert!(mutating_calls(&harness).is_empty(), "{:?}", mutating_calls(&harness));
+    assert!(harness.kube.requests().iter().all(|r| !r.is_write()));
+    assert_eq!(vpc_cidrs(&harness).await, before);
+    assert!(managed_subnets(&harness).await.is_empty());
+
+    // DRY_RUN in the environment does the same for events that don't say.
+    let report = run(&harness, &[("DRY_RUN", "true")], json!({"clusterName": lab::CLUSTER}), RunOptions::default()).await;
+    assert_eq!(report.outcome, Outcome::Planned);
+    assert!(mutating_calls(&harness).is_empty());
+}
+
+#[tokio::test]
+async fn throttling_a_third_of_the_calls_and_a_slow_association_still_converge() {
+    let harness = Harness::start(Exhaustion::Fragmented).await.unwrap();
+    harness.aws.proxy().throttle_fraction(1.0 / 3.0, 7);
+    harness.aws.proxy().associating_polls(3);
+    let report = run(&harness, &[], apply(), RunOptions::default()).await;
+    assert_eq!(report.outcome, Outcome::Applied, "{report:#?}");
+    let throttled = harness.aws.proxy().call_log().iter().filter(|c| c.injected.is_some()).count();
+    assert!(throttled > 3, "the proxy throttled only {throttled} calls");
+    let polls = harness.aws.proxy().call_count("DescribeVpcs");
+    assert!(polls >= 4, "3 `associating` answers must be polled through, saw {polls} DescribeVpcs");
+
+    harness.aws.proxy().reset_faults();
+    assert_eq!(managed_subnets(&harness).await.len(), 3);
+    let cidrs = vpc_cidrs(&harness).await;
+    assert_eq!(cidrs.iter().filter(|c| c.starts_with("100.64.0.0/16")).count(), 1, "{cidrs:?}");
+}
+
+#[tokio::test]
+async fn the_capacity_check_publishes_metrics_that_read_back() {
+    let harness = Harness::start(Exhaustion::Fragmented).await.unwrap();
+    let report = run(&harness, &[("DRY_RUN", "true")], json!({"clusterName": lab::CLUSTER}), RunOptions { publish_metrics: true }).await;
+    let published = report.clusters[0].metrics_published.expect("metrics were published");
+    // 3 node subnets × 3 + 3 AZs × 3 + 2 cluster-wide.
+    assert_eq!(published, 20);
+
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&harness.aws.direct_sdk_config(lab::REGION).await);
+    let metric = |name: &str, dims: &[(&str, &str)]| {
+        aws_sdk_cloudwatch::types::Metric::builder()
+            .namespace("Headroom")
+            .metric_name(name)
+            .set_dimensions(Some(
+                dims.iter().map(|(k, v)| aws_sdk_cloudwatch::types::Dimension::builder().name(*k).value(*v).build()).collect(),
+            ))
+            .build()
+    };
+    let query = |id: &str, m| {
+        aws_sdk_cloudwatch::types::MetricDataQuery::builder()
+            .id(id)
+            .metric_stat(aws_sdk_cloudwatch::types::MetricStat::builder().metric(m).period(60).stat("Minimum").build())
+            .build()
+    };
+    let now = std::time::SystemTime::now();
+    let out = cloudwatch
+        .get_metric_data()
+        .metric_data_queries(query("minprefixes", metric("MinAzFreePrefixes", &[("ClusterName", lab::CLUSTER)])))
+        .metric_data_queries(query("azips", metric("FreeIpAddresses", &[("ClusterName", lab::CLUSTER), ("AvailabilityZone", "us-west-2b")])))
+        .start_time((now - std::time::Duration::from_secs(600)).into())
+        .end_time((now + std::time::Duration::from_secs(600)).into())
+        .send()
+        .await
+        .unwrap();
+    let value = |id: &str| {
+        out.metric_data_results().iter().find(|r| r.id() == Some(id)).and_then(|r| r.values().first().copied())
+    };
+    assert_eq!(value("minprefixes"), Some(0.0), "the lab's AZs have no free /28: {out:?}");
+    let az_ips = value("azips").expect("per-AZ free IPs");
+    assert!(az_ips > 0.0 && az_ips < 512.0, "fragmented, not empty: {az_ips}");
+}
