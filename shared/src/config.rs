@@ -453,6 +453,18 @@ mod tests {
         assert!(matches!(two.resolve_cluster(None), Err(Error::InvalidEvent(_))));
     }
 
+    /// The README documents, and the SAM template passes, every setting.
+    #[test]
+    fn every_setting_is_documented_and_deployed() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let template = std::fs::read_to_string(root.join("infra/template.yaml")).unwrap();
+        for setting in SETTINGS {
+            assert!(readme.contains(&format!("| `{}` |", setting.name)), "README.md lacks {}", setting.name);
+            assert!(template.contains(&format!("        {}: ", setting.name)), "infra/template.yaml lacks {}", setting.name);
+        }
+    }
+
     #[test]
     fn blank_values_take_the_default() {
         let c = config(&[("SUBNET_PREFIX", "  "), ("CIDR_POOL", "")]).unwrap();

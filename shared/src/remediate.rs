@@ -67,11 +67,22 @@ pub async fn handle(ctx: &Context, trigger: Trigger, options: RunOptions) -> Res
         TriggerAction::Evaluate => {}
     }
 
+    let mut trigger = trigger;
+    // The rule sees every allocation failure in the account: find the subnet
+    // of the failing ENI, so failures elsewhere are told apart.
+    if let Some(eni) = &trigger.network_interface_id {
+        if let Some((subnet, _)) = inventory::locate_interface(&ctx.aws.ec2, eni).await? {
+            if !trigger.subnet_ids.contains(&subnet) {
+                trigger.subnet_ids.push(subnet);
+            }
+        }
+    }
     let clusters = clusters_for(ctx, &trigger).await?;
     let demand = if trigger.force { Demand::Force } else { Demand::BelowThreshold };
+    let hints = &trigger.subnet_ids;
     let runs = clusters.iter().map(|cluster| {
         let span = tracing::info_span!("cluster", cluster = %cluster, vpc = tracing::field::Empty);
-        remediate_cluster(ctx, cluster, demand, dry_run, options).instrument(span)
+        remediate_cluster(ctx, cluster, demand, dry_run, options, hints).instrument(span)
     });
     let reports = future::join_all(runs).await;
     let report = Report::new(trigger, dry_run, reports, started.elapsed().as_millis() as u64);
@@ -128,9 +139,16 @@ pub async fn read_snapshot(ctx: &Context, cluster: &str, known: Option<&inventor
     Ok((info, snapshot))
 }
 
-async fn remediate_cluster(ctx: &Context, cluster: &str, demand: Demand, dry_run: bool, options: RunOptions) -> ClusterReport {
+async fn remediate_cluster(
+    ctx: &Context,
+    cluster: &str,
+    demand: Demand,
+    dry_run: bool,
+    options: RunOptions,
+    subnet_hints: &[String],
+) -> ClusterReport {
     let mut report = ClusterReport::new(cluster);
-    if let Err(error) = remediate_into(ctx, cluster, demand, dry_run, options, &mut report).await {
+    if let Err(error) = remediate_into(ctx, cluster, demand, dry_run, options, subnet_hints, &mut report).await {
         tracing::error!(error = %error, retryable = error.is_retryable(), "remediation failed");
         report.fail(&error);
     }
@@ -143,6 +161,7 @@ async fn remediate_into(
     demand: Demand,
     dry_run: bool,
     options: RunOptions,
+    subnet_hints: &[String],
     report: &mut ClusterReport,
 ) -> Result<()> {
     let t = Instant::now();
@@ -164,7 +183,10 @@ async fn remediate_into(
     };
 
     let t = Instant::now();
-    let decision = planner::plan(&snapshot, &ctx.config, demand);
+    let decision = match foreign_subnets(&snapshot, &ctx.config, subnet_hints) {
+        Some(reason) => Decision::NoOp { reason },
+        None => planner::plan(&snapshot, &ctx.config, demand),
+    };
     report.timings_ms.insert("plan", elapsed_ms(t));
     report.set_decision(&decision);
     tracing::info!(decision = decision.name(), reason = %report.reason, "decided");
@@ -189,6 +211,23 @@ async fn remediate_into(
         report.verification = Some(verification);
     }
     Ok(())
+}
+
+/// When the event names subnets and none of them holds this cluster's nodes
+/// or pods, the failure belongs to another workload: say so, change nothing.
+fn foreign_subnets(snapshot: &NetworkSnapshot, config: &Config, hints: &[String]) -> Option<String> {
+    if hints.is_empty() {
+        return None;
+    }
+    let ours = planner::capacity_subnets(snapshot, config);
+    if hints.iter().any(|h| ours.iter().any(|s| &s.id == h)) {
+        return None;
+    }
+    Some(format!(
+        "the failure was in {}, which holds no node or pod of cluster {}; nothing to do for this cluster",
+        hints.join(", "),
+        snapshot.cluster.name
+    ))
 }
 
 type ApplyResult = (Vec<Applied>, BTreeMap<&'static str, u64>, Result<Verification>);

@@ -206,3 +206,38 @@ async fn the_capacity_check_publishes_metrics_that_read_back() {
     let az_ips = value("azips").expect("per-AZ free IPs");
     assert!(az_ips > 0.0 && az_ips < 512.0, "fragmented, not empty: {az_ips}");
 }
+
+fn allocation_failure_in(subnet_id: &str) -> serde_json::Value {
+    let path = headroom_testbed::moto::workspace_root().join("samplecli-events/cloudtrail-insufficient-free-addresses.json");
+    let mut event: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    event["detail"]["requestParameters"]["subnetId"] = json!(subnet_id);
+    event
+}
+
+#[tokio::test]
+async fn an_allocation_failure_acts_only_when_it_is_in_the_clusters_subnets() {
+    let harness = Harness::start(Exhaustion::Fragmented).await.unwrap();
+    // The CloudTrail rule sees the whole account: a failure in another VPC is not ours.
+    let other_vpc = harness.direct_ec2.create_vpc().cidr_block("10.9.0.0/16").send().await.unwrap();
+    let other = harness
+        .direct_ec2
+        .create_subnet()
+        .vpc_id(other_vpc.vpc().unwrap().vpc_id().unwrap())
+        .cidr_block("10.9.0.0/24")
+        .availability_zone("us-west-2a")
+        .send()
+        .await
+        .unwrap();
+    let report = run(&harness, &[], allocation_failure_in(other.subnet().unwrap().subnet_id().unwrap()), RunOptions::default()).await;
+    assert_eq!(report.outcome, Outcome::NoOp, "{report:#?}");
+    assert!(report.reason.contains("holds no node or pod"), "{}", report.reason);
+    assert!(mutating_calls(&harness).is_empty());
+
+    let report = run(&harness, &[], allocation_failure_in(&harness.lab.private_subnets[1]), RunOptions::default()).await;
+    assert_eq!(report.outcome, Outcome::Applied, "{report:#?}");
+    // CloudTrail can deliver the same event twice: the second is a no-op.
+    harness.aws.proxy().reset_counters();
+    let again = run(&harness, &[], allocation_failure_in(&harness.lab.private_subnets[1]), RunOptions::default()).await;
+    assert_eq!(again.outcome, Outcome::NoOp, "{again:#?}");
+    assert!(mutating_calls(&harness).is_empty());
+}

@@ -1,24 +1,10 @@
 //! Turning SDK errors into [`Error`]s that know whether a retry can help.
 
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::http::Response as HttpResponse;
+use aws_smithy_types::error::display::DisplayErrorContext;
 
 use crate::error::Error;
-
-/// Error codes that mean "try again later".
-const RETRYABLE_CODES: &[&str] = &[
-    "RequestLimitExceeded",
-    "Throttling",
-    "ThrottlingException",
-    "TooManyRequestsException",
-    "RequestThrottled",
-    "InternalError",
-    "InternalFailure",
-    "ServiceUnavailable",
-    "Unavailable",
-    "ServerException",
-    "RequestTimeout",
-    "RequestTimeoutException",
-];
 
 /// The service error code, if the call reached the service and it answered.
 pub fn error_code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str> {
@@ -28,15 +14,69 @@ pub fn error_code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&s
     }
 }
 
-/// Throttling, 5xx, timeouts and connection failures are worth retrying;
-/// a well-formed refusal from the service is not.
-pub fn is_retryable<E: ProvideErrorMetadata>(err: &SdkError<E, aws_smithy_runtime_api::http::Response>) -> bool {
+const RETRYABLE_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "TransactionInProgressException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "LimitExceededException",
+    "RequestThrottled",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "EC2ThrottledException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+];
+
+/// Whether an AWS SDK error may go away on a later attempt: throttling,
+/// 5xx and 429 responses, timeouts, dropped connections and unreadable
+/// responses. Not: request construction failures, caller mistakes (4xx),
+/// or dispatch failures caused by the caller's configuration.
+///
+/// The SDK has already retried by then; `true` means a later invocation can
+/// succeed, so the Lambda should fail and be retried.
+pub fn is_retryable<E>(err: &SdkError<E, HttpResponse>) -> bool
+where
+    E: ProvideErrorMetadata,
+{
     match err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
-        SdkError::ServiceError(service) => {
-            service.raw().status().is_server_error() || service.err().code().is_some_and(|c| RETRYABLE_CODES.contains(&c))
+        SdkError::ConstructionFailure(_) => false,
+        SdkError::TimeoutError(_) => true,
+        SdkError::DispatchFailure(failure) => !failure.is_user(),
+        SdkError::ResponseError(_) => true,
+        SdkError::ServiceError(ctx) => {
+            let status = ctx.raw().status();
+            status.is_server_error()
+                || status.as_u16() == 429
+                || ctx
+                    .err()
+                    .code()
+                    .is_some_and(|code| RETRYABLE_CODES.contains(&code))
         }
         _ => false,
+    }
+}
+
+/// A one-line description of an AWS SDK error: `Code (HTTP status): message`
+/// for service errors, the whole source chain otherwise (the default
+/// `Display` of `SdkError` says only "service error" or "dispatch failure").
+pub fn message<E>(err: &SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match err {
+        SdkError::ServiceError(ctx) => format!(
+            "{} (HTTP {}): {}",
+            ctx.err().code().unwrap_or("unknown error"),
+            ctx.raw().status().as_u16(),
+            ctx.err().message().unwrap_or("no message"),
+        ),
+        other => DisplayErrorContext(other).to_string(),
     }
 }
 
@@ -46,17 +86,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     let retryable = is_retryable(&err);
-    let message = match &err {
-        SdkError::ServiceError(service) => {
-            let e = service.err();
-            format!(
-                "{}: {}",
-                e.code().unwrap_or("UnknownError"),
-                e.message().unwrap_or("no message")
-            )
-        }
-        other => format!("{}", aws_smithy_types::error::display::DisplayErrorContext(other)),
-    };
+    let message = message(&err);
     let hint = match error_code(&err) {
         Some("UnauthorizedOperation" | "AccessDenied" | "AccessDeniedException") => {
             "; the function role lacks this permission (see infra/template.yaml)"

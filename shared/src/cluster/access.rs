@@ -14,6 +14,7 @@
 //! right before a burst of Kubernetes calls rather than keeping one across a
 //! long wait.
 
+use crate::aws::errors;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fmt;
@@ -433,7 +434,7 @@ fn describe_cluster_error<E>(cluster: &str, region: &str, err: &SdkError<E, Http
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let detail = aws_error_message(err);
+    let detail = errors::message(err);
     let status = match err {
         SdkError::ServiceError(ctx) => Some(ctx.raw().status().as_u16()),
         _ => None,
@@ -455,7 +456,7 @@ where
     Error::Aws {
         operation: DESCRIBE_CLUSTER,
         message,
-        retryable: aws_error_is_retryable(err),
+        retryable: errors::is_retryable(err),
     }
 }
 
@@ -476,71 +477,6 @@ fn credentials_error(err: &CredentialsError) -> Error {
 
 /// Error codes AWS SDKs retry as throttling or transient
 /// (aws-runtime `THROTTLING_ERRORS` and `TRANSIENT_ERRORS`).
-const RETRYABLE_CODES: &[&str] = &[
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "RequestThrottledException",
-    "TooManyRequestsException",
-    "ProvisionedThroughputExceededException",
-    "TransactionInProgressException",
-    "RequestLimitExceeded",
-    "BandwidthLimitExceeded",
-    "LimitExceededException",
-    "RequestThrottled",
-    "SlowDown",
-    "PriorRequestNotComplete",
-    "EC2ThrottledException",
-    "RequestTimeout",
-    "RequestTimeoutException",
-];
-
-/// Whether an AWS SDK error may go away on a later attempt: throttling,
-/// 5xx and 429 responses, timeouts, dropped connections and unreadable
-/// responses. Not: request construction failures, caller mistakes (4xx),
-/// or dispatch failures caused by the caller's configuration.
-///
-/// The SDK has already retried by then; `true` means a later invocation can
-/// succeed, so the Lambda should fail and be retried.
-pub fn aws_error_is_retryable<E>(err: &SdkError<E, HttpResponse>) -> bool
-where
-    E: ProvideErrorMetadata,
-{
-    match err {
-        SdkError::ConstructionFailure(_) => false,
-        SdkError::TimeoutError(_) => true,
-        SdkError::DispatchFailure(failure) => !failure.is_user(),
-        SdkError::ResponseError(_) => true,
-        SdkError::ServiceError(ctx) => {
-            let status = ctx.raw().status();
-            status.is_server_error()
-                || status.as_u16() == 429
-                || ctx
-                    .err()
-                    .code()
-                    .is_some_and(|code| RETRYABLE_CODES.contains(&code))
-        }
-        _ => false,
-    }
-}
-
-/// A one-line description of an AWS SDK error: `Code (HTTP status): message`
-/// for service errors, the whole source chain otherwise (the default
-/// `Display` of `SdkError` says only "service error" or "dispatch failure").
-pub fn aws_error_message<E>(err: &SdkError<E, HttpResponse>) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    match err {
-        SdkError::ServiceError(ctx) => format!(
-            "{} (HTTP {}): {}",
-            ctx.err().code().unwrap_or("unknown error"),
-            ctx.raw().status().as_u16(),
-            ctx.err().message().unwrap_or("no message"),
-        ),
-        other => DisplayErrorContext(other).to_string(),
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -1068,34 +1004,34 @@ contexts:
             let raw = HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::empty());
             SdkError::service_error(err, raw)
         };
-        assert!(aws_error_is_retryable(&service(400, "ThrottlingException")));
-        assert!(aws_error_is_retryable(&service(
+        assert!(errors::is_retryable(&service(400, "ThrottlingException")));
+        assert!(errors::is_retryable(&service(
             503,
             "RequestLimitExceeded"
         )));
-        assert!(aws_error_is_retryable(&service(500, "InternalError")));
-        assert!(aws_error_is_retryable(&service(429, "TooManyRequests")));
-        assert!(!aws_error_is_retryable(&service(
+        assert!(errors::is_retryable(&service(500, "InternalError")));
+        assert!(errors::is_retryable(&service(429, "TooManyRequests")));
+        assert!(!errors::is_retryable(&service(
             400,
             "InvalidParameterException"
         )));
-        assert!(!aws_error_is_retryable(&service(
+        assert!(!errors::is_retryable(&service(
             404,
             "ResourceNotFoundException"
         )));
-        assert!(!aws_error_is_retryable(&service(
+        assert!(!errors::is_retryable(&service(
             403,
             "AccessDeniedException"
         )));
 
         let construction: SdkError<DescribeClusterError, HttpResponse> =
             SdkError::construction_failure("bad input");
-        assert!(!aws_error_is_retryable(&construction));
+        assert!(!errors::is_retryable(&construction));
         let timeout: SdkError<DescribeClusterError, HttpResponse> = SdkError::timeout_error("slow");
-        assert!(aws_error_is_retryable(&timeout));
+        assert!(errors::is_retryable(&timeout));
 
         assert_eq!(
-            aws_error_message(&service(404, "ResourceNotFoundException")),
+            errors::message(&service(404, "ResourceNotFoundException")),
             "ResourceNotFoundException (HTTP 404): no message"
         );
     }
