@@ -70,13 +70,11 @@ pub async fn handle(ctx: &Context, trigger: Trigger, options: RunOptions) -> Res
     let mut trigger = trigger;
     // The rule sees every allocation failure in the account: find the subnet
     // of the failing ENI, so failures elsewhere are told apart.
-    if let Some(eni) = &trigger.network_interface_id {
-        if let Some((subnet, _)) = inventory::locate_interface(&ctx.aws.ec2, eni).await? {
-            if !trigger.subnet_ids.contains(&subnet) {
+    if let Some(eni) = &trigger.network_interface_id
+        && let Some((subnet, _)) = inventory::locate_interface(&ctx.aws.ec2, eni).await?
+            && !trigger.subnet_ids.contains(&subnet) {
                 trigger.subnet_ids.push(subnet);
             }
-        }
-    }
     let clusters = clusters_for(ctx, &trigger).await?;
     let demand = if trigger.force { Demand::Force } else { Demand::BelowThreshold };
     let hints = &trigger.subnet_ids;
@@ -98,8 +96,8 @@ async fn clusters_for(ctx: &Context, trigger: &Trigger) -> Result<Vec<String>> {
         }
         return Ok(ctx.config.clusters.clone());
     }
-    if trigger.cluster.is_none() && ctx.config.clusters.len() > 1 {
-        if let Some(eni) = &trigger.network_interface_id {
+    if trigger.cluster.is_none() && ctx.config.clusters.len() > 1
+        && let Some(eni) = &trigger.network_interface_id {
             // Several clusters: the failing ENI's VPC tells which one.
             if let Some((_, vpc_id)) = inventory::locate_interface(&ctx.aws.ec2, eni).await? {
                 for cluster in &ctx.config.clusters {
@@ -110,7 +108,6 @@ async fn clusters_for(ctx: &Context, trigger: &Trigger) -> Result<Vec<String>> {
                 }
             }
         }
-    }
     Ok(vec![ctx.config.resolve_cluster(trigger.cluster.as_deref())?])
 }
 

@@ -20,7 +20,7 @@ pub fn render(snapshot: &NetworkSnapshot, config: &Config) -> String {
         .collect();
     let _ = writeln!(out, "  CIDRs: {}", cidrs.join(", "));
 
-    let _ = writeln!(out, "  {:<26} {:<11} {:<17} {:>9} {:>10}  {}", "subnet", "AZ", "CIDR", "free IPs", "free /28s", "route table");
+    let _ = writeln!(out, "  {:<26} {:<11} {:<17} {:>9} {:>10}  route table", "subnet", "AZ", "CIDR", "free IPs", "free /28s");
     let mut subnets = planner::capacity_subnets(snapshot, config);
     subnets.sort_by(|a, b| (&a.availability_zone, a.cidr).cmp(&(&b.availability_zone, b.cidr)));
     for s in subnets {

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 
 /// Retries for throttling, 5xx and dropped connections, with exponential
@@ -17,6 +18,16 @@ pub fn retry_config() -> RetryConfig {
         .with_max_attempts(8)
         .with_initial_backoff(Duration::from_millis(100))
         .with_max_backoff(Duration::from_secs(5))
+}
+
+/// Bounds on one attempt and one call, so a hung connection costs a retry,
+/// not the function's whole timeout.
+pub fn timeout_config() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .operation_attempt_timeout(Duration::from_secs(20))
+        .operation_timeout(Duration::from_secs(90))
+        .build()
 }
 
 #[derive(Clone, Debug)]
@@ -32,6 +43,7 @@ impl AwsClients {
     pub async fn from_env() -> Self {
         let sdk_config = aws_config::defaults(BehaviorVersion::latest())
             .retry_config(retry_config())
+            .timeout_config(timeout_config())
             .load()
             .await;
         Self::new(sdk_config)

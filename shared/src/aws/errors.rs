@@ -14,6 +14,8 @@ pub fn error_code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&s
     }
 }
 
+/// Error codes AWS SDKs retry as throttling or transient
+/// (aws-runtime `THROTTLING_ERRORS` and `TRANSIENT_ERRORS`).
 const RETRYABLE_CODES: &[&str] = &[
     "Throttling",
     "ThrottlingException",

@@ -475,9 +475,6 @@ fn credentials_error(err: &CredentialsError) -> Error {
     }
 }
 
-/// Error codes AWS SDKs retry as throttling or transient
-/// (aws-runtime `THROTTLING_ERRORS` and `TRANSIENT_ERRORS`).
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -191,15 +191,14 @@ impl NodeClassApi {
             message: format!("NodeClass {name} disappeared while being extended; the next run recreates it"),
             retryable: true,
         })?;
-        if let Some((tested, message)) = rejected {
-            if current.pointer("/metadata/resourceVersion") == Some(&tested) {
+        if let Some((tested, message)) = rejected
+            && current.pointer("/metadata/resourceVersion") == Some(&tested) {
                 return Err(Error::Kube {
                     operation: "patch NodeClass",
                     message: format!("the API server rejected the change to NodeClass {name}: {message}"),
                     retryable: false,
                 });
             }
-        }
         match nodeclass::extension(&current, intent, targets) {
             Extension::AlreadySelected => Ok(None),
             Extension::Patch(ops) => Ok(Some(ops)),
