@@ -174,7 +174,7 @@ mod tests {
     use crate::model::{CidrState, Route};
 
     fn assoc(cidr: &str, state: CidrState) -> CidrAssociation {
-        CidrAssociation { association_id: format!("assoc-{cidr}"), cidr: net(cidr), state }
+        CidrAssociation { association_id: format!("assoc-{cidr}"), cidr: net(cidr), state, status_message: None }
     }
 
     fn table_with_route(destination: &str, target: &str) -> RouteTable {

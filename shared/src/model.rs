@@ -56,6 +56,9 @@ pub struct CidrAssociation {
     pub association_id: String,
     pub cidr: Ipv4Net,
     pub state: CidrState,
+    /// Why an association failed, as EC2 reports it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_message: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

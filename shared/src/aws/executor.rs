@@ -85,25 +85,14 @@ fn filter(name: &str, value: impl Into<String>) -> Filter {
 
 /// Current state of `cidr` on the VPC, if associated in any form.
 async fn cidr_state(ec2: &aws_sdk_ec2::Client, vpc_id: &str, cidr: Ipv4Net) -> Result<Option<(String, CidrState, Option<String>)>> {
-    let out = ec2
-        .describe_vpcs()
-        .vpc_ids(vpc_id)
-        .send()
-        .await
-        .map_err(|e| aws_error("DescribeVpcs", e))?;
-    let found = out
-        .vpcs()
-        .iter()
-        .flat_map(|v| v.cidr_block_association_set())
-        .filter(|a| a.cidr_block().and_then(|c| c.parse::<Ipv4Net>().ok()) == Some(cidr))
-        .filter_map(|a| {
-            let state = a.cidr_block_state()?;
-            let parsed = CidrState::parse(state.state()?.as_str())?;
-            Some((a.association_id().unwrap_or_default().to_string(), parsed, state.status_message().map(String::from)))
-        })
+    let vpc = super::inventory::read_vpc(ec2, vpc_id).await?;
+    Ok(vpc
+        .cidr_associations
+        .into_iter()
+        .filter(|a| a.cidr == cidr)
         // A live association wins over leftovers of earlier failed attempts.
-        .max_by_key(|(_, state, _)| state.is_live());
-    Ok(found)
+        .max_by_key(|a| a.state.is_live())
+        .map(|a| (a.association_id, a.state, a.status_message)))
 }
 
 /// Associates `cidr` (unless it already is) and waits until it is `associated`.

@@ -88,7 +88,7 @@ async fn vpc_id_of(ec2: &aws_sdk_ec2::Client, cluster: &ClusterInfo) -> Result<S
         })
 }
 
-async fn read_vpc(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result<Vpc> {
+pub async fn read_vpc(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result<Vpc> {
     let out = ec2
         .describe_vpcs()
         .vpc_ids(vpc_id)
@@ -112,6 +112,7 @@ async fn read_vpc(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result<Vpc> {
             association_id: a.association_id().unwrap_or_default().to_string(),
             cidr: parse_net(vpc_id, a.cidr_block())?,
             state,
+            status_message: a.cidr_block_state().and_then(|s| s.status_message()).map(String::from),
         });
     }
     Ok(Vpc { id: vpc_id.to_string(), primary_cidr, cidr_associations })

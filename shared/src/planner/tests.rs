@@ -87,6 +87,7 @@ fn lab() -> NetworkSnapshot {
                 association_id: "vpc-cidr-assoc-primary".into(),
                 cidr: net("192.168.0.0/16"),
                 state: CidrState::Associated,
+                status_message: None,
             }],
         },
         subnets,
@@ -147,6 +148,7 @@ fn add_association(snapshot: &mut NetworkSnapshot, cidr: &str, state: CidrState)
         association_id: format!("vpc-cidr-assoc-{cidr}"),
         cidr: net(cidr),
         state,
+        status_message: None,
     });
 }
 
@@ -585,7 +587,7 @@ prop_compose! {
         let pool_base = u32::from(net("100.64.0.0/10").network());
         for (i, (offset, len, state)) in secondaries.iter().enumerate() {
             let cidr = Ipv4Net::new((pool_base + offset * 65536).into(), *len).unwrap().trunc();
-            snapshot.vpc.cidr_associations.push(CidrAssociation { association_id: format!("a{i}"), cidr, state: *state });
+            snapshot.vpc.cidr_associations.push(CidrAssociation { association_id: format!("a{i}"), cidr, state: *state, status_message: None });
         }
         for (offset, len) in routes {
             let destination = Ipv4Net::new((pool_base + offset * 1024).into(), len).unwrap().trunc();
