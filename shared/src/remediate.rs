@@ -117,12 +117,21 @@ fn elapsed_ms(since: Instant) -> u64 {
 
 /// Reads the cluster's network and NodeClasses at once.
 pub async fn read_snapshot(ctx: &Context, cluster: &str, known: Option<&inventory::ClusterInfo>) -> Result<(inventory::ClusterInfo, NetworkSnapshot)> {
+    read_snapshot_to(ctx, cluster, known, inventory::Depth::WithCapacity).await
+}
+
+async fn read_snapshot_to(
+    ctx: &Context,
+    cluster: &str,
+    known: Option<&inventory::ClusterInfo>,
+    depth: inventory::Depth,
+) -> Result<(inventory::ClusterInfo, NetworkSnapshot)> {
     let info = match known {
         Some(info) => info.clone(),
         None => inventory::describe_cluster(&ctx.aws.eks, cluster).await?,
     };
     let region = ctx.aws.region();
-    let network = inventory::read_network(&ctx.aws.ec2, &region, &info, &ctx.config);
+    let network = inventory::read_network(&ctx.aws.ec2, &region, &info, &ctx.config, depth);
     let nodeclasses = async {
         let client = ctx.clusters.client_for(cluster).await?;
         NodeClassApi::new(client)
@@ -363,7 +372,8 @@ fn selector_targets(before: &NetworkSnapshot, plan: &Plan, changes: &[Applied], 
 }
 
 async fn verify_applied(ctx: &Context, info: &inventory::ClusterInfo, plan: &Plan, changes: &[Applied]) -> Result<Verification> {
-    let (_, after) = read_snapshot(ctx, &plan.cluster, Some(info)).await?;
+    // Capacity is not what is verified: skip the ENI and reservation reads.
+    let (_, after) = read_snapshot_to(ctx, &plan.cluster, Some(info), inventory::Depth::Structure).await?;
     let problems = verify::problems(plan, &after, &ctx.config);
     if !problems.is_empty() {
         return Err(Error::Verification(problems.join("; ")));

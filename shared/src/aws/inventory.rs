@@ -256,44 +256,71 @@ async fn read_reservations(ec2: &aws_sdk_ec2::Client, subnet_id: &str) -> Result
     }
 }
 
-/// Subnets and their reservations, for the subnets whose capacity matters
-/// (the cluster's and headroom's); the rest get EC2's free count only.
-async fn read_subnets_with_reservations(
-    ec2: &aws_sdk_ec2::Client,
-    vpc_id: &str,
-    cluster: &ClusterInfo,
-    config: &Config,
-) -> Result<Vec<(RawSubnet, Vec<Ipv4Net>)>> {
-    let subnets = read_subnets(ec2, vec![filter("vpc-id", vpc_id)]).await?;
-    let matters = |s: &RawSubnet| {
-        cluster.subnet_ids.contains(&s.id) || s.tags.get(&config.managed_tag_key).is_some_and(|v| v == &cluster.name)
-    };
-    future::try_join_all(subnets.into_iter().map(|s| async move {
-        let reservations = if matters(&s) { read_reservations(ec2, &s.id).await? } else { Vec::new() };
-        Ok::<_, Error>((s, reservations))
-    }))
-    .await
+/// How much of the network to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// Everything, with ENIs and CIDR reservations for exact capacity.
+    WithCapacity,
+    /// CIDRs, subnets and route tables only: enough to verify a plan.
+    Structure,
+}
+
+/// Reservations of each subnet, read concurrently.
+async fn read_reservations_of(ec2: &aws_sdk_ec2::Client, subnet_ids: &[String]) -> Result<HashMap<String, Vec<Ipv4Net>>> {
+    let reads = subnet_ids.iter().map(|id| async move { Ok::<_, Error>((id.clone(), read_reservations(ec2, id).await?)) });
+    Ok(future::try_join_all(reads).await?.into_iter().collect())
 }
 
 /// The whole network of one cluster. NodeClasses are read separately
 /// (`cluster::nodeclass`); this leaves them empty.
-pub async fn read_network(ec2: &aws_sdk_ec2::Client, region: &str, cluster: &ClusterInfo, config: &Config) -> Result<NetworkSnapshot> {
-    let vpc_id = vpc_id_of(ec2, cluster).await?;
-    let (vpc, subnets, route_tables, mut usage) = future::try_join4(
-        read_vpc(ec2, &vpc_id),
-        read_subnets_with_reservations(ec2, &vpc_id, cluster, config),
-        read_route_tables(ec2, &vpc_id),
-        read_interface_usage(ec2, &vpc_id),
-    )
-    .await?;
+///
+/// Two chains run side by side, so the critical path is DescribeCluster
+/// (done by the caller), then one round of reads (two where the VPC id must
+/// first be looked up):
+/// - the cluster subnets' CIDR reservations (their ids are already known);
+/// - the VPC id if needed, then the VPC, its subnets (then the reservations of
+///   headroom's own subnets), route tables and network interfaces at once.
+pub async fn read_network(
+    ec2: &aws_sdk_ec2::Client,
+    region: &str,
+    cluster: &ClusterInfo,
+    config: &Config,
+    depth: Depth,
+) -> Result<NetworkSnapshot> {
+    let with_capacity = depth == Depth::WithCapacity;
+    let cluster_reservations = async {
+        if with_capacity { read_reservations_of(ec2, &cluster.subnet_ids).await } else { Ok(HashMap::new()) }
+    };
+    let vpc_reads = async {
+        let vpc_id = vpc_id_of(ec2, cluster).await?;
+        let subnets = async {
+            let subnets = read_subnets(ec2, vec![filter("vpc-id", vpc_id.clone())]).await?;
+            let managed: Vec<String> = subnets
+                .iter()
+                .filter(|s| !cluster.subnet_ids.contains(&s.id))
+                .filter(|s| s.tags.get(&config.managed_tag_key).is_some_and(|v| v == &cluster.name))
+                .map(|s| s.id.clone())
+                .collect();
+            let reservations = if with_capacity { read_reservations_of(ec2, &managed).await? } else { HashMap::new() };
+            Ok::<_, Error>((subnets, reservations))
+        };
+        let usage = async {
+            if with_capacity { read_interface_usage(ec2, &vpc_id).await } else { Ok(HashMap::new()) }
+        };
+        future::try_join4(read_vpc(ec2, &vpc_id), subnets, read_route_tables(ec2, &vpc_id), usage).await
+    };
+    let ((vpc, (subnets, mut reservations), route_tables, mut usage), cluster_reservations) =
+        future::try_join(vpc_reads, cluster_reservations).await?;
+    reservations.extend(cluster_reservations);
 
     let subnets = subnets
         .into_iter()
-        .map(|(raw, reservations)| {
+        .map(|raw| {
             let mut occupants = usage.remove(&raw.id).unwrap_or_default();
-            occupants.reservations = reservations;
+            occupants.reservations = reservations.remove(&raw.id).unwrap_or_default();
+            let capacity = capacity::subnet_capacity(raw.cidr, &occupants);
             Subnet {
-                capacity: capacity::subnet_capacity(raw.cidr, &occupants).capped_by_reported_free(raw.available_ip_address_count),
+                capacity: capacity.capped_by_reported_free(raw.available_ip_address_count),
                 id: raw.id,
                 availability_zone: raw.availability_zone,
                 availability_zone_id: raw.availability_zone_id,
