@@ -72,15 +72,21 @@ pub async fn handle(ctx: &Context, trigger: Trigger, options: RunOptions) -> Res
     // of the failing ENI, so failures elsewhere are told apart.
     if let Some(eni) = &trigger.network_interface_id
         && let Some((subnet, _)) = inventory::locate_interface(&ctx.aws.ec2, eni).await?
-            && !trigger.subnet_ids.contains(&subnet) {
-                trigger.subnet_ids.push(subnet);
-            }
+        && !trigger.subnet_ids.contains(&subnet)
+    {
+        trigger.subnet_ids.push(subnet);
+    }
     let clusters = clusters_for(ctx, &trigger).await?;
-    let demand = if trigger.force { Demand::Force } else { Demand::BelowThreshold };
-    let hints = &trigger.subnet_ids;
+    let run = ClusterRun {
+        ctx,
+        demand: if trigger.force { Demand::Force } else { Demand::BelowThreshold },
+        dry_run,
+        options,
+        subnet_hints: &trigger.subnet_ids,
+    };
     let runs = clusters.iter().map(|cluster| {
         let span = tracing::info_span!("cluster", cluster = %cluster, vpc = tracing::field::Empty);
-        remediate_cluster(ctx, cluster, demand, dry_run, options, hints).instrument(span)
+        run.remediate(cluster).instrument(span)
     });
     let reports = future::join_all(runs).await;
     let report = Report::new(trigger, dry_run, reports, started.elapsed().as_millis() as u64);
@@ -96,18 +102,20 @@ async fn clusters_for(ctx: &Context, trigger: &Trigger) -> Result<Vec<String>> {
         }
         return Ok(ctx.config.clusters.clone());
     }
-    if trigger.cluster.is_none() && ctx.config.clusters.len() > 1
-        && let Some(eni) = &trigger.network_interface_id {
-            // Several clusters: the failing ENI's VPC tells which one.
-            if let Some((_, vpc_id)) = inventory::locate_interface(&ctx.aws.ec2, eni).await? {
-                for cluster in &ctx.config.clusters {
-                    let info = inventory::describe_cluster(&ctx.aws.eks, cluster).await?;
-                    if info.vpc_id.as_deref() == Some(vpc_id.as_str()) {
-                        return Ok(vec![cluster.clone()]);
-                    }
+    if trigger.cluster.is_none()
+        && ctx.config.clusters.len() > 1
+        && let Some(eni) = &trigger.network_interface_id
+    {
+        // Several clusters: the failing ENI's VPC tells which one.
+        if let Some((_, vpc_id)) = inventory::locate_interface(&ctx.aws.ec2, eni).await? {
+            for cluster in &ctx.config.clusters {
+                let info = inventory::describe_cluster(&ctx.aws.eks, cluster).await?;
+                if info.vpc_id.as_deref() == Some(vpc_id.as_str()) {
+                    return Ok(vec![cluster.clone()]);
                 }
             }
         }
+    }
     Ok(vec![ctx.config.resolve_cluster(trigger.cluster.as_deref())?])
 }
 
@@ -116,7 +124,11 @@ fn elapsed_ms(since: Instant) -> u64 {
 }
 
 /// Reads the cluster's network and NodeClasses at once.
-pub async fn read_snapshot(ctx: &Context, cluster: &str, known: Option<&inventory::ClusterInfo>) -> Result<(inventory::ClusterInfo, NetworkSnapshot)> {
+pub async fn read_snapshot(
+    ctx: &Context,
+    cluster: &str,
+    known: Option<&inventory::ClusterInfo>,
+) -> Result<(inventory::ClusterInfo, NetworkSnapshot)> {
     read_snapshot_to(ctx, cluster, known, inventory::Depth::WithCapacity).await
 }
 
@@ -134,9 +146,7 @@ async fn read_snapshot_to(
     let network = inventory::read_network(&ctx.aws.ec2, &region, &info, &ctx.config, depth);
     let nodeclasses = async {
         let client = ctx.clusters.client_for(cluster).await?;
-        NodeClassApi::new(client)
-            .read(&ctx.config.nodeclass_name, ctx.config.nodepool_name.as_deref())
-            .await
+        NodeClassApi::new(client).read(&ctx.config.nodeclass_name, ctx.config.nodepool_name.as_deref()).await
     };
     let (mut snapshot, nodeclasses) = future::try_join(network, nodeclasses).await?;
     snapshot.nodeclasses = nodeclasses;
@@ -145,78 +155,78 @@ async fn read_snapshot_to(
     Ok((info, snapshot))
 }
 
-async fn remediate_cluster(
-    ctx: &Context,
-    cluster: &str,
+/// One invocation's settings for every cluster it concerns.
+struct ClusterRun<'a> {
+    ctx: &'a Context,
     demand: Demand,
     dry_run: bool,
     options: RunOptions,
-    subnet_hints: &[String],
-) -> ClusterReport {
-    let mut report = ClusterReport::new(cluster);
-    if let Err(error) = remediate_into(ctx, cluster, demand, dry_run, options, subnet_hints, &mut report).await {
-        tracing::error!(error = %error, retryable = error.is_retryable(), "remediation failed");
-        report.fail(&error);
-    }
-    report
+    /// Subnets the event names (a failing ENI's subnet, say).
+    subnet_hints: &'a [String],
 }
 
-async fn remediate_into(
-    ctx: &Context,
-    cluster: &str,
-    demand: Demand,
-    dry_run: bool,
-    options: RunOptions,
-    subnet_hints: &[String],
-    report: &mut ClusterReport,
-) -> Result<()> {
-    let t = Instant::now();
-    let (info, snapshot) = read_snapshot(ctx, cluster, None).await?;
-    report.timings_ms.insert("read", elapsed_ms(t));
-    report.vpc_id = Some(snapshot.vpc.id.clone());
-    tracing::Span::current().record("vpc", snapshot.vpc.id.as_str());
-    report.capacity = planner::az_capacity(&snapshot, &ctx.config);
-
-    let publishing = async {
-        if !options.publish_metrics {
-            return Ok(None);
+impl ClusterRun<'_> {
+    async fn remediate(&self, cluster: &str) -> ClusterReport {
+        let mut report = ClusterReport::new(cluster);
+        if let Err(error) = self.remediate_into(cluster, &mut report).await {
+            tracing::error!(error = %error, retryable = error.is_retryable(), "remediation failed");
+            report.fail(&error);
         }
+        report
+    }
+
+    async fn remediate_into(&self, cluster: &str, report: &mut ClusterReport) -> Result<()> {
+        let ClusterRun { ctx, demand, dry_run, options, subnet_hints } = *self;
         let t = Instant::now();
-        let points = metrics::capacity_metrics(&snapshot, &ctx.config);
-        let calls = metrics::publish(&ctx.aws.cloudwatch, &ctx.config.metric_namespace, &points).await?;
-        tracing::info!(points = points.len(), calls, "capacity metrics published");
-        Ok::<_, Error>(Some((points.len(), elapsed_ms(t))))
-    };
+        let (info, snapshot) = read_snapshot(ctx, cluster, None).await?;
+        report.timings_ms.insert("read", elapsed_ms(t));
+        report.vpc_id = Some(snapshot.vpc.id.clone());
+        tracing::Span::current().record("vpc", snapshot.vpc.id.as_str());
+        report.capacity = planner::az_capacity(&snapshot, &ctx.config);
 
-    let t = Instant::now();
-    let decision = match foreign_subnets(&snapshot, &ctx.config, subnet_hints) {
-        Some(reason) => Decision::NoOp { reason },
-        None => planner::plan(&snapshot, &ctx.config, demand),
-    };
-    report.timings_ms.insert("plan", elapsed_ms(t));
-    report.set_decision(&decision);
-    tracing::info!(decision = decision.name(), reason = %report.reason, "decided");
+        let publishing = async {
+            if !options.publish_metrics {
+                return Ok(None);
+            }
+            let t = Instant::now();
+            let points = metrics::capacity_metrics(&snapshot, &ctx.config);
+            let calls = metrics::publish(&ctx.aws.cloudwatch, &ctx.config.metric_namespace, &points).await?;
+            tracing::info!(points = points.len(), calls, "capacity metrics published");
+            Ok::<_, Error>(Some((points.len(), elapsed_ms(t))))
+        };
 
-    let applying = async {
-        match (&decision, dry_run) {
-            (Decision::Plan(plan), false) => Some(apply_and_verify(ctx, &info, &snapshot, plan).await),
-            _ => None,
+        let t = Instant::now();
+        let decision = match foreign_subnets(&snapshot, &ctx.config, subnet_hints) {
+            Some(reason) => Decision::NoOp { reason },
+            None => planner::plan(&snapshot, &ctx.config, demand),
+        };
+        report.timings_ms.insert("plan", elapsed_ms(t));
+        report.set_decision(&decision);
+        tracing::info!(decision = decision.name(), reason = %report.reason, "decided");
+
+        let applying = async {
+            match (&decision, dry_run) {
+                (Decision::Plan(plan), false) => Some(apply_and_verify(ctx, &info, &snapshot, plan).await),
+                _ => None,
+            }
+        };
+        let (published, applied) = future::join(publishing, applying).await;
+        // Changes are recorded before any error is raised, so the report never loses them.
+        let mut verified = Ok(());
+        if let Some((changes, timings, outcome)) = applied {
+            report.changes = changes;
+            report.timings_ms.extend(timings);
+            verified = outcome.map(|verification| {
+                report.outcome = Outcome::Applied;
+                report.verification = Some(verification);
+            });
         }
-    };
-    let (published, applied) = future::join(publishing, applying).await;
-    if let Some((points, ms)) = published? {
-        report.metrics_published = Some(points);
-        report.timings_ms.insert("metrics", ms);
+        if let Some((points, ms)) = published? {
+            report.metrics_published = Some(points);
+            report.timings_ms.insert("metrics", ms);
+        }
+        verified
     }
-    if let Some(result) = applied {
-        let (changes, timings, outcome) = result;
-        report.changes = changes;
-        report.timings_ms.extend(timings);
-        let verification = outcome?;
-        report.outcome = Outcome::Applied;
-        report.verification = Some(verification);
-    }
-    Ok(())
 }
 
 /// When the event names subnets and none of them holds this cluster's nodes
@@ -238,7 +248,12 @@ fn foreign_subnets(snapshot: &NetworkSnapshot, config: &Config, hints: &[String]
 
 type ApplyResult = (Vec<Applied>, BTreeMap<&'static str, u64>, Result<Verification>);
 
-async fn apply_and_verify(ctx: &Context, info: &inventory::ClusterInfo, before: &NetworkSnapshot, plan: &Plan) -> ApplyResult {
+async fn apply_and_verify(
+    ctx: &Context,
+    info: &inventory::ClusterInfo,
+    before: &NetworkSnapshot,
+    plan: &Plan,
+) -> ApplyResult {
     let mut timings = BTreeMap::new();
     let t = Instant::now();
     let (changes, applied) = execute(ctx, before, plan).await;
@@ -281,7 +296,9 @@ pub async fn execute(ctx: &Context, before: &NetworkSnapshot, plan: &Plan) -> (V
     // Each AZ: create the subnet, then associate its table. AZs in parallel.
     let route_for = |cidr| {
         plan.steps.iter().find_map(|s| match s {
-            Step::AssociateRouteTable { route_table_id, subnet: SubnetRef::Planned(c), .. } if *c == cidr => Some(route_table_id.clone()),
+            Step::AssociateRouteTable { route_table_id, subnet: SubnetRef::Planned(c), .. } if *c == cidr => {
+                Some(route_table_id.clone())
+            }
             _ => None,
         })
     };
@@ -328,7 +345,9 @@ pub async fn execute(ctx: &Context, before: &NetworkSnapshot, plan: &Plan) -> (V
     let kube_steps: Vec<&Step> = plan
         .steps
         .iter()
-        .filter(|s| matches!(s, Step::CreateNodeClass { .. } | Step::PatchNodeClass { .. } | Step::CreateNodePool { .. }))
+        .filter(|s| {
+            matches!(s, Step::CreateNodeClass { .. } | Step::PatchNodeClass { .. } | Step::CreateNodePool { .. })
+        })
         .collect();
     if kube_steps.is_empty() {
         return (changes, Ok(()));
@@ -342,8 +361,12 @@ pub async fn execute(ctx: &Context, before: &NetworkSnapshot, plan: &Plan) -> (V
     for step in kube_steps {
         let span = tracing::info_span!("step", step = step.name());
         let result = match step {
-            Step::CreateNodeClass { object, intent, .. } => api.create_nodeclass(object, intent, &targets).instrument(span).await,
-            Step::PatchNodeClass { name, intent, patch } => api.ensure_selected(name, intent, &targets, Some(patch)).instrument(span).await,
+            Step::CreateNodeClass { object, intent, .. } => {
+                api.create_nodeclass(object, intent, &targets).instrument(span).await
+            }
+            Step::PatchNodeClass { name, intent, patch } => {
+                api.ensure_selected(name, intent, &targets, Some(patch)).instrument(span).await
+            }
             Step::CreateNodePool { object, .. } => api.create_nodepool(object).instrument(span).await,
             _ => unreachable!("filtered above"),
         };
@@ -357,7 +380,12 @@ pub async fn execute(ctx: &Context, before: &NetworkSnapshot, plan: &Plan) -> (V
 
 /// The subnets the NodeClass must select: headroom's existing ones and the
 /// ones just created, with their real ids and tags.
-fn selector_targets(before: &NetworkSnapshot, plan: &Plan, changes: &[Applied], managed_key: &str) -> Vec<SelectorTarget> {
+fn selector_targets(
+    before: &NetworkSnapshot,
+    plan: &Plan,
+    changes: &[Applied],
+    managed_key: &str,
+) -> Vec<SelectorTarget> {
     let mut targets: Vec<SelectorTarget> = before
         .managed_subnets(managed_key)
         .map(|s| SelectorTarget { id: Some(s.id.clone()), tags: s.tags.clone() })
@@ -371,17 +399,20 @@ fn selector_targets(before: &NetworkSnapshot, plan: &Plan, changes: &[Applied], 
     targets
 }
 
-async fn verify_applied(ctx: &Context, info: &inventory::ClusterInfo, plan: &Plan, changes: &[Applied]) -> Result<Verification> {
+async fn verify_applied(
+    ctx: &Context,
+    info: &inventory::ClusterInfo,
+    plan: &Plan,
+    changes: &[Applied],
+) -> Result<Verification> {
     // Capacity is not what is verified: skip the ENI and reservation reads.
     let (_, after) = read_snapshot_to(ctx, &plan.cluster, Some(info), inventory::Depth::Structure).await?;
     let problems = verify::problems(plan, &after, &ctx.config);
     if !problems.is_empty() {
         return Err(Error::Verification(problems.join("; ")));
     }
-    let touches_nodeclass = plan
-        .steps
-        .iter()
-        .any(|s| matches!(s, Step::CreateNodeClass { .. } | Step::PatchNodeClass { .. }));
+    let touches_nodeclass =
+        plan.steps.iter().any(|s| matches!(s, Step::CreateNodeClass { .. } | Step::PatchNodeClass { .. }));
     let created = verify::created_subnet_ids(changes);
     let status_pending_subnets = if touches_nodeclass
         && ctx.config.subnet_mode == crate::config::SubnetMode::Nodes
@@ -389,8 +420,7 @@ async fn verify_applied(ctx: &Context, info: &inventory::ClusterInfo, plan: &Pla
         && !ctx.config.nodeclass_ready_timeout.is_zero()
     {
         let api = NodeClassApi::new(ctx.clusters.client_for(&plan.cluster).await?);
-        api.wait_for_status_subnets(&ctx.config.nodeclass_name, &created, ctx.config.nodeclass_ready_timeout)
-            .await?
+        api.wait_for_status_subnets(&ctx.config.nodeclass_name, &created, ctx.config.nodeclass_ready_timeout).await?
     } else {
         Vec::new()
     };
