@@ -65,9 +65,8 @@ pub fn subnet_capacity(cidr: Ipv4Net, usage: &AddressUsage) -> SubnetCapacity {
     let size = 1u64 << (32 - cidr.prefix_len());
     let last = base + size - 1;
 
-    let mut occupied: Vec<(u64, u64)> = Vec::with_capacity(
-        2 + usage.private_ips.len() + usage.prefixes.len() + usage.reservations.len(),
-    );
+    let mut occupied: Vec<(u64, u64)> =
+        Vec::with_capacity(2 + usage.private_ips.len() + usage.prefixes.len() + usage.reservations.len());
     // AWS reserves the network address, the next three, and the last one.
     occupied.push((base, (base + 3).min(last)));
     occupied.push((last, last));
@@ -75,12 +74,13 @@ pub fn subnet_capacity(cidr: Ipv4Net, usage: &AddressUsage) -> SubnetCapacity {
         let a = u64::from(u32::from(*ip));
         (a, a)
     }));
-    occupied.extend(usage.prefixes.iter().chain(&usage.reservations).map(|net| {
-        (
-            u64::from(u32::from(net.network())),
-            u64::from(u32::from(net.broadcast())),
-        )
-    }));
+    occupied.extend(
+        usage
+            .prefixes
+            .iter()
+            .chain(&usage.reservations)
+            .map(|net| (u64::from(u32::from(net.network())), u64::from(u32::from(net.broadcast())))),
+    );
 
     occupied.retain(|&(start, end)| end >= base && start <= last);
     for range in &mut occupied {
@@ -146,12 +146,8 @@ impl AzCapacity {
     }
 
     pub fn utilisation_percent(&self) -> f64 {
-        SubnetCapacity {
-            total_ips: self.total_ips,
-            free_ips: self.free_ips,
-            free_prefixes: self.free_prefixes,
-        }
-        .utilisation_percent()
+        SubnetCapacity { total_ips: self.total_ips, free_ips: self.free_ips, free_prefixes: self.free_prefixes }
+            .utilisation_percent()
     }
 }
 
@@ -159,10 +155,7 @@ impl AzCapacity {
 pub fn by_az<'a>(subnets: impl IntoIterator<Item = &'a Subnet>) -> BTreeMap<String, AzCapacity> {
     let mut totals: BTreeMap<String, AzCapacity> = BTreeMap::new();
     for subnet in subnets {
-        totals
-            .entry(subnet.availability_zone.clone())
-            .or_default()
-            .add(&subnet.capacity);
+        totals.entry(subnet.availability_zone.clone()).or_default().add(&subnet.capacity);
     }
     totals
 }
@@ -201,11 +194,8 @@ mod tests {
             }
         }
         let free_ips = used.iter().filter(|u| !**u).count() as u64;
-        let free_prefixes = if cidr.prefix_len() <= 28 {
-            used.chunks(16).filter(|c| c.iter().all(|u| !*u)).count() as u64
-        } else {
-            0
-        };
+        let free_prefixes =
+            if cidr.prefix_len() <= 28 { used.chunks(16).filter(|c| c.iter().all(|u| !*u)).count() as u64 } else { 0 };
         SubnetCapacity { total_ips: size as u64, free_ips, free_prefixes }
     }
 

@@ -72,10 +72,7 @@ pub fn restriction(primary: Ipv4Net, block: Ipv4Net) -> Result<(), String> {
     if !(16..=28).contains(&block.prefix_len()) {
         return Err(format!("{block}: VPC CIDR blocks are /16 to /28"));
     }
-    match restricted_ranges(primary)
-        .into_iter()
-        .find(|(range, _)| overlaps(*range, block))
-    {
+    match restricted_ranges(primary).into_iter().find(|(range, _)| overlaps(*range, block)) {
         Some((_, why)) => Err(why),
         None => Ok(()),
     }
@@ -231,7 +228,8 @@ mod tests {
     #[test]
     fn chooses_the_lowest_free_block() {
         let pool = [net("100.64.0.0/10")];
-        let out = choose_vpc_cidr(&pool, 16, net("192.168.0.0/16"), &[assoc("192.168.0.0/16", CidrState::Associated)], &[]);
+        let out =
+            choose_vpc_cidr(&pool, 16, net("192.168.0.0/16"), &[assoc("192.168.0.0/16", CidrState::Associated)], &[]);
         assert_eq!(out.chosen, Some(net("100.64.0.0/16")));
     }
 
@@ -239,7 +237,13 @@ mod tests {
     fn skips_blocks_taken_by_associations_in_any_state_but_disassociated() {
         let pool = [net("100.64.0.0/10")];
         let primary = net("192.168.0.0/16");
-        for state in [CidrState::Associating, CidrState::Associated, CidrState::Disassociating, CidrState::Failing, CidrState::Failed] {
+        for state in [
+            CidrState::Associating,
+            CidrState::Associated,
+            CidrState::Disassociating,
+            CidrState::Failing,
+            CidrState::Failed,
+        ] {
             let out = choose_vpc_cidr(&pool, 16, primary, &[assoc("100.64.0.0/16", state)], &[]);
             assert_eq!(out.chosen, Some(net("100.65.0.0/16")), "{state:?}");
             assert_eq!(out.overlapping, 1);
@@ -278,7 +282,8 @@ mod tests {
 
     #[test]
     fn pool_order_and_overlap_do_not_change_the_choice() {
-        let a = pool_blocks(&[net("100.80.0.0/12"), net("100.64.0.0/10"), net("100.64.0.0/15")], 16).collect::<Vec<_>>();
+        let a =
+            pool_blocks(&[net("100.80.0.0/12"), net("100.64.0.0/10"), net("100.64.0.0/15")], 16).collect::<Vec<_>>();
         assert_eq!(a.len(), 64);
         assert_eq!(a[0], net("100.64.0.0/16"));
         assert!(a.windows(2).all(|w| w[0] < w[1]));

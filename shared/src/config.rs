@@ -87,32 +87,92 @@ pub struct Setting {
 pub const DEFAULT_NODECLASS_NAME: &str = "headroom";
 
 pub const SETTINGS: &[Setting] = &[
-    Setting { name: "CLUSTER_NAME", default: "", meaning: "Comma-separated EKS cluster names this deployment manages. Empty: every event must name its cluster." },
-    Setting { name: "NODECLASS_NAME", default: DEFAULT_NODECLASS_NAME, meaning: "The custom NodeClass headroom creates or extends. `default` is refused: EKS manages it." },
-    Setting { name: "NODEPOOL_NAME", default: "", meaning: "When set, a NodePool of this name referencing the NodeClass is created if absent (never modified)." },
-    Setting { name: "SUBNET_MODE", default: "nodes", meaning: "`nodes`: new subnets go to `subnetSelectorTerms`. `pods`: to `podSubnetSelectorTerms` with `podSecurityGroupSelectorTerms`." },
-    Setting { name: "CIDR_POOL", default: "100.64.0.0/10", meaning: "Comma-separated IPv4 ranges secondary VPC CIDRs are carved from." },
+    Setting {
+        name: "CLUSTER_NAME",
+        default: "",
+        meaning: "Comma-separated EKS cluster names this deployment manages. Empty: every event must name its cluster.",
+    },
+    Setting {
+        name: "NODECLASS_NAME",
+        default: DEFAULT_NODECLASS_NAME,
+        meaning: "The custom NodeClass headroom creates or extends. `default` is refused: EKS manages it.",
+    },
+    Setting {
+        name: "NODEPOOL_NAME",
+        default: "",
+        meaning: "When set, a NodePool of this name referencing the NodeClass is created if absent (never modified).",
+    },
+    Setting {
+        name: "SUBNET_MODE",
+        default: "nodes",
+        meaning: "`nodes`: new subnets go to `subnetSelectorTerms`. `pods`: to `podSubnetSelectorTerms` with `podSecurityGroupSelectorTerms`.",
+    },
+    Setting {
+        name: "CIDR_POOL",
+        default: "100.64.0.0/10",
+        meaning: "Comma-separated IPv4 ranges secondary VPC CIDRs are carved from.",
+    },
     Setting { name: "VPC_CIDR_PREFIX", default: "16", meaning: "Prefix length of each secondary VPC CIDR (16-28)." },
-    Setting { name: "SUBNET_PREFIX", default: "19", meaning: "Prefix length of each new subnet; longer than VPC_CIDR_PREFIX, at most 28." },
-    Setting { name: "MIN_FREE_IPS_PER_AZ", default: "512", meaning: "An AZ with fewer free IPs than this across the cluster's subnets gets more space." },
-    Setting { name: "MIN_FREE_PREFIXES_PER_AZ", default: "16", meaning: "An AZ with fewer free aligned /28 blocks than this gets more space (fragmentation)." },
-    Setting { name: "DRY_RUN", default: "false", meaning: "Plan and report, change nothing. A manual event's `dryRun` overrides it per invocation." },
+    Setting {
+        name: "SUBNET_PREFIX",
+        default: "19",
+        meaning: "Prefix length of each new subnet; longer than VPC_CIDR_PREFIX, at most 28.",
+    },
+    Setting {
+        name: "MIN_FREE_IPS_PER_AZ",
+        default: "512",
+        meaning: "An AZ with fewer free IPs than this across the cluster's subnets gets more space.",
+    },
+    Setting {
+        name: "MIN_FREE_PREFIXES_PER_AZ",
+        default: "16",
+        meaning: "An AZ with fewer free aligned /28 blocks than this gets more space (fragmentation).",
+    },
+    Setting {
+        name: "DRY_RUN",
+        default: "false",
+        meaning: "Plan and report, change nothing. A manual event's `dryRun` overrides it per invocation.",
+    },
     Setting { name: "METRIC_NAMESPACE", default: "Headroom", meaning: "CloudWatch namespace of the capacity metrics." },
-    Setting { name: "MANAGED_TAG_KEY", default: "headroom.io/cluster", meaning: "Tag key marking the subnets headroom created; the value is the cluster name, so selectors never reach another cluster's subnets." },
-    Setting { name: "MAX_MANAGED_CIDRS", default: "2", meaning: "Most secondary CIDRs from CIDR_POOL headroom will have associated with one VPC." },
-    Setting { name: "VPC_CIDR_QUOTA", default: "5", meaning: "The account's IPv4 CIDR blocks per VPC quota, primary included (AWS default 5)." },
-    Setting { name: "NODE_ROLE", default: "", meaning: "IAM role for a new NodeClass when the `default` NodeClass is absent." },
-    Setting { name: "SECURITY_GROUP_IDS", default: "", meaning: "Comma-separated security groups for a new NodeClass when the `default` NodeClass is absent. Empty: the cluster security group." },
-    Setting { name: "ASSOCIATION_TIMEOUT_SECONDS", default: "120", meaning: "How long to wait for a new VPC CIDR to become `associated`." },
-    Setting { name: "NODECLASS_READY_TIMEOUT_SECONDS", default: "60", meaning: "How long to wait for the NodeClass status to list the new subnets." },
+    Setting {
+        name: "MANAGED_TAG_KEY",
+        default: "headroom.io/cluster",
+        meaning: "Tag key marking the subnets headroom created; the value is the cluster name, so selectors never reach another cluster's subnets.",
+    },
+    Setting {
+        name: "MAX_MANAGED_CIDRS",
+        default: "2",
+        meaning: "Most secondary CIDRs from CIDR_POOL headroom will have associated with one VPC.",
+    },
+    Setting {
+        name: "VPC_CIDR_QUOTA",
+        default: "5",
+        meaning: "The account's IPv4 CIDR blocks per VPC quota, primary included (AWS default 5).",
+    },
+    Setting {
+        name: "NODE_ROLE",
+        default: "",
+        meaning: "IAM role for a new NodeClass when the `default` NodeClass is absent.",
+    },
+    Setting {
+        name: "SECURITY_GROUP_IDS",
+        default: "",
+        meaning: "Comma-separated security groups for a new NodeClass when the `default` NodeClass is absent. Empty: the cluster security group.",
+    },
+    Setting {
+        name: "ASSOCIATION_TIMEOUT_SECONDS",
+        default: "120",
+        meaning: "How long to wait for a new VPC CIDR to become `associated`.",
+    },
+    Setting {
+        name: "NODECLASS_READY_TIMEOUT_SECONDS",
+        default: "60",
+        meaning: "How long to wait for the NodeClass status to list the new subnets.",
+    },
 ];
 
 fn default_of(name: &str) -> &'static str {
-    SETTINGS
-        .iter()
-        .find(|s| s.name == name)
-        .map(|s| s.default)
-        .unwrap_or("")
+    SETTINGS.iter().find(|s| s.name == name).map(|s| s.default).unwrap_or("")
 }
 
 impl Default for Config {
@@ -161,7 +221,11 @@ impl Config {
         } else {
             validate_object_name(&nodepool).map_err(|reason| invalid(setting, &nodepool, reason))?;
             if nodepool == "general-purpose" || nodepool == "system" {
-                return Err(invalid(setting, &nodepool, "built-in NodePools are managed by EKS; name a custom NodePool"));
+                return Err(invalid(
+                    setting,
+                    &nodepool,
+                    "built-in NodePools are managed by EKS; name a custom NodePool",
+                ));
             }
             Some(nodepool)
         };
@@ -176,7 +240,11 @@ impl Config {
                 .parse()
                 .map_err(|_| invalid(setting, &pool, format!("{entry:?} is not an IPv4 CIDR such as 100.64.0.0/10")))?;
             if net.network() != net.addr() {
-                return Err(invalid(setting, &pool, format!("{entry} has host bits set; did you mean {}?", net.trunc())));
+                return Err(invalid(
+                    setting,
+                    &pool,
+                    format!("{entry} has host bits set; did you mean {}?", net.trunc()),
+                ));
             }
             cidr_pool.push(net);
         }
@@ -186,7 +254,11 @@ impl Config {
 
         let vpc_cidr_prefix: u8 = parse_number(get("VPC_CIDR_PREFIX"))?;
         if !(16..=28).contains(&vpc_cidr_prefix) {
-            return Err(invalid("VPC_CIDR_PREFIX", &vpc_cidr_prefix.to_string(), "AWS accepts VPC CIDR blocks from /16 to /28"));
+            return Err(invalid(
+                "VPC_CIDR_PREFIX",
+                &vpc_cidr_prefix.to_string(),
+                "AWS accepts VPC CIDR blocks from /16 to /28",
+            ));
         }
         let subnet_prefix: u8 = parse_number(get("SUBNET_PREFIX"))?;
         if subnet_prefix <= vpc_cidr_prefix || subnet_prefix > 28 {
@@ -214,18 +286,30 @@ impl Config {
 
         let (setting, metric_namespace) = get("METRIC_NAMESPACE");
         if metric_namespace.len() > 255 || metric_namespace.starts_with("AWS/") || metric_namespace.starts_with(':') {
-            return Err(invalid(setting, &metric_namespace, "CloudWatch namespaces are at most 255 characters and may not start with `AWS/`"));
+            return Err(invalid(
+                setting,
+                &metric_namespace,
+                "CloudWatch namespaces are at most 255 characters and may not start with `AWS/`",
+            ));
         }
 
         let (setting, managed_tag_key) = get("MANAGED_TAG_KEY");
         if managed_tag_key.len() > 128 || managed_tag_key.to_ascii_lowercase().starts_with("aws:") {
-            return Err(invalid(setting, &managed_tag_key, "tag keys are at most 128 characters and may not start with `aws:`"));
+            return Err(invalid(
+                setting,
+                &managed_tag_key,
+                "tag keys are at most 128 characters and may not start with `aws:`",
+            ));
         }
 
         let max_managed_cidrs: u32 = parse_number(get("MAX_MANAGED_CIDRS"))?;
         let vpc_cidr_quota: u32 = parse_number(get("VPC_CIDR_QUOTA"))?;
         if !(1..=50).contains(&vpc_cidr_quota) {
-            return Err(invalid("VPC_CIDR_QUOTA", &vpc_cidr_quota.to_string(), "AWS allows 1 to 50 IPv4 CIDR blocks per VPC"));
+            return Err(invalid(
+                "VPC_CIDR_QUOTA",
+                &vpc_cidr_quota.to_string(),
+                "AWS allows 1 to 50 IPv4 CIDR blocks per VPC",
+            ));
         }
 
         let (_, role) = get("NODE_ROLE");
@@ -266,10 +350,9 @@ impl Config {
         match (named, self.clusters.as_slice()) {
             (Some(name), []) => Ok(name.to_string()),
             (Some(name), configured) if configured.iter().any(|c| c == name) => Ok(name.to_string()),
-            (Some(name), configured) => Err(Error::UnmanagedCluster {
-                cluster: name.to_string(),
-                configured: configured.join(","),
-            }),
+            (Some(name), configured) => {
+                Err(Error::UnmanagedCluster { cluster: name.to_string(), configured: configured.join(",") })
+            }
             (None, [only]) => Ok(only.clone()),
             (None, []) => Err(Error::NoCluster),
             (None, configured) => Err(Error::InvalidEvent(format!(
@@ -281,26 +364,15 @@ impl Config {
 }
 
 fn invalid(setting: &'static str, value: &str, reason: impl Into<String>) -> Error {
-    Error::Config {
-        setting,
-        value: value.to_string(),
-        reason: reason.into(),
-    }
+    Error::Config { setting, value: value.to_string(), reason: reason.into() }
 }
 
 fn list(value: &str) -> Vec<String> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect()
+    value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
 }
 
 fn parse_number<T: FromStr>((setting, value): (&'static str, String)) -> Result<T> {
-    value
-        .parse()
-        .map_err(|_| invalid(setting, &value, "must be a non-negative whole number"))
+    value.parse().map_err(|_| invalid(setting, &value, "must be a non-negative whole number"))
 }
 
 fn parse_bool(value: &str) -> Option<bool> {
@@ -461,7 +533,11 @@ mod tests {
         let template = std::fs::read_to_string(root.join("infra/template.yaml")).unwrap();
         for setting in SETTINGS {
             assert!(readme.contains(&format!("| `{}` |", setting.name)), "README.md lacks {}", setting.name);
-            assert!(template.contains(&format!("        {}: ", setting.name)), "infra/template.yaml lacks {}", setting.name);
+            assert!(
+                template.contains(&format!("        {}: ", setting.name)),
+                "infra/template.yaml lacks {}",
+                setting.name
+            );
         }
     }
 

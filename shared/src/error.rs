@@ -10,11 +10,7 @@ use std::time::Duration;
 pub enum Error {
     /// A setting in the environment is invalid. Nothing was changed.
     #[error("invalid setting {setting}={value:?}: {reason}")]
-    Config {
-        setting: &'static str,
-        value: String,
-        reason: String,
-    },
+    Config { setting: &'static str, value: String, reason: String },
 
     /// The invocation payload is not an event headroom understands.
     #[error("invalid event: {0}")]
@@ -27,7 +23,9 @@ pub enum Error {
     NoCluster,
 
     /// The trigger names a cluster that this deployment does not manage.
-    #[error("cluster {cluster:?} is not managed by this deployment (CLUSTER_NAME={configured:?}); add it to CLUSTER_NAME")]
+    #[error(
+        "cluster {cluster:?} is not managed by this deployment (CLUSTER_NAME={configured:?}); add it to CLUSTER_NAME"
+    )]
     UnmanagedCluster { cluster: String, configured: String },
 
     /// The cluster's network is not in a shape headroom can read.
@@ -45,30 +43,18 @@ pub enum Error {
 
     /// A Kubernetes API call failed.
     #[error("Kubernetes {operation} failed: {message}")]
-    Kube {
-        operation: &'static str,
-        message: String,
-        retryable: bool,
-    },
+    Kube { operation: &'static str, message: String, retryable: bool },
 
     /// A CIDR association did not reach `associated` in time. The next run
     /// picks it up where this one stopped.
     #[error("CIDR {cidr} is still {state} on {vpc_id} after {waited:?}; the next run continues from here")]
-    AssociationTimeout {
-        vpc_id: String,
-        cidr: String,
-        state: String,
-        waited: Duration,
-    },
+    AssociationTimeout { vpc_id: String, cidr: String, state: String, waited: Duration },
 
     /// AWS refused the association after accepting the request.
-    #[error("CIDR {cidr} association on {vpc_id} ended in state {state}: {message}; check the VPC CIDR restrictions and quotas")]
-    AssociationFailed {
-        vpc_id: String,
-        cidr: String,
-        state: String,
-        message: String,
-    },
+    #[error(
+        "CIDR {cidr} association on {vpc_id} ended in state {state}: {message}; check the VPC CIDR restrictions and quotas"
+    )]
+    AssociationFailed { vpc_id: String, cidr: String, state: String, message: String },
 
     /// After applying, the re-read state does not match the plan.
     #[error("verification failed after applying the plan: {0}")]

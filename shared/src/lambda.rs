@@ -123,7 +123,12 @@ mod tests {
 
     #[test]
     fn each_function_takes_its_own_trigger_and_the_manual_event() {
-        let alarm = TriggerKind::Alarm { delivery: trigger::AlarmDelivery::Direct, alarm_name: "a".into(), state: "ALARM".into(), metric: None };
+        let alarm = TriggerKind::Alarm {
+            delivery: trigger::AlarmDelivery::Direct,
+            alarm_name: "a".into(),
+            state: "ALARM".into(),
+            metric: None,
+        };
         assert!(Function::OnAlarm.accepts(&alarm));
         assert!(!Function::CapacityCheck.accepts(&alarm));
         assert!(Function::CapacityCheck.accepts(&TriggerKind::Schedule));

@@ -16,11 +16,11 @@
 
 pub mod aws;
 pub mod capacity;
-pub mod cluster;
 pub mod cidr;
-pub mod lambda;
+pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod lambda;
 pub mod model;
 pub mod nodeclass;
 pub mod plan;
@@ -31,6 +31,6 @@ pub mod trigger;
 pub mod verify;
 
 pub use config::Config;
+pub use error::{Error, Result};
 pub use remediate::{Context, RunOptions, handle};
 pub use report::Report;
-pub use error::{Error, Result};

@@ -103,10 +103,7 @@ pub struct RouteTable {
 
 impl RouteTable {
     fn default_route_target(&self) -> Option<&str> {
-        self.routes
-            .iter()
-            .find(|r| r.destination.is_some_and(|d| d.prefix_len() == 0))
-            .map(|r| r.target.as_str())
+        self.routes.iter().find(|r| r.destination.is_some_and(|d| d.prefix_len() == 0)).map(|r| r.target.as_str())
     }
 
     /// A private table sends the internet through a NAT gateway.
@@ -161,28 +158,21 @@ impl NetworkSnapshot {
     }
 
     pub fn explicit_route_table_of(&self, subnet_id: &str) -> Option<&RouteTable> {
-        self.route_tables
-            .iter()
-            .find(|t| t.subnet_ids.iter().any(|s| s == subnet_id))
+        self.route_tables.iter().find(|t| t.subnet_ids.iter().any(|s| s == subnet_id))
     }
 
     /// The table a subnet's traffic actually uses: its explicit association, else the main table.
     pub fn effective_route_table_of(&self, subnet_id: &str) -> Option<&RouteTable> {
-        self.explicit_route_table_of(subnet_id)
-            .or_else(|| self.main_route_table())
+        self.explicit_route_table_of(subnet_id).or_else(|| self.main_route_table())
     }
 
     /// The cluster's subnets that exist in this VPC.
     pub fn cluster_subnets(&self) -> impl Iterator<Item = &Subnet> {
-        self.subnets
-            .iter()
-            .filter(|s| self.cluster.subnet_ids.iter().any(|id| id == &s.id))
+        self.subnets.iter().filter(|s| self.cluster.subnet_ids.iter().any(|id| id == &s.id))
     }
 
     /// Subnets headroom created for this cluster.
     pub fn managed_subnets<'a>(&'a self, tag_key: &'a str) -> impl Iterator<Item = &'a Subnet> + 'a {
-        self.subnets
-            .iter()
-            .filter(move |s| s.tags.get(tag_key).is_some_and(|v| v == &self.cluster.name))
+        self.subnets.iter().filter(move |s| s.tags.get(tag_key).is_some_and(|v| v == &self.cluster.name))
     }
 }

@@ -48,10 +48,7 @@ pub fn term_selects(term: &Value, target: &SelectorTarget) -> bool {
         "tags" => wanted.as_object().is_some_and(|tags| {
             !tags.is_empty()
                 && tags.iter().all(|(k, v)| {
-                    target
-                        .tags
-                        .get(k)
-                        .is_some_and(|have| v.as_str().is_some_and(|v| v == "*" || v == have))
+                    target.tags.get(k).is_some_and(|have| v.as_str().is_some_and(|v| v == "*" || v == have))
                 })
         }),
         // Unknown fields: assume they narrow the match, so never claim a match.
@@ -61,9 +58,7 @@ pub fn term_selects(term: &Value, target: &SelectorTarget) -> bool {
 
 /// Whether a selector list (terms are ORed) matches a subnet.
 pub fn terms_select(terms: Option<&Value>, target: &SelectorTarget) -> bool {
-    terms
-        .and_then(Value::as_array)
-        .is_some_and(|terms| terms.iter().any(|t| term_selects(t, target)))
+    terms.and_then(Value::as_array).is_some_and(|terms| terms.iter().any(|t| term_selects(t, target)))
 }
 
 /// The list a mode writes to.
@@ -288,7 +283,10 @@ mod tests {
         let mut patched = current.clone();
         json_patch_apply(&mut patched, &patch);
         assert_eq!(patched["spec"]["subnetSelectorTerms"][0], json!({"id": "subnet-user"}));
-        assert_eq!(extension(&patched, &intent(SubnetMode::Nodes), &[managed("subnet-new")]), Extension::AlreadySelected);
+        assert_eq!(
+            extension(&patched, &intent(SubnetMode::Nodes), &[managed("subnet-new")]),
+            Extension::AlreadySelected
+        );
     }
 
     #[test]
@@ -298,7 +296,9 @@ mod tests {
             json!([{"tags": {"headroom.io/cluster": "*"}}]),
             json!([{"id": "subnet-a"}, {"id": "subnet-b"}]),
         ] {
-            let current = nodeclass(json!({"role": "R", "subnetSelectorTerms": terms, "securityGroupSelectorTerms": [{"id": "sg"}]}));
+            let current = nodeclass(
+                json!({"role": "R", "subnetSelectorTerms": terms, "securityGroupSelectorTerms": [{"id": "sg"}]}),
+            );
             assert_eq!(
                 extension(&current, &intent(SubnetMode::Nodes), &[managed("subnet-a"), managed("subnet-b")]),
                 Extension::AlreadySelected
@@ -344,7 +344,8 @@ mod tests {
     #[test]
     fn a_full_selector_list_is_not_extended() {
         let terms: Vec<Value> = (0..30).map(|i| json!({"id": format!("subnet-{i}")})).collect();
-        let current = nodeclass(json!({"role": "R", "subnetSelectorTerms": terms, "securityGroupSelectorTerms": [{"id": "sg"}]}));
+        let current =
+            nodeclass(json!({"role": "R", "subnetSelectorTerms": terms, "securityGroupSelectorTerms": [{"id": "sg"}]}));
         assert!(matches!(
             extension(&current, &intent(SubnetMode::Nodes), &[managed("subnet-new")]),
             Extension::Unextendable(why) if why.contains("30 terms")

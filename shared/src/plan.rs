@@ -114,9 +114,15 @@ pub struct NodeClassIntent {
 #[serde(tag = "step", rename_all = "kebab-case")]
 pub enum Step {
     /// Associate the block and wait until it is `associated`.
-    AssociateVpcCidr { vpc_id: String, cidr: Ipv4Net },
+    AssociateVpcCidr {
+        vpc_id: String,
+        cidr: Ipv4Net,
+    },
     /// A pool block another run associated is still `associating`: wait for it.
-    AwaitVpcCidr { vpc_id: String, cidr: Ipv4Net },
+    AwaitVpcCidr {
+        vpc_id: String,
+        cidr: Ipv4Net,
+    },
     CreateSubnet {
         vpc_id: String,
         availability_zone: String,
@@ -129,14 +135,21 @@ pub enum Step {
         /// The AZ had no private cluster subnet to copy; this is the main table.
         main_table_fallback: bool,
     },
-    CreateNodeClass { name: String, object: Value, intent: NodeClassIntent },
+    CreateNodeClass {
+        name: String,
+        object: Value,
+        intent: NodeClassIntent,
+    },
     PatchNodeClass {
         name: String,
         /// RFC 6902 operations, led by a `test` of the resourceVersion read.
         patch: Value,
         intent: NodeClassIntent,
     },
-    CreateNodePool { name: String, object: Value },
+    CreateNodePool {
+        name: String,
+        object: Value,
+    },
 }
 
 impl Step {
@@ -156,20 +169,22 @@ impl Step {
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Step::AssociateVpcCidr { vpc_id, cidr } => write!(f, "associate CIDR {cidr} with {vpc_id} and wait until associated"),
+            Step::AssociateVpcCidr { vpc_id, cidr } => {
+                write!(f, "associate CIDR {cidr} with {vpc_id} and wait until associated")
+            }
             Step::AwaitVpcCidr { vpc_id, cidr } => write!(f, "wait until CIDR {cidr} of {vpc_id} is associated"),
-            Step::CreateSubnet { availability_zone, cidr, .. } => write!(f, "create subnet {cidr} in {availability_zone}"),
+            Step::CreateSubnet { availability_zone, cidr, .. } => {
+                write!(f, "create subnet {cidr} in {availability_zone}")
+            }
             Step::AssociateRouteTable { route_table_id, subnet, main_table_fallback } => write!(
                 f,
                 "associate {subnet} with route table {route_table_id}{}",
                 if *main_table_fallback { " (main table: no private cluster subnet in this AZ)" } else { "" }
             ),
             Step::CreateNodeClass { name, .. } => write!(f, "create NodeClass {name}"),
-            Step::PatchNodeClass { name, intent, .. } => write!(
-                f,
-                "patch NodeClass {name} to select the managed subnets ({} mode)",
-                intent.mode
-            ),
+            Step::PatchNodeClass { name, intent, .. } => {
+                write!(f, "patch NodeClass {name} to select the managed subnets ({} mode)", intent.mode)
+            }
             Step::CreateNodePool { name, .. } => write!(f, "create NodePool {name}"),
         }
     }

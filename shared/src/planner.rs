@@ -74,11 +74,7 @@ impl<'a> Planner<'a> {
         let private: Vec<&Subnet> = cluster_subnets
             .iter()
             .copied()
-            .filter(|s| {
-                !snapshot
-                    .effective_route_table_of(&s.id)
-                    .is_some_and(|t| t.routes_through_internet_gateway())
-            })
+            .filter(|s| !snapshot.effective_route_table_of(&s.id).is_some_and(|t| t.routes_through_internet_gateway()))
             .collect();
         // A cluster on public subnets only still places nodes there.
         let mut node_subnets = if private.is_empty() { cluster_subnets } else { private };
@@ -118,7 +114,9 @@ impl<'a> Planner<'a> {
         let capacity = self.az_capacity();
         let starved: Vec<String> = capacity
             .iter()
-            .filter(|(_, c)| c.free_ips < thresholds.min_free_ips_per_az || c.free_prefixes < thresholds.min_free_prefixes_per_az)
+            .filter(|(_, c)| {
+                c.free_ips < thresholds.min_free_ips_per_az || c.free_prefixes < thresholds.min_free_prefixes_per_az
+            })
             .map(|(az, _)| az.clone())
             .collect();
 
@@ -146,7 +144,11 @@ impl<'a> Planner<'a> {
                 tags,
             });
             let (route_table_id, main_table_fallback) = self.route_table_for(az)?;
-            steps.push(Step::AssociateRouteTable { route_table_id, subnet: SubnetRef::Planned(*block), main_table_fallback });
+            steps.push(Step::AssociateRouteTable {
+                route_table_id,
+                subnet: SubnetRef::Planned(*block),
+                main_table_fallback,
+            });
         }
 
         // Managed subnets a crashed run left without their route table.
@@ -328,7 +330,10 @@ impl<'a> Planner<'a> {
         }
         match self.snapshot.main_route_table() {
             Some(main) => {
-                let note = format!("{az}: no private cluster subnet to copy a route table from; using the main table {}", main.id);
+                let note = format!(
+                    "{az}: no private cluster subnet to copy a route table from; using the main table {}",
+                    main.id
+                );
                 if !self.notes.contains(&note) {
                     self.notes.push(note);
                 }
@@ -362,7 +367,10 @@ impl<'a> Planner<'a> {
         let name = &config.nodeclass_name;
         // Config refuses it too; this keeps the planner safe on its own.
         if name == nodeclass::DEFAULT_NODECLASS {
-            return Err(refuse(RefusalCode::NodeClassUnextendable, "the `default` NodeClass is managed by EKS and never modified"));
+            return Err(refuse(
+                RefusalCode::NodeClassUnextendable,
+                "the `default` NodeClass is managed by EKS and never modified",
+            ));
         }
 
         let mut steps = Vec::new();
@@ -371,7 +379,9 @@ impl<'a> Planner<'a> {
             Some(current) => {
                 match nodeclass::extension(current, &intent, &targets) {
                     Extension::AlreadySelected => {}
-                    Extension::Patch(patch) => steps.push(Step::PatchNodeClass { name: name.clone(), patch, intent: intent.clone() }),
+                    Extension::Patch(patch) => {
+                        steps.push(Step::PatchNodeClass { name: name.clone(), patch, intent: intent.clone() })
+                    }
                     Extension::Unextendable(why) => {
                         return Err(refuse(RefusalCode::NodeClassUnextendable, format!("NodeClass {name}: {why}")));
                     }
@@ -401,7 +411,12 @@ impl<'a> Planner<'a> {
                 .snapshot
                 .subnets
                 .iter()
-                .filter(|s| nodeclass::terms_select(node_terms.as_ref(), &SelectorTarget { id: Some(s.id.clone()), tags: s.tags.clone() }))
+                .filter(|s| {
+                    nodeclass::terms_select(
+                        node_terms.as_ref(),
+                        &SelectorTarget { id: Some(s.id.clone()), tags: s.tags.clone() },
+                    )
+                })
                 .map(|s| s.availability_zone.as_str())
                 .collect();
             let pod_azs = self

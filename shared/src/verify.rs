@@ -29,9 +29,10 @@ pub fn problems(plan: &Plan, after: &NetworkSnapshot, config: &Config) -> Vec<St
                 Some(s) if &s.availability_zone != availability_zone => {
                     problems.push(format!("subnet {cidr} is in {}, not {availability_zone}", s.availability_zone))
                 }
-                Some(s) if s.tags.get(&config.managed_tag_key) != Some(&after.cluster.name) => {
-                    problems.push(format!("subnet {} ({cidr}) lacks the tag {}={}", s.id, config.managed_tag_key, after.cluster.name))
-                }
+                Some(s) if s.tags.get(&config.managed_tag_key) != Some(&after.cluster.name) => problems.push(format!(
+                    "subnet {} ({cidr}) lacks the tag {}={}",
+                    s.id, config.managed_tag_key, after.cluster.name
+                )),
                 Some(_) => {}
             },
             Step::AssociateRouteTable { route_table_id, subnet, .. } => {

@@ -55,10 +55,7 @@ where
             let status = ctx.raw().status();
             status.is_server_error()
                 || status.as_u16() == 429
-                || ctx
-                    .err()
-                    .code()
-                    .is_some_and(|code| RETRYABLE_CODES.contains(&code))
+                || ctx.err().code().is_some_and(|code| RETRYABLE_CODES.contains(&code))
         }
         _ => false,
     }

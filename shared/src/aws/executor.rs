@@ -42,7 +42,9 @@ async fn mutate<T, E, Fut, Rec>(
     reconcile: impl Fn() -> Rec,
 ) -> Result<(T, bool)>
 where
-    Fut: std::future::Future<Output = std::result::Result<T, aws_sdk_ec2::error::SdkError<E, aws_smithy_runtime_api::http::Response>>>,
+    Fut: std::future::Future<
+            Output = std::result::Result<T, aws_sdk_ec2::error::SdkError<E, aws_smithy_runtime_api::http::Response>>,
+        >,
     Rec: std::future::Future<Output = Result<Option<T>>>,
     E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -67,10 +69,8 @@ where
 
 /// Full jitter without a random-number crate: the sub-second clock is random enough.
 fn jitter(max: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     max / 2 + max.mul_f64(f64::from(nanos % 1000) / 2000.0)
 }
 
@@ -84,7 +84,11 @@ fn filter(name: &str, value: impl Into<String>) -> Filter {
 }
 
 /// Current state of `cidr` on the VPC, if associated in any form.
-async fn cidr_state(ec2: &aws_sdk_ec2::Client, vpc_id: &str, cidr: Ipv4Net) -> Result<Option<(String, CidrState, Option<String>)>> {
+async fn cidr_state(
+    ec2: &aws_sdk_ec2::Client,
+    vpc_id: &str,
+    cidr: Ipv4Net,
+) -> Result<Option<(String, CidrState, Option<String>)>> {
     let vpc = super::inventory::read_vpc(ec2, vpc_id).await?;
     Ok(vpc
         .cidr_associations
@@ -96,7 +100,12 @@ async fn cidr_state(ec2: &aws_sdk_ec2::Client, vpc_id: &str, cidr: Ipv4Net) -> R
 }
 
 /// Associates `cidr` (unless it already is) and waits until it is `associated`.
-pub async fn associate_vpc_cidr(ec2: &aws_sdk_ec2::Client, vpc_id: &str, cidr: Ipv4Net, timeout: Duration) -> Result<Applied> {
+pub async fn associate_vpc_cidr(
+    ec2: &aws_sdk_ec2::Client,
+    vpc_id: &str,
+    cidr: Ipv4Net,
+    timeout: Duration,
+) -> Result<Applied> {
     let act = || {
         ec2.associate_vpc_cidr_block()
             .vpc_id(vpc_id)
@@ -126,9 +135,8 @@ pub async fn associate_vpc_cidr(ec2: &aws_sdk_ec2::Client, vpc_id: &str, cidr: I
             })
         }
     };
-    let ((association_id, state), already_present) = mutate("AssociateVpcCidrBlock", act_parsed, reconcile)
-        .await
-        .map_err(|mut error| {
+    let ((association_id, state), already_present) =
+        mutate("AssociateVpcCidrBlock", act_parsed, reconcile).await.map_err(|mut error| {
             if let Error::Aws { message, .. } = &mut error {
                 if message.starts_with("CidrLimitExceeded") {
                     message.push_str("; the VPC is at its CIDR block quota: raise it and VPC_CIDR_QUOTA");
@@ -151,14 +159,23 @@ pub async fn associate_vpc_cidr(ec2: &aws_sdk_ec2::Client, vpc_id: &str, cidr: I
 
 /// Polls with growing intervals until `cidr` is `associated`, or fails with
 /// its terminal state, or times out (retryable: the next run resumes).
-pub async fn wait_for_association(ec2: &aws_sdk_ec2::Client, vpc_id: &str, cidr: Ipv4Net, timeout: Duration) -> Result<()> {
+pub async fn wait_for_association(
+    ec2: &aws_sdk_ec2::Client,
+    vpc_id: &str,
+    cidr: Ipv4Net,
+    timeout: Duration,
+) -> Result<()> {
     let started = Instant::now();
     let mut interval = Duration::from_millis(250);
     loop {
         let current = cidr_state(ec2, vpc_id, cidr).await?;
         let state = match current {
             Some((_, CidrState::Associated, _)) => return Ok(()),
-            Some((_, state @ (CidrState::Failed | CidrState::Failing | CidrState::Disassociated | CidrState::Disassociating), message)) => {
+            Some((
+                _,
+                state @ (CidrState::Failed | CidrState::Failing | CidrState::Disassociated | CidrState::Disassociating),
+                message,
+            )) => {
                 return Err(Error::AssociationFailed {
                     vpc_id: vpc_id.into(),
                     cidr: cidr.to_string(),
@@ -213,9 +230,9 @@ pub async fn create_subnet(ec2: &aws_sdk_ec2::Client, step: &Step, managed_tag_k
         )
         .await?;
         let wanted = tags.get(managed_tag_key);
-        let ours = existing
-            .iter()
-            .find(|s| &s.availability_zone == availability_zone && wanted.is_some() && s.tags.get(managed_tag_key) == wanted);
+        let ours = existing.iter().find(|s| {
+            &s.availability_zone == availability_zone && wanted.is_some() && s.tags.get(managed_tag_key) == wanted
+        });
         match (ours, existing.first()) {
             (Some(subnet), _) => Ok(Some(subnet.id.clone())),
             (None, Some(other)) => Err(Error::Aws {
@@ -244,7 +261,11 @@ pub async fn create_subnet(ec2: &aws_sdk_ec2::Client, step: &Step, managed_tag_k
 
 /// Associates the subnet with the table; an existing association with the
 /// same table is success, one with another table is left alone and reported.
-pub async fn associate_route_table(ec2: &aws_sdk_ec2::Client, route_table_id: &str, subnet_id: &str) -> Result<Applied> {
+pub async fn associate_route_table(
+    ec2: &aws_sdk_ec2::Client,
+    route_table_id: &str,
+    subnet_id: &str,
+) -> Result<Applied> {
     let act = || {
         let call = ec2
             .associate_route_table()
@@ -264,7 +285,10 @@ pub async fn associate_route_table(ec2: &aws_sdk_ec2::Client, route_table_id: &s
             .map_err(|e| aws_error("DescribeRouteTables", e))?;
         let current = tables.route_tables().iter().find_map(|t| {
             t.associations().iter().find(|a| a.subnet_id() == Some(subnet_id)).map(|a| {
-                (t.route_table_id().unwrap_or_default().to_string(), a.route_table_association_id().unwrap_or_default().to_string())
+                (
+                    t.route_table_id().unwrap_or_default().to_string(),
+                    a.route_table_association_id().unwrap_or_default().to_string(),
+                )
             })
         });
         match current {

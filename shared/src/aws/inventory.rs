@@ -30,12 +30,7 @@ pub struct ClusterInfo {
 }
 
 pub async fn describe_cluster(eks: &aws_sdk_eks::Client, name: &str) -> Result<ClusterInfo> {
-    let out = eks
-        .describe_cluster()
-        .name(name)
-        .send()
-        .await
-        .map_err(|e| aws_error("DescribeCluster", e))?;
+    let out = eks.describe_cluster().name(name).send().await.map_err(|e| aws_error("DescribeCluster", e))?;
     let cluster = out.cluster().ok_or_else(|| Error::Inventory {
         cluster: name.to_string(),
         reason: "DescribeCluster returned no cluster".into(),
@@ -72,29 +67,15 @@ async fn vpc_id_of(ec2: &aws_sdk_ec2::Client, cluster: &ClusterInfo) -> Result<S
         cluster: cluster.name.clone(),
         reason: "DescribeCluster lists no subnets and no VPC".into(),
     })?;
-    let out = ec2
-        .describe_subnets()
-        .subnet_ids(first)
-        .send()
-        .await
-        .map_err(|e| aws_error("DescribeSubnets", e))?;
-    out.subnets()
-        .first()
-        .and_then(|s| s.vpc_id())
-        .map(String::from)
-        .ok_or_else(|| Error::Inventory {
-            cluster: cluster.name.clone(),
-            reason: format!("subnet {first} of the cluster does not exist"),
-        })
+    let out = ec2.describe_subnets().subnet_ids(first).send().await.map_err(|e| aws_error("DescribeSubnets", e))?;
+    out.subnets().first().and_then(|s| s.vpc_id()).map(String::from).ok_or_else(|| Error::Inventory {
+        cluster: cluster.name.clone(),
+        reason: format!("subnet {first} of the cluster does not exist"),
+    })
 }
 
 pub async fn read_vpc(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result<Vpc> {
-    let out = ec2
-        .describe_vpcs()
-        .vpc_ids(vpc_id)
-        .send()
-        .await
-        .map_err(|e| aws_error("DescribeVpcs", e))?;
+    let out = ec2.describe_vpcs().vpc_ids(vpc_id).send().await.map_err(|e| aws_error("DescribeVpcs", e))?;
     let vpc = out.vpcs().first().ok_or_else(|| Error::Aws {
         operation: "DescribeVpcs",
         message: format!("VPC {vpc_id} not found"),
@@ -221,14 +202,10 @@ async fn read_interface_usage(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result
     for eni in interfaces {
         let Some(subnet) = eni.subnet_id() else { continue };
         let entry = usage.entry(subnet.to_string()).or_default();
-        entry.private_ips.extend(
-            eni.private_ip_addresses()
-                .iter()
-                .filter_map(|a| a.private_ip_address()?.parse::<Ipv4Addr>().ok()),
-        );
         entry
-            .prefixes
-            .extend(eni.ipv4_prefixes().iter().filter_map(|p| p.ipv4_prefix()?.parse::<Ipv4Net>().ok()));
+            .private_ips
+            .extend(eni.private_ip_addresses().iter().filter_map(|a| a.private_ip_address()?.parse::<Ipv4Addr>().ok()));
+        entry.prefixes.extend(eni.ipv4_prefixes().iter().filter_map(|p| p.ipv4_prefix()?.parse::<Ipv4Net>().ok()));
     }
     Ok(usage)
 }
@@ -244,11 +221,8 @@ async fn read_reservations(ec2: &aws_sdk_ec2::Client, subnet_id: &str) -> Result
             .send()
             .await
             .map_err(|e| aws_error("GetSubnetCidrReservations", e))?;
-        reservations.extend(
-            out.subnet_ipv4_cidr_reservations()
-                .iter()
-                .filter_map(|r| r.cidr()?.parse::<Ipv4Net>().ok()),
-        );
+        reservations
+            .extend(out.subnet_ipv4_cidr_reservations().iter().filter_map(|r| r.cidr()?.parse::<Ipv4Net>().ok()));
         match out.next_token() {
             Some(next) if !next.is_empty() => token = Some(next.to_string()),
             _ => return Ok(reservations),
@@ -266,8 +240,12 @@ pub enum Depth {
 }
 
 /// Reservations of each subnet, read concurrently.
-async fn read_reservations_of(ec2: &aws_sdk_ec2::Client, subnet_ids: &[String]) -> Result<HashMap<String, Vec<Ipv4Net>>> {
-    let reads = subnet_ids.iter().map(|id| async move { Ok::<_, Error>((id.clone(), read_reservations(ec2, id).await?)) });
+async fn read_reservations_of(
+    ec2: &aws_sdk_ec2::Client,
+    subnet_ids: &[String],
+) -> Result<HashMap<String, Vec<Ipv4Net>>> {
+    let reads =
+        subnet_ids.iter().map(|id| async move { Ok::<_, Error>((id.clone(), read_reservations(ec2, id).await?)) });
     Ok(future::try_join_all(reads).await?.into_iter().collect())
 }
 
@@ -288,9 +266,8 @@ pub async fn read_network(
     depth: Depth,
 ) -> Result<NetworkSnapshot> {
     let with_capacity = depth == Depth::WithCapacity;
-    let cluster_reservations = async {
-        if with_capacity { read_reservations_of(ec2, &cluster.subnet_ids).await } else { Ok(HashMap::new()) }
-    };
+    let cluster_reservations =
+        async { if with_capacity { read_reservations_of(ec2, &cluster.subnet_ids).await } else { Ok(HashMap::new()) } };
     let vpc_reads = async {
         let vpc_id = vpc_id_of(ec2, cluster).await?;
         let subnets = async {
@@ -304,9 +281,7 @@ pub async fn read_network(
             let reservations = if with_capacity { read_reservations_of(ec2, &managed).await? } else { HashMap::new() };
             Ok::<_, Error>((subnets, reservations))
         };
-        let usage = async {
-            if with_capacity { read_interface_usage(ec2, &vpc_id).await } else { Ok(HashMap::new()) }
-        };
+        let usage = async { if with_capacity { read_interface_usage(ec2, &vpc_id).await } else { Ok(HashMap::new()) } };
         future::try_join4(read_vpc(ec2, &vpc_id), subnets, read_route_tables(ec2, &vpc_id), usage).await
     };
     let ((vpc, (subnets, mut reservations), route_tables, mut usage), cluster_reservations) =
@@ -350,9 +325,10 @@ pub async fn read_network(
 pub async fn locate_interface(ec2: &aws_sdk_ec2::Client, eni_id: &str) -> Result<Option<(String, String)>> {
     let result = ec2.describe_network_interfaces().network_interface_ids(eni_id).send().await;
     match result {
-        Ok(out) => Ok(out.network_interfaces().first().and_then(|eni| {
-            Some((eni.subnet_id()?.to_string(), eni.vpc_id()?.to_string()))
-        })),
+        Ok(out) => Ok(out
+            .network_interfaces()
+            .first()
+            .and_then(|eni| Some((eni.subnet_id()?.to_string(), eni.vpc_id()?.to_string())))),
         Err(e) if super::errors::error_code(&e) == Some("InvalidNetworkInterfaceID.NotFound") => Ok(None),
         Err(e) => Err(aws_error("DescribeNetworkInterfaces", e)),
     }

@@ -59,10 +59,9 @@ pub fn capacity_metrics(snapshot: &NetworkSnapshot, config: &Config) -> Vec<Metr
         point(FREE_PREFIXES, dims.clone(), capacity.free_prefixes as f64, false);
         point(UTILISATION, dims, capacity.utilisation_percent(), true);
     }
-    if let (Some(ips), Some(prefixes)) = (
-        by_az.values().map(|c| c.free_ips).min(),
-        by_az.values().map(|c| c.free_prefixes).min(),
-    ) {
+    if let (Some(ips), Some(prefixes)) =
+        (by_az.values().map(|c| c.free_ips).min(), by_az.values().map(|c| c.free_prefixes).min())
+    {
         point(MIN_AZ_FREE_IPS, vec![(CLUSTER_DIMENSION, cluster.clone())], ips as f64, false);
         point(MIN_AZ_FREE_PREFIXES, vec![(CLUSTER_DIMENSION, cluster.clone())], prefixes as f64, false);
     }

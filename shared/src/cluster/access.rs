@@ -69,9 +69,7 @@ pub enum ClusterEndpoint {
 impl fmt::Debug for ClusterEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClusterEndpoint::Kubeconfig { paths } => {
-                f.debug_struct("Kubeconfig").field("paths", paths).finish()
-            }
+            ClusterEndpoint::Kubeconfig { paths } => f.debug_struct("Kubeconfig").field("paths", paths).finish(),
             ClusterEndpoint::Eks { endpoint, ca_pem } => f
                 .debug_struct("Eks")
                 .field("endpoint", endpoint)
@@ -124,11 +122,7 @@ impl ClusterAccess {
     /// (a path list like `PATH`); `None` or empty means EKS.
     pub fn with_kubeconfig(sdk_config: &SdkConfig, kubeconfig: Option<&OsStr>) -> Self {
         let kubeconfig = kubeconfig
-            .map(|value| {
-                std::env::split_paths(value)
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .collect::<Vec<_>>()
-            })
+            .map(|value| std::env::split_paths(value).filter(|p| !p.as_os_str().is_empty()).collect::<Vec<_>>())
             .filter(|paths| !paths.is_empty());
         Self {
             eks: aws_sdk_eks::Client::new(sdk_config),
@@ -182,28 +176,17 @@ impl ClusterAccess {
 
         let endpoint = self.endpoint_cached(&mut cache, cluster).await?;
         let (config, expires_at) = match &endpoint {
-            ClusterEndpoint::Kubeconfig { paths } => {
-                (kube_config_from_kubeconfig(paths, cluster).await?, None)
-            }
+            ClusterEndpoint::Kubeconfig { paths } => (kube_config_from_kubeconfig(paths, cluster).await?, None),
             ClusterEndpoint::Eks { endpoint, ca_pem } => {
                 let token = self.token(cluster, now).await?;
                 let expires_at = token.expires_at;
-                (
-                    kube_config_for_eks(cluster, endpoint, ca_pem, &token)?,
-                    Some(expires_at),
-                )
+                (kube_config_for_eks(cluster, endpoint, ca_pem, &token)?, Some(expires_at))
             }
         };
         let cluster_url = config.cluster_url.to_string();
         let client = build_client(cluster, config)?;
         tracing::debug!(cluster, %cluster_url, ?expires_at, "built a Kubernetes client");
-        cache.clients.insert(
-            cluster.to_owned(),
-            CachedClient {
-                client: client.clone(),
-                expires_at,
-            },
-        );
+        cache.clients.insert(cluster.to_owned(), CachedClient { client: client.clone(), expires_at });
         Ok(client)
     }
 
@@ -212,9 +195,7 @@ impl ClusterAccess {
             return Ok(endpoint.clone());
         }
         let endpoint = match &self.kubeconfig {
-            Some(paths) => ClusterEndpoint::Kubeconfig {
-                paths: paths.clone(),
-            },
+            Some(paths) => ClusterEndpoint::Kubeconfig { paths: paths.clone() },
             None => self.describe(cluster).await?,
         };
         cache.endpoints.insert(cluster.to_owned(), endpoint.clone());
@@ -238,36 +219,27 @@ impl ClusterAccess {
             });
         };
         let status = info.status().map_or("unknown", |s| s.as_str());
-        let endpoint = info
-            .endpoint()
-            .filter(|e| !e.is_empty())
-            .ok_or_else(|| Error::Kube {
-                operation: CONNECT,
-                message: format!(
-                    "cluster {cluster:?} has no API endpoint yet (status {status}); \
+        let endpoint = info.endpoint().filter(|e| !e.is_empty()).ok_or_else(|| Error::Kube {
+            operation: CONNECT,
+            message: format!(
+                "cluster {cluster:?} has no API endpoint yet (status {status}); \
                  headroom can act once it is ACTIVE"
-                ),
-                retryable: false,
-            })?;
-        let ca_data = info
-            .certificate_authority()
-            .and_then(|ca| ca.data())
-            .filter(|d| !d.is_empty())
-            .ok_or_else(|| Error::Kube {
-                operation: CONNECT,
-                message: format!(
-                    "cluster {cluster:?} has no certificate authority data yet (status {status})"
-                ),
-                retryable: false,
+            ),
+            retryable: false,
+        })?;
+        let ca_data =
+            info.certificate_authority().and_then(|ca| ca.data()).filter(|d| !d.is_empty()).ok_or_else(|| {
+                Error::Kube {
+                    operation: CONNECT,
+                    message: format!("cluster {cluster:?} has no certificate authority data yet (status {status})"),
+                    retryable: false,
+                }
             })?;
         let ca_pem = decode_certificate_authority(cluster, ca_data)?;
         // Fail here, once, rather than at every client build.
         ca_certificates(cluster, &ca_pem)?;
         tracing::debug!(cluster, endpoint, status, "described the cluster");
-        Ok(ClusterEndpoint::Eks {
-            endpoint: endpoint.to_owned(),
-            ca_pem,
-        })
+        Ok(ClusterEndpoint::Eks { endpoint: endpoint.to_owned(), ca_pem })
     }
 
     async fn token(&self, cluster: &str, now: SystemTime) -> Result<EksToken> {
@@ -277,10 +249,7 @@ impl ClusterAccess {
             message: "the AWS SDK configuration has no credentials provider".into(),
             retryable: false,
         })?;
-        let credentials = provider
-            .provide_credentials()
-            .await
-            .map_err(|err| credentials_error(&err))?;
+        let credentials = provider.provide_credentials().await.map_err(|err| credentials_error(&err))?;
         generate_token(cluster, region.as_ref(), &credentials, now)
     }
 
@@ -309,9 +278,7 @@ pub fn decode_certificate_authority(cluster: &str, data: &str) -> Result<Vec<u8>
     let compact: String = data.split_ascii_whitespace().collect();
     STANDARD.decode(compact).map_err(|e| Error::Kube {
         operation: CONNECT,
-        message: format!(
-            "the certificate authority data of cluster {cluster:?} is not valid base64 PEM: {e}"
-        ),
+        message: format!("the certificate authority data of cluster {cluster:?} is not valid base64 PEM: {e}"),
         retryable: false,
     })
 }
@@ -320,9 +287,7 @@ pub fn decode_certificate_authority(cluster: &str, data: &str) -> Result<Vec<u8>
 pub fn ca_certificates(cluster: &str, pem: &[u8]) -> Result<Vec<Vec<u8>>> {
     let invalid = |reason: String| Error::Kube {
         operation: CONNECT,
-        message: format!(
-            "the certificate authority data of cluster {cluster:?} is not valid base64 PEM: {reason}"
-        ),
+        message: format!("the certificate authority data of cluster {cluster:?} is not valid base64 PEM: {reason}"),
         retryable: false,
     };
     let certs = CertificateDer::pem_slice_iter(pem)
@@ -337,12 +302,7 @@ pub fn ca_certificates(cluster: &str, pem: &[u8]) -> Result<Vec<Vec<u8>>> {
 
 /// The client configuration for an EKS endpoint: TLS pinned to the cluster
 /// CA, the token as bearer, [`CONNECT_TIMEOUT`] and [`READ_TIMEOUT`].
-pub fn kube_config_for_eks(
-    cluster: &str,
-    endpoint: &str,
-    ca_pem: &[u8],
-    token: &EksToken,
-) -> Result<kube::Config> {
+pub fn kube_config_for_eks(cluster: &str, endpoint: &str, ca_pem: &[u8], token: &EksToken) -> Result<kube::Config> {
     let cluster_url: http::Uri = endpoint.parse().map_err(|e| Error::Kube {
         operation: CONNECT,
         message: format!("cluster {cluster:?} has an invalid API endpoint {endpoint:?}: {e}"),
@@ -351,9 +311,7 @@ pub fn kube_config_for_eks(
     if cluster_url.scheme().is_none() || cluster_url.host().is_none() {
         return Err(Error::Kube {
             operation: CONNECT,
-            message: format!(
-                "cluster {cluster:?} has an API endpoint without scheme or host: {endpoint:?}"
-            ),
+            message: format!("cluster {cluster:?} has an API endpoint without scheme or host: {endpoint:?}"),
             retryable: false,
         });
     }
@@ -369,11 +327,7 @@ pub fn kube_config_for_eks(
 /// kubectl). Uses the context named `cluster` when there is one, else the
 /// current context.
 pub async fn kube_config_from_kubeconfig(paths: &[PathBuf], cluster: &str) -> Result<kube::Config> {
-    let shown = paths
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(":");
+    let shown = paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
     let invalid = |e: kube::config::KubeconfigError| Error::Kube {
         operation: CONNECT,
         message: format!("cannot use the kubeconfig {shown} (KUBECONFIG): {e}"),
@@ -392,18 +346,9 @@ pub async fn kube_config_from_kubeconfig(paths: &[PathBuf], cluster: &str) -> Re
         message: "KUBECONFIG names no file".into(),
         retryable: false,
     })?;
-    let context = kubeconfig
-        .contexts
-        .iter()
-        .any(|c| c.name == cluster)
-        .then(|| cluster.to_owned());
-    let options = KubeConfigOptions {
-        context,
-        ..KubeConfigOptions::default()
-    };
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-        .await
-        .map_err(invalid)?;
+    let context = kubeconfig.contexts.iter().any(|c| c.name == cluster).then(|| cluster.to_owned());
+    let options = KubeConfigOptions { context, ..KubeConfigOptions::default() };
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(invalid)?;
     set_timeouts(&mut config);
     Ok(config)
 }
@@ -453,24 +398,14 @@ where
     } else {
         format!("cannot describe cluster {cluster:?} in {region}: {detail}")
     };
-    Error::Aws {
-        operation: DESCRIBE_CLUSTER,
-        message,
-        retryable: errors::is_retryable(err),
-    }
+    Error::Aws { operation: DESCRIBE_CLUSTER, message, retryable: errors::is_retryable(err) }
 }
 
 fn credentials_error(err: &CredentialsError) -> Error {
-    let retryable = matches!(
-        err,
-        CredentialsError::ProviderTimedOut(_) | CredentialsError::ProviderError(_)
-    );
+    let retryable = matches!(err, CredentialsError::ProviderTimedOut(_) | CredentialsError::ProviderError(_));
     Error::Aws {
         operation: "ProvideCredentials",
-        message: format!(
-            "no AWS credentials to sign the cluster token: {}",
-            DisplayErrorContext(err)
-        ),
+        message: format!("no AWS credentials to sign the cluster token: {}", DisplayErrorContext(err)),
         retryable,
     }
 }
@@ -523,10 +458,7 @@ IQD1LOpDU4hfjbM6X79bYXJlW82XUAH7G6tCYbPZBngsXg==
 
     impl Seen {
         fn header(&self, name: &str) -> Option<&str> {
-            self.headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
+            self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
         }
     }
 
@@ -561,11 +493,7 @@ IQD1LOpDU4hfjbM6X79bYXJlW82XUAH7G6tCYbPZBngsXg==
                         headers.push((n.trim().to_owned(), v.trim().to_owned()));
                     }
                 }
-                let seen = Seen {
-                    method,
-                    path,
-                    headers,
-                };
+                let seen = Seen { method, path, headers };
                 if let Some(len) = seen.header("content-length").and_then(|l| l.parse().ok()) {
                     let mut body = vec![0; len];
                     let _ = reader.read_exact(&mut body);
@@ -593,11 +521,8 @@ IQD1LOpDU4hfjbM6X79bYXJlW82XUAH7G6tCYbPZBngsXg==
             Box::new(move |req: &Seen| {
                 if req.path.starts_with("/clusters/") {
                     let name = req.path.trim_start_matches("/clusters/");
-                    let endpoint = if cluster_status == "CREATING" {
-                        serde_json::Value::Null
-                    } else {
-                        base.clone().into()
-                    };
+                    let endpoint =
+                        if cluster_status == "CREATING" { serde_json::Value::Null } else { base.clone().into() };
                     let body = serde_json::json!({"cluster": {
                         "name": name,
                         "status": cluster_status,
@@ -662,21 +587,12 @@ current-context: fake
     #[test]
     fn rebuild_only_when_less_than_min_remaining_is_left() {
         let expires = t0() + Duration::from_secs(14 * 60);
-        assert!(!needs_rebuild(
-            None,
-            t0() + Duration::from_secs(10 * 365 * 86_400)
-        ));
+        assert!(!needs_rebuild(None, t0() + Duration::from_secs(10 * 365 * 86_400)));
         assert!(!needs_rebuild(Some(expires), t0()));
-        assert!(!needs_rebuild(
-            Some(expires),
-            expires - MIN_REMAINING - Duration::from_secs(1)
-        ));
+        assert!(!needs_rebuild(Some(expires), expires - MIN_REMAINING - Duration::from_secs(1)));
         assert!(needs_rebuild(Some(expires), expires - MIN_REMAINING));
         assert!(needs_rebuild(Some(expires), expires));
-        assert!(needs_rebuild(
-            Some(expires),
-            expires + Duration::from_secs(3600)
-        ));
+        assert!(needs_rebuild(Some(expires), expires + Duration::from_secs(3600)));
     }
 
     #[test]
@@ -705,14 +621,7 @@ current-context: fake
     fn bad_ca_data_is_reported_as_such() {
         // moto returns a random string as the CA.
         let err = decode_certificate_authority("demo", "not base64!").unwrap_err();
-        assert!(matches!(
-            err,
-            Error::Kube {
-                operation: "connect",
-                retryable: false,
-                ..
-            }
-        ));
+        assert!(matches!(err, Error::Kube { operation: "connect", retryable: false, .. }));
         assert!(err.to_string().contains("not valid base64 PEM"), "{err}");
 
         let err = ca_certificates("demo", b"random bytes").unwrap_err();
@@ -723,10 +632,7 @@ current-context: fake
 
     #[tokio::test]
     async fn an_eks_config_pins_the_ca_and_sends_the_token() {
-        let token = EksToken {
-            token: format!("{TOKEN_PREFIX}abc"),
-            expires_at: t0(),
-        };
+        let token = EksToken { token: format!("{TOKEN_PREFIX}abc"), expires_at: t0() };
         let config = kube_config_for_eks(
             "demo",
             "https://ABCDEF.gr7.eu-west-1.eks.amazonaws.com",
@@ -734,29 +640,18 @@ current-context: fake
             &token,
         )
         .unwrap();
-        assert_eq!(
-            config.cluster_url.host(),
-            Some("ABCDEF.gr7.eu-west-1.eks.amazonaws.com")
-        );
+        assert_eq!(config.cluster_url.host(), Some("ABCDEF.gr7.eu-west-1.eks.amazonaws.com"));
         assert_eq!(config.root_cert.as_ref().map(Vec::len), Some(1));
         assert_eq!(config.default_namespace, "default");
         assert_eq!(config.connect_timeout, Some(CONNECT_TIMEOUT));
         assert_eq!(config.read_timeout, Some(READ_TIMEOUT));
         assert!(!config.accept_invalid_certs);
         use secrecy::ExposeSecret as _;
-        assert_eq!(
-            config
-                .auth_info
-                .token
-                .as_ref()
-                .map(|t| t.expose_secret().to_owned()),
-            Some(token.token.clone())
-        );
+        assert_eq!(config.auth_info.token.as_ref().map(|t| t.expose_secret().to_owned()), Some(token.token.clone()));
         // The real TLS setup (rustls root store from the DER) accepts it.
         build_client("demo", config).unwrap();
 
-        let err =
-            kube_config_for_eks("demo", "not a url", TEST_CA_PEM.as_bytes(), &token).unwrap_err();
+        let err = kube_config_for_eks("demo", "not a url", TEST_CA_PEM.as_bytes(), &token).unwrap_err();
         assert!(err.to_string().contains("invalid API endpoint"), "{err}");
     }
 
@@ -765,10 +660,7 @@ current-context: fake
         let (base, seen) = serve(|_| Box::new(|_: &Seen| (200, vec![], VERSION_JSON.to_owned())));
         let dir = tempfile::tempdir().unwrap();
         let path = write_kubeconfig(&dir, "config", &base, "fake-token");
-        let access = ClusterAccess::with_kubeconfig(
-            &sdk_config("http://127.0.0.1:9"),
-            Some(path.as_os_str()),
-        );
+        let access = ClusterAccess::with_kubeconfig(&sdk_config("http://127.0.0.1:9"), Some(path.as_os_str()));
         assert!(access.uses_kubeconfig());
 
         let client = access.client_for("any-cluster").await.unwrap();
@@ -812,35 +704,18 @@ contexts:
         )
         .unwrap();
         let paths = vec![first, second];
-        let config = kube_config_from_kubeconfig(&paths, "my-cluster")
-            .await
-            .unwrap();
+        let config = kube_config_from_kubeconfig(&paths, "my-cluster").await.unwrap();
         assert_eq!(config.cluster_url.port_u16(), Some(2));
-        let config = kube_config_from_kubeconfig(&paths, "unknown")
-            .await
-            .unwrap();
+        let config = kube_config_from_kubeconfig(&paths, "unknown").await.unwrap();
         assert_eq!(config.cluster_url.port_u16(), Some(1));
         assert_eq!(config.read_timeout, Some(READ_TIMEOUT));
 
         let joined = std::env::join_paths(&paths).unwrap();
-        let access =
-            ClusterAccess::with_kubeconfig(&sdk_config("http://127.0.0.1:9"), Some(&joined));
-        assert_eq!(
-            access.endpoint_for("x").await.unwrap(),
-            ClusterEndpoint::Kubeconfig { paths }
-        );
+        let access = ClusterAccess::with_kubeconfig(&sdk_config("http://127.0.0.1:9"), Some(&joined));
+        assert_eq!(access.endpoint_for("x").await.unwrap(), ClusterEndpoint::Kubeconfig { paths });
 
-        let err = kube_config_from_kubeconfig(&[dir.path().join("missing")], "c")
-            .await
-            .unwrap_err();
-        assert!(matches!(
-            err,
-            Error::Kube {
-                operation: "connect",
-                retryable: false,
-                ..
-            }
-        ));
+        let err = kube_config_from_kubeconfig(&[dir.path().join("missing")], "c").await.unwrap_err();
+        assert!(matches!(err, Error::Kube { operation: "connect", retryable: false, .. }));
         assert!(err.to_string().contains("KUBECONFIG"), "{err}");
     }
 
@@ -859,33 +734,17 @@ contexts:
         let client = access.client_at("demo", t0()).await.unwrap();
         client.apiserver_version().await.unwrap();
         // Reused while the token has MIN_REMAINING left...
-        let again = access
-            .client_at("demo", t0() + Duration::from_secs(8 * 60))
-            .await
-            .unwrap();
+        let again = access.client_at("demo", t0() + Duration::from_secs(8 * 60)).await.unwrap();
         again.apiserver_version().await.unwrap();
         // ...then rebuilt with a new token, without describing again.
-        let rebuilt = access
-            .client_at("demo", t0() + Duration::from_secs(10 * 60))
-            .await
-            .unwrap();
+        let rebuilt = access.client_at("demo", t0() + Duration::from_secs(10 * 60)).await.unwrap();
         rebuilt.apiserver_version().await.unwrap();
 
         let seen = seen.lock().unwrap().clone();
         let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
-        assert_eq!(
-            paths,
-            ["/clusters/demo", "/version", "/version", "/version"]
-        );
-        let tokens: Vec<&str> = seen[1..]
-            .iter()
-            .map(|s| {
-                s.header("authorization")
-                    .unwrap()
-                    .strip_prefix("Bearer ")
-                    .unwrap()
-            })
-            .collect();
+        assert_eq!(paths, ["/clusters/demo", "/version", "/version", "/version"]);
+        let tokens: Vec<&str> =
+            seen[1..].iter().map(|s| s.header("authorization").unwrap().strip_prefix("Bearer ").unwrap()).collect();
         assert_eq!(tokens[0], tokens[1]);
         assert_ne!(tokens[1], tokens[2]);
         for token in tokens {
@@ -895,19 +754,11 @@ contexts:
                     .unwrap(),
             )
             .unwrap();
-            assert!(
-                url.starts_with("https://sts.eu-west-1.amazonaws.com/?Action=GetCallerIdentity"),
-                "{url}"
-            );
+            assert!(url.starts_with("https://sts.eu-west-1.amazonaws.com/?Action=GetCallerIdentity"), "{url}");
             assert!(url.contains("X-Amz-Security-Token=session-token"), "{url}");
         }
         // DescribeCluster itself was SigV4-signed for EKS.
-        assert!(
-            seen[0]
-                .header("authorization")
-                .unwrap()
-                .contains("/eu-west-1/eks/aws4_request")
-        );
+        assert!(seen[0].header("authorization").unwrap().contains("/eu-west-1/eks/aws4_request"));
     }
 
     #[tokio::test]
@@ -915,32 +766,14 @@ contexts:
         let (base, _) = fake_eks("CREATING");
         let access = ClusterAccess::with_kubeconfig(&sdk_config(&base), None);
         let err = access.client_for("demo").await.err().expect("an error");
-        assert!(
-            matches!(
-                err,
-                Error::Kube {
-                    operation: "connect",
-                    retryable: false,
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        assert!(
-            err.to_string()
-                .contains("no API endpoint yet (status CREATING)"),
-            "{err}"
-        );
+        assert!(matches!(err, Error::Kube { operation: "connect", retryable: false, .. }), "{err}");
+        assert!(err.to_string().contains("no API endpoint yet (status CREATING)"), "{err}");
     }
 
     fn failing_eks(status: u16, code: &'static str) -> String {
         serve(move |_| {
             Box::new(move |_: &Seen| {
-                (
-                    status,
-                    vec![("x-amzn-errortype".into(), code.into())],
-                    format!(r#"{{"message":"fake {code}"}}"#),
-                )
+                (status, vec![("x-amzn-errortype".into(), code.into())], format!(r#"{{"message":"fake {code}"}}"#))
             })
         })
         .0
@@ -949,37 +782,18 @@ contexts:
     #[tokio::test]
     async fn describe_cluster_errors_are_classified() {
         let cases = [
-            (
-                404,
-                "ResourceNotFoundException",
-                false,
-                "does not exist in eu-west-1",
-            ),
+            (404, "ResourceNotFoundException", false, "does not exist in eu-west-1"),
             (403, "AccessDeniedException", false, "eks:DescribeCluster"),
-            (
-                429,
-                "ThrottlingException",
-                true,
-                "ThrottlingException (HTTP 429)",
-            ),
+            (429, "ThrottlingException", true, "ThrottlingException (HTTP 429)"),
             (500, "ServerException", true, "ServerException (HTTP 500)"),
-            (
-                400,
-                "InvalidParameterException",
-                false,
-                "InvalidParameterException (HTTP 400)",
-            ),
+            (400, "InvalidParameterException", false, "InvalidParameterException (HTTP 400)"),
         ];
         for (status, code, retryable, text) in cases {
             let base = failing_eks(status, code);
             let access = ClusterAccess::with_kubeconfig(&sdk_config(&base), None);
             let err = access.client_for("demo").await.err().expect("an error");
             match &err {
-                Error::Aws {
-                    operation,
-                    retryable: r,
-                    ..
-                } => {
+                Error::Aws { operation, retryable: r, .. } => {
                     assert_eq!(*operation, "DescribeCluster");
                     assert_eq!(*r, retryable, "{code}: {err}");
                 }
@@ -1002,27 +816,14 @@ contexts:
             SdkError::service_error(err, raw)
         };
         assert!(errors::is_retryable(&service(400, "ThrottlingException")));
-        assert!(errors::is_retryable(&service(
-            503,
-            "RequestLimitExceeded"
-        )));
+        assert!(errors::is_retryable(&service(503, "RequestLimitExceeded")));
         assert!(errors::is_retryable(&service(500, "InternalError")));
         assert!(errors::is_retryable(&service(429, "TooManyRequests")));
-        assert!(!errors::is_retryable(&service(
-            400,
-            "InvalidParameterException"
-        )));
-        assert!(!errors::is_retryable(&service(
-            404,
-            "ResourceNotFoundException"
-        )));
-        assert!(!errors::is_retryable(&service(
-            403,
-            "AccessDeniedException"
-        )));
+        assert!(!errors::is_retryable(&service(400, "InvalidParameterException")));
+        assert!(!errors::is_retryable(&service(404, "ResourceNotFoundException")));
+        assert!(!errors::is_retryable(&service(403, "AccessDeniedException")));
 
-        let construction: SdkError<DescribeClusterError, HttpResponse> =
-            SdkError::construction_failure("bad input");
+        let construction: SdkError<DescribeClusterError, HttpResponse> = SdkError::construction_failure("bad input");
         assert!(!errors::is_retryable(&construction));
         let timeout: SdkError<DescribeClusterError, HttpResponse> = SdkError::timeout_error("slow");
         assert!(errors::is_retryable(&timeout));
@@ -1035,10 +836,7 @@ contexts:
 
     #[test]
     fn debug_output_holds_no_secrets() {
-        let endpoint = ClusterEndpoint::Eks {
-            endpoint: "https://x".into(),
-            ca_pem: TEST_CA_PEM.as_bytes().to_vec(),
-        };
+        let endpoint = ClusterEndpoint::Eks { endpoint: "https://x".into(), ca_pem: TEST_CA_PEM.as_bytes().to_vec() };
         assert!(!format!("{endpoint:?}").contains("BEGIN"));
         let access = ClusterAccess::with_kubeconfig(&sdk_config("http://127.0.0.1:9"), None);
         let debug = format!("{access:?}");

@@ -52,11 +52,19 @@ pub(crate) fn kube_error(operation: &'static str, err: kube::Error) -> Error {
 }
 
 fn to_value(object: DynamicObject) -> Result<Value> {
-    serde_json::to_value(object).map_err(|e| Error::Kube { operation: "decode", message: e.to_string(), retryable: false })
+    serde_json::to_value(object).map_err(|e| Error::Kube {
+        operation: "decode",
+        message: e.to_string(),
+        retryable: false,
+    })
 }
 
 fn to_object(value: &Value) -> Result<DynamicObject> {
-    serde_json::from_value(value.clone()).map_err(|e| Error::Kube { operation: "encode", message: e.to_string(), retryable: false })
+    serde_json::from_value(value.clone()).map_err(|e| Error::Kube {
+        operation: "encode",
+        message: e.to_string(),
+        retryable: false,
+    })
 }
 
 impl NodeClassApi {
@@ -64,11 +72,21 @@ impl NodeClassApi {
         NodeClassApi {
             nodeclasses: Api::all_with(
                 client.clone(),
-                &resource(nodeclass::NODECLASS_GROUP, nodeclass::NODECLASS_VERSION, nodeclass::NODECLASS_KIND, nodeclass::NODECLASS_PLURAL),
+                &resource(
+                    nodeclass::NODECLASS_GROUP,
+                    nodeclass::NODECLASS_VERSION,
+                    nodeclass::NODECLASS_KIND,
+                    nodeclass::NODECLASS_PLURAL,
+                ),
             ),
             nodepools: Api::all_with(
                 client,
-                &resource(nodeclass::NODEPOOL_GROUP, nodeclass::NODEPOOL_VERSION, nodeclass::NODEPOOL_KIND, nodeclass::NODEPOOL_PLURAL),
+                &resource(
+                    nodeclass::NODEPOOL_GROUP,
+                    nodeclass::NODEPOOL_VERSION,
+                    nodeclass::NODEPOOL_KIND,
+                    nodeclass::NODEPOOL_PLURAL,
+                ),
             ),
         }
     }
@@ -93,23 +111,44 @@ impl NodeClassApi {
                 None => Ok(None),
             }
         };
-        let (managed, default, nodepool_exists) =
-            futures::future::try_join3(self.get_nodeclass(name), self.get_nodeclass(nodeclass::DEFAULT_NODECLASS), pool).await?;
+        let (managed, default, nodepool_exists) = futures::future::try_join3(
+            self.get_nodeclass(name),
+            self.get_nodeclass(nodeclass::DEFAULT_NODECLASS),
+            pool,
+        )
+        .await?;
         Ok(NodeClasses { managed, default, nodepool_exists })
     }
 
     /// Creates the NodeClass; if someone created it first, extends theirs instead.
-    pub async fn create_nodeclass(&self, object: &Value, intent: &NodeClassIntent, targets: &[SelectorTarget]) -> Result<Applied> {
+    pub async fn create_nodeclass(
+        &self,
+        object: &Value,
+        intent: &NodeClassIntent,
+        targets: &[SelectorTarget],
+    ) -> Result<Applied> {
         let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
         refuse_default(&name)?;
-        match self.nodeclasses.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &to_object(object)?).await {
+        match self
+            .nodeclasses
+            .create(
+                &PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() },
+                &to_object(object)?,
+            )
+            .await
+        {
             Ok(created) => Ok(Applied {
                 step: "create-nodeclass",
                 resource: name.clone(),
-                detail: format!("NodeClass {name} created at resourceVersion {}", created.metadata.resource_version.unwrap_or_default()),
+                detail: format!(
+                    "NodeClass {name} created at resourceVersion {}",
+                    created.metadata.resource_version.unwrap_or_default()
+                ),
                 already_present: false,
             }),
-            Err(kube::Error::Api(status)) if status.is_already_exists() => self.ensure_selected(&name, intent, targets, None).await,
+            Err(kube::Error::Api(status)) if status.is_already_exists() => {
+                self.ensure_selected(&name, intent, targets, None).await
+            }
             Err(e) => Err(kube_error("create NodeClass", e)),
         }
     }
@@ -143,8 +182,11 @@ impl NodeClassApi {
                     }
                 },
             };
-            let patch: json_patch_kube::Patch = serde_json::from_value(ops.clone())
-                .map_err(|e| Error::Kube { operation: "patch NodeClass", message: format!("invalid JSON Patch: {e}"), retryable: false })?;
+            let patch: json_patch_kube::Patch = serde_json::from_value(ops.clone()).map_err(|e| Error::Kube {
+                operation: "patch NodeClass",
+                message: format!("invalid JSON Patch: {e}"),
+                retryable: false,
+            })?;
             let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
             match self.nodeclasses.patch(name, &params, &Patch::Json::<()>(patch)).await {
                 Ok(patched) => {
@@ -162,7 +204,12 @@ impl NodeClassApi {
                 // 422: our `test` op saw a newer resourceVersion. 409: a conflict. Both: re-read.
                 Err(kube::Error::Api(status)) if status.code == 422 || status.is_conflict() => {
                     rejected = Some((ops[0].get("value").cloned().unwrap_or_default(), status.message.clone()));
-                    tracing::info!(nodeclass = name, attempt, code = status.code, "NodeClass changed under us; re-reading");
+                    tracing::info!(
+                        nodeclass = name,
+                        attempt,
+                        code = status.code,
+                        "NodeClass changed under us; re-reading"
+                    );
                     tokio::time::sleep(Duration::from_millis(50 * attempt as u64)).await;
                 }
                 Err(e) => return Err(kube_error("patch NodeClass", e)),
@@ -170,7 +217,9 @@ impl NodeClassApi {
         }
         Err(Error::Kube {
             operation: "patch NodeClass",
-            message: format!("NodeClass {name} kept changing during {MAX_CONFLICT_RETRIES} attempts; the next run retries"),
+            message: format!(
+                "NodeClass {name} kept changing during {MAX_CONFLICT_RETRIES} attempts; the next run retries"
+            ),
             retryable: true,
         })
     }
@@ -192,19 +241,22 @@ impl NodeClassApi {
             retryable: true,
         })?;
         if let Some((tested, message)) = rejected
-            && current.pointer("/metadata/resourceVersion") == Some(&tested) {
-                return Err(Error::Kube {
-                    operation: "patch NodeClass",
-                    message: format!("the API server rejected the change to NodeClass {name}: {message}"),
-                    retryable: false,
-                });
-            }
+            && current.pointer("/metadata/resourceVersion") == Some(&tested)
+        {
+            return Err(Error::Kube {
+                operation: "patch NodeClass",
+                message: format!("the API server rejected the change to NodeClass {name}: {message}"),
+                retryable: false,
+            });
+        }
         match nodeclass::extension(&current, intent, targets) {
             Extension::AlreadySelected => Ok(None),
             Extension::Patch(ops) => Ok(Some(ops)),
-            Extension::Unextendable(why) => {
-                Err(Error::Kube { operation: "patch NodeClass", message: format!("NodeClass {name}: {why}"), retryable: false })
-            }
+            Extension::Unextendable(why) => Err(Error::Kube {
+                operation: "patch NodeClass",
+                message: format!("NodeClass {name}: {why}"),
+                retryable: false,
+            }),
         }
     }
 
@@ -213,7 +265,12 @@ impl NodeClassApi {
         let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
         let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
         match self.nodepools.create(&params, &to_object(object)?).await {
-            Ok(_) => Ok(Applied { step: "create-nodepool", resource: name.clone(), detail: format!("NodePool {name} created"), already_present: false }),
+            Ok(_) => Ok(Applied {
+                step: "create-nodepool",
+                resource: name.clone(),
+                detail: format!("NodePool {name} created"),
+                already_present: false,
+            }),
             Err(kube::Error::Api(status)) if status.is_already_exists() => Ok(Applied {
                 step: "create-nodepool",
                 resource: name.clone(),
@@ -226,7 +283,12 @@ impl NodeClassApi {
 
     /// Waits, up to `timeout`, until `status.subnets` lists every subnet.
     /// Returns the ids still missing (empty when all arrived).
-    pub async fn wait_for_status_subnets(&self, name: &str, subnet_ids: &[String], timeout: Duration) -> Result<Vec<String>> {
+    pub async fn wait_for_status_subnets(
+        &self,
+        name: &str,
+        subnet_ids: &[String],
+        timeout: Duration,
+    ) -> Result<Vec<String>> {
         let started = Instant::now();
         let mut interval = Duration::from_millis(200);
         loop {

@@ -16,9 +16,7 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{
-    SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign,
-};
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use base64::Engine as _;
@@ -89,12 +87,7 @@ pub fn sts_host(region: &str) -> String {
 ///
 /// Pure: no I/O, no clock. The session token of temporary credentials (Lambda
 /// credentials always have one) is part of the signed query.
-pub fn generate_token(
-    cluster: &str,
-    region: &str,
-    credentials: &Credentials,
-    now: SystemTime,
-) -> Result<EksToken> {
+pub fn generate_token(cluster: &str, region: &str, credentials: &Credentials, now: SystemTime) -> Result<EksToken> {
     validate_cluster_name(cluster)?;
     validate_region(region)?;
 
@@ -126,9 +119,8 @@ pub fn generate_token(
     )
     .map_err(|e| signing_error(format!("cannot build the request to sign: {e}")))?;
 
-    let (instructions, _signature) = sign(request, &params)
-        .map_err(|e| signing_error(format!("SigV4 presigning failed: {e}")))?
-        .into_parts();
+    let (instructions, _signature) =
+        sign(request, &params).map_err(|e| signing_error(format!("SigV4 presigning failed: {e}")))?.into_parts();
     let (_headers, query) = instructions.into_parts();
 
     // Same parameter order as botocore (`aws eks get-token`): operation
@@ -143,8 +135,7 @@ pub fn generate_token(
         }
         push_param(&mut url, name, value);
     }
-    let signature =
-        signature.ok_or_else(|| signing_error("the signer returned no X-Amz-Signature".into()))?;
+    let signature = signature.ok_or_else(|| signing_error("the signer returned no X-Amz-Signature".into()))?;
     push_param(&mut url, "X-Amz-Signature", signature);
 
     let token = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(url.as_bytes()));
@@ -155,18 +146,11 @@ pub fn generate_token(
             token.len()
         )));
     }
-    Ok(EksToken {
-        token,
-        expires_at: now + TOKEN_LIFETIME,
-    })
+    Ok(EksToken { token, expires_at: now + TOKEN_LIFETIME })
 }
 
 fn signing_error(message: String) -> Error {
-    Error::Aws {
-        operation: OPERATION,
-        message,
-        retryable: false,
-    }
+    Error::Aws { operation: OPERATION, message, retryable: false }
 }
 
 /// EKS cluster names: 1 to 100 characters, alphanumerics, `-` and `_`,
@@ -174,9 +158,7 @@ fn signing_error(message: String) -> Error {
 fn validate_cluster_name(cluster: &str) -> Result<()> {
     let valid = (1..=100).contains(&cluster.len())
         && cluster.as_bytes()[0].is_ascii_alphanumeric()
-        && cluster
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && cluster.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if valid {
         Ok(())
     } else {
@@ -188,16 +170,11 @@ fn validate_cluster_name(cluster: &str) -> Result<()> {
 }
 
 fn validate_region(region: &str) -> Result<()> {
-    let valid = !region.is_empty()
-        && region
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let valid = !region.is_empty() && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if valid {
         Ok(())
     } else {
-        Err(signing_error(format!(
-            "{region:?} is not an AWS region name; set AWS_REGION (e.g. eu-west-1)"
-        )))
+        Err(signing_error(format!("{region:?} is not an AWS region name; set AWS_REGION (e.g. eu-west-1)")))
     }
 }
 
@@ -250,15 +227,9 @@ mod tests {
 
     /// Decodes a token into its URL.
     fn url_of(token: &EksToken) -> String {
-        let b64 = token
-            .token
-            .strip_prefix(TOKEN_PREFIX)
-            .expect("token prefix");
+        let b64 = token.token.strip_prefix(TOKEN_PREFIX).expect("token prefix");
         assert!(!b64.contains('='), "base64 must be unpadded");
-        assert!(
-            !b64.contains('+') && !b64.contains('/'),
-            "base64 must be URL-safe"
-        );
+        assert!(!b64.contains('+') && !b64.contains('/'), "base64 must be URL-safe");
         String::from_utf8(URL_SAFE_NO_PAD.decode(b64).expect("base64url")).expect("UTF-8 URL")
     }
 
@@ -290,11 +261,7 @@ mod tests {
             let previous = params.insert(percent_decode(k), percent_decode(v));
             assert!(previous.is_none(), "duplicate parameter {k}");
         }
-        (
-            uri.host().unwrap().to_owned(),
-            uri.path().to_owned(),
-            params,
-        )
+        (uri.host().unwrap().to_owned(), uri.path().to_owned(), params)
     }
 
     fn hmac(key: &[u8], data: &str) -> Vec<u8> {
@@ -325,11 +292,7 @@ mod tests {
             .map(|(k, v)| (canonical_encode(k), canonical_encode(v)))
             .collect();
         query.sort();
-        let canonical_query = query
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("&");
+        let canonical_query = query.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
         let empty_body_hash = hex(&Sha256::digest(b""));
         let canonical_request = format!(
             "GET\n/\n{canonical_query}\nhost:{host}\nx-k8s-aws-id:{cluster}\n\nhost;x-k8s-aws-id\n{empty_body_hash}"
@@ -338,16 +301,10 @@ mod tests {
         // 2. String to sign.
         let date_time = &params["X-Amz-Date"];
         let date = &date_time[..8];
-        let region = params["X-Amz-Credential"]
-            .split('/')
-            .nth(2)
-            .unwrap()
-            .to_owned();
+        let region = params["X-Amz-Credential"].split('/').nth(2).unwrap().to_owned();
         let scope = format!("{date}/{region}/sts/aws4_request");
-        let string_to_sign = format!(
-            "AWS4-HMAC-SHA256\n{date_time}\n{scope}\n{}",
-            hex(&Sha256::digest(canonical_request.as_bytes()))
-        );
+        let string_to_sign =
+            format!("AWS4-HMAC-SHA256\n{date_time}\n{scope}\n{}", hex(&Sha256::digest(canonical_request.as_bytes())));
 
         // 3. Signing key and signature.
         let k_date = hmac(format!("AWS4{SECRET}").as_bytes(), date);
@@ -359,8 +316,7 @@ mod tests {
 
     #[test]
     fn token_has_the_prefix_and_decodes_to_a_presigned_sts_url() {
-        let token =
-            generate_token(CLUSTER, REGION, &creds(Some(SESSION_TOKEN)), fixed_time()).unwrap();
+        let token = generate_token(CLUSTER, REGION, &creds(Some(SESSION_TOKEN)), fixed_time()).unwrap();
         assert!(token.token.starts_with("k8s-aws-v1."));
 
         let (host, path, params) = parse(&url_of(&token));
@@ -369,21 +325,14 @@ mod tests {
         assert_eq!(params["Action"], "GetCallerIdentity");
         assert_eq!(params["Version"], "2011-06-15");
         assert_eq!(params["X-Amz-Algorithm"], "AWS4-HMAC-SHA256");
-        assert_eq!(
-            params["X-Amz-Credential"],
-            "AKIAIOSFODNN7EXAMPLE/20240115/eu-west-1/sts/aws4_request"
-        );
+        assert_eq!(params["X-Amz-Credential"], "AKIAIOSFODNN7EXAMPLE/20240115/eu-west-1/sts/aws4_request");
         assert_eq!(params["X-Amz-Date"], "20240115T123456Z");
         assert_eq!(params["X-Amz-Expires"], "60");
         assert_eq!(params["X-Amz-SignedHeaders"], "host;x-k8s-aws-id");
         assert_eq!(params["X-Amz-Security-Token"], SESSION_TOKEN);
         let signature = &params["X-Amz-Signature"];
         assert_eq!(signature.len(), 64);
-        assert!(
-            signature
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        );
+        assert!(signature.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
 
         // Only parameters the authenticator's allow-list accepts.
         let allowed = [
@@ -397,22 +346,15 @@ mod tests {
             "X-Amz-Signature",
             "X-Amz-SignedHeaders",
         ];
-        assert!(
-            params.keys().all(|k| allowed.contains(&k.as_str())),
-            "{params:?}"
-        );
+        assert!(params.keys().all(|k| allowed.contains(&k.as_str())), "{params:?}");
     }
 
     #[test]
     fn signature_matches_an_independent_sigv4_computation() {
         for session_token in [Some(SESSION_TOKEN), None] {
-            let token =
-                generate_token(CLUSTER, REGION, &creds(session_token), fixed_time()).unwrap();
+            let token = generate_token(CLUSTER, REGION, &creds(session_token), fixed_time()).unwrap();
             let (host, _, params) = parse(&url_of(&token));
-            assert_eq!(
-                params.get("X-Amz-Security-Token").map(String::as_str),
-                session_token
-            );
+            assert_eq!(params.get("X-Amz-Security-Token").map(String::as_str), session_token);
             assert_eq!(
                 params["X-Amz-Signature"],
                 expected_signature(&host, CLUSTER, &params),
@@ -427,8 +369,7 @@ mod tests {
     /// clock frozen at 2024-01-15T12:34:56Z and the credentials above.
     #[test]
     fn token_is_byte_identical_to_aws_eks_get_token() {
-        let with_session =
-            generate_token(CLUSTER, REGION, &creds(Some(SESSION_TOKEN)), fixed_time()).unwrap();
+        let with_session = generate_token(CLUSTER, REGION, &creds(Some(SESSION_TOKEN)), fixed_time()).unwrap();
         assert_eq!(
             url_of(&with_session),
             "https://sts.eu-west-1.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15\
@@ -444,27 +385,17 @@ mod tests {
             "k8s-aws-v1.aHR0cHM6Ly9zdHMuZXUtd2VzdC0xLmFtYXpvbmF3cy5jb20vP0FjdGlvbj1HZXRDYWxsZXJJZGVudGl0eSZWZXJzaW9uPTIwMTEtMDYtMTUmWC1BbXotQWxnb3JpdGhtPUFXUzQtSE1BQy1TSEEyNTYmWC1BbXotQ3JlZGVudGlhbD1BS0lBSU9TRk9ETk43RVhBTVBMRSUyRjIwMjQwMTE1JTJGZXUtd2VzdC0xJTJGc3RzJTJGYXdzNF9yZXF1ZXN0JlgtQW16LURhdGU9MjAyNDAxMTVUMTIzNDU2WiZYLUFtei1FeHBpcmVzPTYwJlgtQW16LVNpZ25lZEhlYWRlcnM9aG9zdCUzQngtazhzLWF3cy1pZCZYLUFtei1TZWN1cml0eS1Ub2tlbj1Gd29HWlhJdllYZHpFWEFNUExFJTJGdG9rZW4lMkJ3aXRoJTNEc3BlY2lhbCZYLUFtei1TaWduYXR1cmU9Mjg3MTA2YmNiZWZiMzRlNzE4MGE5ZDY0YTgzMjg1ZmIxNmIyZGRlMzA0ZTdiNDU5NTEzZWZlZmUyNzYyYmU5Zg"
         );
 
-        let (_, _, params) = parse(&url_of(
-            &generate_token(CLUSTER, REGION, &creds(None), fixed_time()).unwrap(),
-        ));
-        assert_eq!(
-            params["X-Amz-Signature"],
-            "cff98e559a81a64b01958f48ae7d4d4b0da5ebcba408dd898e67f0d863f106fe"
-        );
-        let (_, _, params) = parse(&url_of(
-            &generate_token("other-cluster", REGION, &creds(None), fixed_time()).unwrap(),
-        ));
-        assert_eq!(
-            params["X-Amz-Signature"],
-            "075563a0605e88a8d399967b51c5e04064eadcde3306f649b3babd0877fde952"
-        );
+        let (_, _, params) = parse(&url_of(&generate_token(CLUSTER, REGION, &creds(None), fixed_time()).unwrap()));
+        assert_eq!(params["X-Amz-Signature"], "cff98e559a81a64b01958f48ae7d4d4b0da5ebcba408dd898e67f0d863f106fe");
+        let (_, _, params) =
+            parse(&url_of(&generate_token("other-cluster", REGION, &creds(None), fixed_time()).unwrap()));
+        assert_eq!(params["X-Amz-Signature"], "075563a0605e88a8d399967b51c5e04064eadcde3306f649b3babd0877fde952");
     }
 
     #[test]
     fn the_cluster_name_is_signed() {
         let sig = |cluster: &str| {
-            let token =
-                generate_token(cluster, REGION, &creds(Some(SESSION_TOKEN)), fixed_time()).unwrap();
+            let token = generate_token(cluster, REGION, &creds(Some(SESSION_TOKEN)), fixed_time()).unwrap();
             parse(&url_of(&token)).2["X-Amz-Signature"].clone()
         };
         assert_eq!(sig(CLUSTER), sig(CLUSTER), "reproducible for fixed inputs");
@@ -478,19 +409,10 @@ mod tests {
         assert_eq!(token.expires_at, now + Duration::from_secs(14 * 60));
         assert_eq!(parse(&url_of(&token)).2["X-Amz-Date"], "20240115T123456Z");
 
-        let later = generate_token(
-            CLUSTER,
-            REGION,
-            &creds(None),
-            now + Duration::from_secs(86_400),
-        )
-        .unwrap();
+        let later = generate_token(CLUSTER, REGION, &creds(None), now + Duration::from_secs(86_400)).unwrap();
         let (_, _, params) = parse(&url_of(&later));
         assert_eq!(params["X-Amz-Date"], "20240116T123456Z");
-        assert_eq!(
-            params["X-Amz-Credential"],
-            "AKIAIOSFODNN7EXAMPLE/20240116/eu-west-1/sts/aws4_request"
-        );
+        assert_eq!(params["X-Amz-Credential"], "AKIAIOSFODNN7EXAMPLE/20240116/eu-west-1/sts/aws4_request");
     }
 
     #[test]
@@ -505,46 +427,20 @@ mod tests {
     fn a_realistic_lambda_session_token_fits_the_size_limit() {
         // Lambda session tokens are around 1,000-1,300 characters.
         let session_token = "IQoJb3JpZ2luX2VjE".repeat(80);
-        let token =
-            generate_token(CLUSTER, REGION, &creds(Some(&session_token)), fixed_time()).unwrap();
+        let token = generate_token(CLUSTER, REGION, &creds(Some(&session_token)), fixed_time()).unwrap();
         assert!(token.token.len() <= MAX_TOKEN_LEN, "{}", token.token.len());
 
         let too_long = "A".repeat(3_000);
-        let err =
-            generate_token(CLUSTER, REGION, &creds(Some(&too_long)), fixed_time()).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::Aws {
-                    retryable: false,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        let err = generate_token(CLUSTER, REGION, &creds(Some(&too_long)), fixed_time()).unwrap_err();
+        assert!(matches!(err, Error::Aws { retryable: false, .. }), "{err}");
         assert!(err.to_string().contains("4096"), "{err}");
     }
 
     #[test]
     fn invalid_names_are_refused_without_signing() {
-        for cluster in [
-            "",
-            "-starts-with-dash",
-            "has space",
-            "new\nline",
-            &"a".repeat(101),
-        ] {
+        for cluster in ["", "-starts-with-dash", "has space", "new\nline", &"a".repeat(101)] {
             let err = generate_token(cluster, REGION, &creds(None), fixed_time()).unwrap_err();
-            assert!(
-                matches!(
-                    err,
-                    Error::Aws {
-                        retryable: false,
-                        ..
-                    }
-                ),
-                "{cluster:?}: {err}"
-            );
+            assert!(matches!(err, Error::Aws { retryable: false, .. }), "{cluster:?}: {err}");
         }
         assert!(generate_token(&"a".repeat(100), REGION, &creds(None), fixed_time()).is_ok());
         assert!(generate_token("my_cluster-1", REGION, &creds(None), fixed_time()).is_ok());
@@ -556,14 +452,10 @@ mod tests {
 
     #[test]
     fn debug_redacts_the_token() {
-        let token =
-            generate_token(CLUSTER, REGION, &creds(Some(SESSION_TOKEN)), fixed_time()).unwrap();
+        let token = generate_token(CLUSTER, REGION, &creds(Some(SESSION_TOKEN)), fixed_time()).unwrap();
         let debug = format!("{token:?}");
         assert!(debug.contains("<redacted>"), "{debug}");
-        assert!(
-            !debug.contains(&token.token[TOKEN_PREFIX.len()..TOKEN_PREFIX.len() + 8]),
-            "{debug}"
-        );
+        assert!(!debug.contains(&token.token[TOKEN_PREFIX.len()..TOKEN_PREFIX.len() + 8]), "{debug}");
         assert!(debug.contains("expires_at"), "{debug}");
     }
 }

@@ -68,7 +68,12 @@ fn lab() -> NetworkSnapshot {
         let suffix = &az[9..];
         subnets.push(subnet(&format!("subnet-pub-{suffix}"), az, &format!("192.168.{}.0/19", i * 32), ROOMY));
         subnets.push(subnet(&format!("subnet-priv-{suffix}"), az, &format!("192.168.{}.0/19", 96 + i * 32), EXHAUSTED));
-        tables.push(table(&format!("rtb-private-{suffix}"), false, Some(&format!("nat-{suffix}")), &[&format!("subnet-priv-{suffix}")]));
+        tables.push(table(
+            &format!("rtb-private-{suffix}"),
+            false,
+            Some(&format!("nat-{suffix}")),
+            &[&format!("subnet-priv-{suffix}")],
+        ));
     }
     let public_refs: Vec<&str> = public_ids.iter().map(String::as_str).collect();
     tables.push(table("rtb-public", false, Some("igw-1"), &public_refs));
@@ -175,7 +180,9 @@ fn the_lab_scenario_gets_the_labs_remediation() {
     );
     let names: Vec<&str> = plan.steps.iter().map(Step::name).collect();
     assert_eq!(names.first(), Some(&"associate-vpc-cidr"), "the CIDR comes before its subnets");
-    let Some(Step::CreateNodeClass { name, object, .. }) = plan.steps.last() else { panic!("expected the NodeClass last: {names:?}") };
+    let Some(Step::CreateNodeClass { name, object, .. }) = plan.steps.last() else {
+        panic!("expected the NodeClass last: {names:?}")
+    };
     assert_eq!(name, "headroom");
     assert_eq!(object["spec"]["subnetSelectorTerms"], json!([{"tags": {"headroom.io/cluster": "demo-cluster"}}]));
     assert_eq!(object["spec"]["role"], "AmazonEKSAutoNodeRole");
@@ -227,7 +234,10 @@ fn five_cidrs_are_refused_at_the_default_quota() {
     assert!(refusal.message.contains("quota of 5"), "{}", refusal.message);
 
     let raised = Config { vpc_cidr_quota: 6, ..config() };
-    assert_eq!(associated_cidr(&expect_plan(plan(&snapshot, &raised, Demand::BelowThreshold))), Some(net("100.64.0.0/16")));
+    assert_eq!(
+        associated_cidr(&expect_plan(plan(&snapshot, &raised, Demand::BelowThreshold))),
+        Some(net("100.64.0.0/16"))
+    );
 }
 
 #[test]
@@ -264,7 +274,10 @@ fn max_managed_cidrs_is_a_refusal() {
     let refusal = expect_refusal(plan(&snapshot, &config(), Demand::BelowThreshold), RefusalCode::MaxManagedCidrs);
     assert!(refusal.message.contains("MAX_MANAGED_CIDRS"));
     let more = Config { max_managed_cidrs: 3, ..config() };
-    assert_eq!(associated_cidr(&expect_plan(plan(&snapshot, &more, Demand::BelowThreshold))), Some(net("100.66.0.0/16")));
+    assert_eq!(
+        associated_cidr(&expect_plan(plan(&snapshot, &more, Demand::BelowThreshold))),
+        Some(net("100.66.0.0/16"))
+    );
 }
 
 #[test]
@@ -378,7 +391,10 @@ fn a_private_subnet_on_the_main_table_routes_through_it() {
     snapshot.route_tables.retain(|t| t.id != "rtb-private-c");
     snapshot.route_tables[0].routes.push(Route { destination: Some(net("0.0.0.0/0")), target: "nat-main".into() });
     let plan = expect_plan(plan(&snapshot, &config(), Demand::BelowThreshold));
-    assert_eq!(route_associations(&plan)[2], ("rtb-main".to_string(), SubnetRef::Planned(net("100.64.64.0/19")), false));
+    assert_eq!(
+        route_associations(&plan)[2],
+        ("rtb-main".to_string(), SubnetRef::Planned(net("100.64.64.0/19")), false)
+    );
 }
 
 #[test]
@@ -416,7 +432,10 @@ fn pods_mode_fills_both_pod_selectors() {
     let patched = expect_plan(plan(&snapshot, &pods, Demand::BelowThreshold));
     let Some(Step::PatchNodeClass { patch, .. }) = patched.steps.last() else { panic!() };
     let paths: Vec<&str> = patch.as_array().unwrap().iter().map(|op| op["path"].as_str().unwrap()).collect();
-    assert_eq!(paths, vec!["/metadata/resourceVersion", "/spec/podSubnetSelectorTerms", "/spec/podSecurityGroupSelectorTerms"]);
+    assert_eq!(
+        paths,
+        vec!["/metadata/resourceVersion", "/spec/podSubnetSelectorTerms", "/spec/podSecurityGroupSelectorTerms"]
+    );
 }
 
 #[test]
@@ -547,7 +566,11 @@ fn arb_primary() -> impl Strategy<Value = Ipv4Net> {
 }
 
 fn arb_capacity() -> impl Strategy<Value = SubnetCapacity> {
-    (0u64..9000, 0u64..600).prop_map(|(free_ips, free_prefixes)| SubnetCapacity { total_ips: 8192, free_ips, free_prefixes })
+    (0u64..9000, 0u64..600).prop_map(|(free_ips, free_prefixes)| SubnetCapacity {
+        total_ips: 8192,
+        free_ips,
+        free_prefixes,
+    })
 }
 
 fn arb_state() -> impl Strategy<Value = CidrState> {

@@ -81,9 +81,8 @@ struct SnsDimension {
 }
 
 pub(super) fn parse_direct(event: &Value) -> Result<Trigger> {
-    let data = event
-        .get("alarmData")
-        .ok_or_else(|| Error::invalid_event("CloudWatch alarm event without `alarmData`"))?;
+    let data =
+        event.get("alarmData").ok_or_else(|| Error::invalid_event("CloudWatch alarm event without `alarmData`"))?;
     let data: AlarmData = serde_json::from_value(data.clone())
         .map_err(|e| Error::invalid_event(format!("CloudWatch alarm `alarmData` is malformed: {e}")))?;
     let id = event.get("alarmArn").and_then(Value::as_str).map(String::from);
@@ -106,7 +105,9 @@ pub(super) fn parse_sns(event: &Value) -> Result<Trigger> {
     let record = match sns.records.as_slice() {
         [record] => record,
         [] => return Err(Error::invalid_event("SNS event with no records")),
-        more => return Err(Error::invalid_event(format!("SNS event with {} records; Lambda delivers one", more.len()))),
+        more => {
+            return Err(Error::invalid_event(format!("SNS event with {} records; Lambda delivers one", more.len())));
+        }
     };
     if record.event_source != "aws:sns" {
         return Err(Error::invalid_event(format!(
@@ -114,9 +115,8 @@ pub(super) fn parse_sns(event: &Value) -> Result<Trigger> {
             record.event_source
         )));
     }
-    let message: SnsAlarmMessage = serde_json::from_str(&record.sns.message).map_err(|e| {
-        Error::invalid_event(format!("SNS message is not a CloudWatch alarm notification: {e}"))
-    })?;
+    let message: SnsAlarmMessage = serde_json::from_str(&record.sns.message)
+        .map_err(|e| Error::invalid_event(format!("SNS message is not a CloudWatch alarm notification: {e}")))?;
     let mut dimensions = HashMap::new();
     let mut metric = None;
     if let Some(trigger) = message.trigger {
@@ -134,12 +134,7 @@ pub(super) fn parse_sns(event: &Value) -> Result<Trigger> {
 }
 
 fn from_alarm_data(delivery: AlarmDelivery, data: AlarmData, id: Option<String>) -> Trigger {
-    let metric = data
-        .configuration
-        .into_iter()
-        .flat_map(|c| c.metrics)
-        .find_map(|m| m.metric_stat)
-        .map(|s| s.metric);
+    let metric = data.configuration.into_iter().flat_map(|c| c.metrics).find_map(|m| m.metric_stat).map(|s| s.metric);
     let (name, dimensions) = match metric {
         Some(m) => (Some(m.name), m.dimensions),
         None => (None, HashMap::new()),

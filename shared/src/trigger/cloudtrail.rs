@@ -33,9 +33,7 @@ struct Detail {
 }
 
 pub(super) fn parse(event: &Value) -> Result<Trigger> {
-    let detail = event
-        .get("detail")
-        .ok_or_else(|| Error::invalid_event("CloudTrail event without `detail`"))?;
+    let detail = event.get("detail").ok_or_else(|| Error::invalid_event("CloudTrail event without `detail`"))?;
     let detail: Detail = serde_json::from_value(detail.clone())
         .map_err(|e| Error::invalid_event(format!("CloudTrail `detail` is malformed: {e}")))?;
 

@@ -45,7 +45,11 @@ fn direct_alarm_in_alarm_evaluates_and_names_the_cluster() {
 fn ok_and_insufficient_data_are_no_ops() {
     for name in ["alarm-direct-ok.json", "alarm-direct-insufficient-data.json"] {
         let t = parsed(name);
-        assert!(matches!(&t.action, TriggerAction::Ignore(why) if why.contains("only ALARM acts")), "{name}: {:?}", t.action);
+        assert!(
+            matches!(&t.action, TriggerAction::Ignore(why) if why.contains("only ALARM acts")),
+            "{name}: {:?}",
+            t.action
+        );
     }
 }
 
@@ -88,7 +92,11 @@ fn capacity_failures_evaluate_with_their_eni_or_subnet() {
 #[test]
 fn the_nau_limit_is_do_not_expand() {
     let t = parsed("cloudtrail-nau-limit-exceeded.json");
-    assert!(matches!(&t.action, TriggerAction::DoNotExpand(why) if why.contains("Network Address Usage")), "{:?}", t.action);
+    assert!(
+        matches!(&t.action, TriggerAction::DoNotExpand(why) if why.contains("Network Address Usage")),
+        "{:?}",
+        t.action
+    );
 }
 
 #[test]
@@ -108,7 +116,10 @@ fn schedule_and_manual_events() {
     assert_eq!(t.action, TriggerAction::Evaluate);
 
     let t = parsed("manual-dry-run.json");
-    assert_eq!((t.kind.clone(), t.dry_run, t.cluster.as_deref()), (TriggerKind::Manual, Some(true), Some("demo-cluster")));
+    assert_eq!(
+        (t.kind.clone(), t.dry_run, t.cluster.as_deref()),
+        (TriggerKind::Manual, Some(true), Some("demo-cluster"))
+    );
     let t = parsed("manual-apply.json");
     assert_eq!(t.dry_run, Some(false));
     let t = parse(&json!({"clusterName": "x", "force": true, "reason": "pre-scale"})).unwrap();
@@ -148,17 +159,29 @@ fn arb_json() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| json!(n)),
         "[a-zA-Z.: -]{0,12}".prop_map(Value::String),
-        prop_oneof![Just("aws.cloudwatch"), Just("aws.ec2"), Just("aws.events"), Just("ALARM"), Just("Client.InsufficientCidrBlocks")]
-            .prop_map(|s| Value::String(s.into())),
+        prop_oneof![
+            Just("aws.cloudwatch"),
+            Just("aws.ec2"),
+            Just("aws.events"),
+            Just("ALARM"),
+            Just("Client.InsufficientCidrBlocks")
+        ]
+        .prop_map(|s| Value::String(s.into())),
     ];
     leaf.prop_recursive(4, 48, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
             prop::collection::btree_map(
                 prop_oneof![
-                    Just("source".to_string()), Just("detail-type".to_string()), Just("detail".to_string()),
-                    Just("alarmData".to_string()), Just("Records".to_string()), Just("clusterName".to_string()),
-                    Just("state".to_string()), Just("value".to_string()), Just("errorCode".to_string()),
+                    Just("source".to_string()),
+                    Just("detail-type".to_string()),
+                    Just("detail".to_string()),
+                    Just("alarmData".to_string()),
+                    Just("Records".to_string()),
+                    Just("clusterName".to_string()),
+                    Just("state".to_string()),
+                    Just("value".to_string()),
+                    Just("errorCode".to_string()),
                     "[a-zA-Z]{1,8}",
                 ],
                 inner,
