@@ -128,12 +128,25 @@ pub fn nodepool_api_resource() -> kube::discovery::ApiResource {
 
 type GetHook = Box<dyn FnOnce(&mut Value) + Send>;
 
+/// What happens to one upcoming write (see [`FakeKubeHandle::fail_next_writes`]).
+#[derive(Debug, Clone, Copy)]
+enum WriteFault {
+    /// Handled normally.
+    Pass,
+    /// Answered with this status; nothing changes.
+    Refuse(StatusCode),
+    /// Applied, then answered with this status instead of the result.
+    LoseAnswer(StatusCode),
+}
+
 struct Store {
     resource_version: u64,
     uid_counter: u64,
     objects: BTreeMap<&'static str, BTreeMap<String, Value>>,
     requests: Vec<RecordedRequest>,
     get_hooks: HashMap<(String, String), VecDeque<GetHook>>,
+    /// Upcoming resource writes, in order; empty: all pass.
+    write_faults: VecDeque<WriteFault>,
     status_delay: Duration,
     resolver: Option<StatusResolver>,
     resolver_tasks: Vec<AbortHandle>,
@@ -202,6 +215,7 @@ impl FakeKube {
                 objects: BTreeMap::new(),
                 requests: Vec::new(),
                 get_hooks: HashMap::new(),
+                write_faults: VecDeque::new(),
                 status_delay: Duration::ZERO,
                 resolver: None,
                 resolver_tasks: Vec::new(),
@@ -432,6 +446,50 @@ impl FakeKubeHandle {
             .push_back(Box::new(mutate));
     }
 
+    /// Makes the API server fail the next `n` resource writes (POST, PUT,
+    /// PATCH, DELETE of a NodeClass or NodePool, subresources included, any
+    /// object; counted after any write faults already queued) with `status`
+    /// (e.g. 500) and a `Status` body, without applying them: the server was
+    /// unavailable. Note kube-rs retries 429, 503 and 504 by itself, so a
+    /// write that must fail for the client should use another status.
+    pub fn fail_next_writes(&self, n: usize, status: u16) {
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut store = self.shared.lock();
+        store.write_faults.extend(std::iter::repeat_n(WriteFault::Refuse(code), n));
+    }
+
+    /// Lets `nth - 1` resource writes through, then answers the `nth` (from
+    /// now, 1-based) with `status`. With `applied`, the server makes the
+    /// change first and only the answer is an error: the client cannot know
+    /// its write landed. Replaces write faults queued earlier.
+    pub fn fail_nth_write(&self, nth: usize, status: u16, applied: bool) {
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut store = self.shared.lock();
+        store.write_faults.clear();
+        store.write_faults.extend(std::iter::repeat_n(WriteFault::Pass, nth.max(1) - 1));
+        store.write_faults.push_back(if applied { WriteFault::LoseAnswer(code) } else { WriteFault::Refuse(code) });
+    }
+
+    /// Drops write faults that have not fired yet.
+    pub fn clear_write_faults(&self) {
+        self.shared.lock().write_faults.clear();
+    }
+
+    /// Removes every NodeClass and NodePool and forgets the recorded
+    /// requests, pending write faults and GET hooks; for reusing one server
+    /// across scenarios. Settings (resolver, status delay) stay.
+    pub fn reset(&self) {
+        let mut store = self.shared.lock();
+        store.objects.clear();
+        store.requests.clear();
+        store.write_faults.clear();
+        store.get_hooks.clear();
+        for task in store.resolver_tasks.drain(..) {
+            task.abort();
+        }
+        store.next_rv();
+    }
+
     /// Delay between a NodeClass spec write and the status resolver's run.
     pub fn set_status_delay(&self, delay: Duration) {
         self.shared.lock().status_delay = delay;
@@ -621,6 +679,23 @@ impl ApiError {
     }
 }
 
+/// An injected write failure, shaped like the API server's own 5xx answers.
+fn injected_failure(code: StatusCode) -> ApiError {
+    let reason = match code.as_u16() {
+        500 => "InternalError",
+        503 => "ServiceUnavailable",
+        504 => "Timeout",
+        429 => "TooManyRequests",
+        _ => "",
+    };
+    ApiError::new(
+        code,
+        reason,
+        "the fake API server failed this write on purpose (fail_next_writes)",
+        None,
+    )
+}
+
 type ApiResult = Result<(StatusCode, Value), ApiError>;
 
 enum Route<'a> {
@@ -723,7 +798,18 @@ async fn handle_request(State(shared): State<Arc<Shared>>, request: Request) -> 
         _ => {}
     }
 
-    let result = if authorized {
+    let is_resource_write = record.is_write()
+        && matches!(route, Route::Collection(_) | Route::Object(..) | Route::Status(..));
+    let write_fault = if authorized && is_resource_write {
+        shared.lock().write_faults.pop_front().unwrap_or(WriteFault::Pass)
+    } else {
+        WriteFault::Pass
+    };
+    let result = if !authorized {
+        Err(ApiError::unauthorized())
+    } else if let WriteFault::Refuse(code) = write_fault {
+        Err(injected_failure(code))
+    } else {
         let ctx = RequestCtx {
             shared: &shared,
             method: &parts.method,
@@ -731,9 +817,11 @@ async fn handle_request(State(shared): State<Arc<Shared>>, request: Request) -> 
             content_type: content_type.as_deref(),
             body: &body,
         };
-        dispatch(&ctx, route)
-    } else {
-        Err(ApiError::unauthorized())
+        let result = dispatch(&ctx, route);
+        match write_fault {
+            WriteFault::LoseAnswer(code) => Err(injected_failure(code)),
+            _ => result,
+        }
     };
     let status = match &result {
         Ok((status, _)) => *status,
@@ -1478,5 +1566,57 @@ mod tests {
             route("/apis/eks.amazonaws.com/v2/nodeclasses"),
             Route::Unknown
         ));
+    }
+
+    fn nodeclass(name: &str) -> Value {
+        json!({
+            "apiVersion": "eks.amazonaws.com/v1",
+            "kind": "NodeClass",
+            "metadata": {"name": name},
+            "spec": {
+                "role": "AmazonEKSAutoNodeRole",
+                "subnetSelectorTerms": [{"id": "subnet-0aaa"}],
+                "securityGroupSelectorTerms": [{"id": "sg-0abc"}],
+            }
+        })
+    }
+
+    fn code_of(result: Result<kube::api::DynamicObject, kube::Error>) -> Option<u16> {
+        match result {
+            Ok(_) => None,
+            Err(kube::Error::Api(status)) => Some(status.code),
+            Err(other) => panic!("expected an API answer, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn write_faults_refuse_or_lose_the_answer_and_spare_reads() {
+        use kube::api::{Api, DynamicObject, PostParams};
+        let kube = FakeKube::start().await.unwrap();
+        let api: Api<DynamicObject> = Api::all_with(kube.kube_client().await.unwrap(), &nodeclass_api_resource());
+        let post = PostParams::default();
+        let object = |name| serde_json::from_value::<DynamicObject>(nodeclass(name)).unwrap();
+
+        kube.fail_next_writes(2, 500);
+        assert_eq!(code_of(api.create(&post, &object("a")).await), Some(500));
+        assert!(api.get_opt("a").await.unwrap().is_none(), "reads pass and nothing was created");
+        assert_eq!(code_of(api.create(&post, &object("a")).await), Some(500));
+        assert_eq!(code_of(api.create(&post, &object("a")).await), None, "two only");
+        assert_eq!(kube.writes_to(NODECLASSES, "a"), 3);
+
+        // The second write from now lands, but its answer is a 500.
+        kube.fail_nth_write(2, 500, true);
+        assert_eq!(code_of(api.create(&post, &object("b")).await), None);
+        assert_eq!(code_of(api.create(&post, &object("c")).await), Some(500));
+        assert!(kube.get_object(NODECLASSES, "c").is_some(), "applied despite the error");
+        assert_eq!(code_of(api.create(&post, &object("c")).await), Some(409), "and a retry conflicts");
+
+        kube.fail_next_writes(1, 500);
+        kube.clear_write_faults();
+        assert_eq!(code_of(api.create(&post, &object("d")).await), None);
+
+        kube.reset();
+        assert!(kube.list_objects(NODECLASSES).is_empty());
+        assert!(kube.requests().is_empty());
     }
 }

@@ -9,13 +9,21 @@
 //! Faults are configured at run time through the cloneable
 //! [`FaultProxyHandle`] (which [`FaultProxy`] derefs to); all methods are
 //! thread-safe and take effect for the next request.
+//!
+//! It can also enforce AWS rules moto lacks: with
+//! [`FaultProxyHandle::enforce_vpc_cidr_rules`], `AssociateVpcCidrBlock`
+//! refuses a CIDR that overlaps one the VPC already has (`InvalidVpc.Range`)
+//! and a sixth block (`CidrLimitExceeded`); with
+//! [`FaultProxyHandle::enforce_route_table_rules`], `AssociateRouteTable`
+//! refuses a subnet that already has an explicit association
+//! (`Resource.AlreadyAssociated`). Checked calls are serialised, as AWS does.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -44,6 +52,12 @@ pub enum Fault {
     /// Forward the call and let moto act, then close the connection without a
     /// response: the client cannot know that its call took effect.
     DropAfterForward,
+    /// Stands in for the caller having died: answer `400
+    /// TestbedClientCrashed` without forwarding. No SDK or headroom retry
+    /// classifies it as transient, so code under test stops at once instead
+    /// of backing off against an endpoint nobody is calling any more. Every
+    /// call after [`FaultProxyHandle::crash_at_nth_mutating`] fires gets it.
+    Crashed,
 }
 
 /// Which calls a rule applies to.
@@ -73,11 +87,7 @@ impl Selector {
 impl From<&str> for Selector {
     /// `"*"` selects every call, anything else is an action name.
     fn from(value: &str) -> Self {
-        if value == "*" {
-            Self::Any
-        } else {
-            Self::Action(value.to_owned())
-        }
+        if value == "*" { Self::Any } else { Self::Action(value.to_owned()) }
     }
 }
 
@@ -105,6 +115,21 @@ pub struct CallRecord {
     /// Whether moto received the call.
     pub forwarded: bool,
 }
+
+/// When a call arrived at the proxy and when it was answered, relative to
+/// the first call of the log (see [`FaultProxyHandle::timeline`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallTiming {
+    pub seq: u64,
+    pub action: String,
+    pub arrived: Duration,
+    /// `None` while in flight.
+    pub finished: Option<Duration>,
+}
+
+/// IPv4 CIDR blocks per VPC, primary included: the AWS default quota, and
+/// the limit moto enforces.
+pub const VPC_CIDR_QUOTA: usize = 5;
 
 const MUTATING_PREFIXES: &[&str] = &[
     "Accept",
@@ -155,9 +180,7 @@ pub fn is_mutating(action: &str) -> bool {
         return !matches!(method, "GET" | "HEAD" | "OPTIONS");
     }
     MUTATING_PREFIXES.iter().any(|prefix| {
-        action
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.chars().next().is_some_and(|c| c.is_ascii_uppercase()))
+        action.strip_prefix(prefix).is_some_and(|rest| rest.chars().next().is_some_and(|c| c.is_ascii_uppercase()))
     })
 }
 
@@ -221,13 +244,34 @@ struct Inner {
     throttle_every: Option<EveryRule>,
     throttle_fraction: Option<FractionRule>,
     nth_rules: Vec<NthRule>,
+    /// `crash_at_nth_mutating`: the rule, and whether it has fired.
+    crash: Option<NthRule>,
+    crashed: bool,
     association: AssociationSim,
+    /// These two survive `reset_faults`: they are rules of AWS, not faults.
+    enforce_vpc_cidr_rules: bool,
+    enforce_route_table_rules: bool,
     log: Vec<CallRecord>,
+    /// Arrival and completion time of each call in `log`, same order.
+    times: Vec<(u64, Instant, Option<Instant>)>,
 }
 
 impl Inner {
     /// Picks at most one fault for a call; one-shot rules win over throttling.
     fn decide(&mut self, service: &str, action: &str) -> Option<Fault> {
+        if self.crashed {
+            return Some(Fault::Crashed);
+        }
+        if let Some(crash) = &mut self.crash
+            && crash.selector.matches(service, action)
+        {
+            crash.seen += 1;
+            if crash.seen >= crash.n {
+                crash.fired = true;
+                self.crashed = true;
+                return Some(crash.fault);
+            }
+        }
         let mut chosen = None;
         for rule in &mut self.nth_rules {
             if rule.fired || !rule.selector.matches(service, action) {
@@ -241,17 +285,11 @@ impl Inner {
                 chosen = Some(rule.fault);
             }
         }
-        let in_scope = self
-            .throttle_scope
-            .as_ref()
-            .is_none_or(|scope| scope.matches(service, action));
+        let in_scope = self.throttle_scope.as_ref().is_none_or(|scope| scope.matches(service, action));
         if in_scope {
             if let Some(every) = &mut self.throttle_every {
                 every.seen += 1;
-                if chosen.is_none()
-                    && every.seen > every.offset
-                    && (every.seen - every.offset) % every.n == 0
-                {
+                if chosen.is_none() && every.seen > every.offset && (every.seen - every.offset) % every.n == 0 {
                     chosen = Some(Fault::Throttle);
                 }
             }
@@ -272,6 +310,9 @@ impl Inner {
             record.status = status;
             record.forwarded = forwarded;
         }
+        if let Some(time) = self.times.iter_mut().rev().find(|t| t.0 == seq) {
+            time.2 = Some(Instant::now());
+        }
     }
 }
 
@@ -280,14 +321,15 @@ struct Shared {
     upstream_authority: HeaderValue,
     client: PlainClient,
     inner: Mutex<Inner>,
+    /// Held from the rule check of an enforced call until moto answered it,
+    /// so two calls never check the same old state.
+    rules_lock: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves plain counters behind; keep going.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -319,10 +361,8 @@ impl FaultProxyHandle {
     /// seeded with `seed`: the same seed and call order throttle the same calls.
     pub fn throttle_fraction(&self, fraction: f64, seed: u64) {
         let fraction = fraction.clamp(0.0, 1.0);
-        self.shared.lock().throttle_fraction = (fraction > 0.0).then_some(FractionRule {
-            fraction,
-            rng: SplitMix64(seed),
-        });
+        self.shared.lock().throttle_fraction =
+            (fraction > 0.0).then_some(FractionRule { fraction, rng: SplitMix64(seed) });
     }
 
     /// Restricts `throttle_every` / `throttle_fraction` to matching calls
@@ -356,6 +396,55 @@ impl FaultProxyHandle {
         self.fail_nth(Selector::Mutating, k, fault);
     }
 
+    /// Simulates the caller crashing at its k-th mutating call (1-based,
+    /// counted from now): that call gets `fault` (`ServerError`: AWS never
+    /// acted; `DropAfterForward`: AWS acted, the answer was lost), and every
+    /// later call, of any action, gets [`Fault::Crashed`] and never reaches
+    /// moto, until [`reset_faults`](Self::reset_faults). So AWS ends up
+    /// exactly as a process that died at that call would leave it, and the
+    /// run stops there instead of retrying or reconciling its way on.
+    pub fn crash_at_nth_mutating(&self, k: usize, fault: Fault) {
+        let mut inner = self.shared.lock();
+        inner.crashed = false;
+        inner.crash = Some(NthRule { selector: Selector::Mutating, n: k.max(1), seen: 0, fault, fired: false });
+    }
+
+    /// Whether a [`crash_at_nth_mutating`](Self::crash_at_nth_mutating) rule has fired.
+    pub fn has_crashed(&self) -> bool {
+        self.shared.lock().crashed
+    }
+
+    /// Enforces, for `AssociateVpcCidrBlock` with an IPv4 `CidrBlock`, two
+    /// rules real AWS applies and moto (5.2.5) does not fully apply:
+    ///
+    /// - a CIDR that overlaps (or equals) one the VPC has in any state but
+    ///   `disassociated` is refused with `400 InvalidVpc.Range` ("The CIDR
+    ///   '…' conflicts with another subnet"); moto accepts it and lists the
+    ///   block twice;
+    /// - a block beyond [`VPC_CIDR_QUOTA`] (primary included) is refused
+    ///   with `400 CidrLimitExceeded`, in moto's (and AWS's) words.
+    ///
+    /// The check reads the VPC from moto (DescribeVpcs) and forwards the call
+    /// under one lock, so concurrent associations are serialised as AWS
+    /// serialises them: of two identical concurrent calls exactly one wins.
+    /// Only calls that would be forwarded are checked (an injected fault
+    /// wins). Not cleared by [`reset_faults`](Self::reset_faults).
+    pub fn enforce_vpc_cidr_rules(&self, enabled: bool) {
+        self.shared.lock().enforce_vpc_cidr_rules = enabled;
+    }
+
+    /// Enforces, for `AssociateRouteTable` with a `SubnetId`, that a subnet
+    /// has at most one explicit route table association: a second one, to
+    /// the same table or another, is refused with `400
+    /// Resource.AlreadyAssociated`, as AWS refuses it (changing a subnet's
+    /// table takes `ReplaceRouteTableAssociation`). moto (5.2.5) instead
+    /// answers 200 with the existing association's id, whichever table it
+    /// is with. Checked and forwarded under the same lock as the VPC CIDR
+    /// rules. Not cleared by [`reset_faults`](Self::reset_faults).
+    pub fn enforce_route_table_rules(&self, enabled: bool) {
+        self.shared.lock().enforce_route_table_rules = enabled;
+    }
+
     /// Each IPv4 CIDR associated from now on shows `associating` in its
     /// AssociateVpcCidrBlock response and in the next `polls` DescribeVpcs
     /// responses that contain it; after that the real state shows
@@ -382,12 +471,36 @@ impl FaultProxyHandle {
         inner.throttle_every = None;
         inner.throttle_fraction = None;
         inner.nth_rules.clear();
+        inner.crash = None;
+        inner.crashed = false;
         inner.association = AssociationSim::default();
     }
 
-    /// Forgets the calls seen so far (the log and the counts).
+    /// Forgets the calls seen so far (the log, the counts and the timeline).
     pub fn reset_counters(&self) {
-        self.shared.lock().log.clear();
+        let mut inner = self.shared.lock();
+        inner.log.clear();
+        inner.times.clear();
+    }
+
+    /// When each call of the log arrived and when its answer left (or its
+    /// connection was dropped), relative to the first call of the log.
+    pub fn timeline(&self) -> Vec<CallTiming> {
+        let inner = self.shared.lock();
+        let Some(origin) = inner.times.first().map(|t| t.1) else {
+            return Vec::new();
+        };
+        inner
+            .log
+            .iter()
+            .zip(&inner.times)
+            .map(|(record, (_, arrived, finished))| CallTiming {
+                seq: record.seq,
+                action: record.action.clone(),
+                arrived: arrived.duration_since(origin),
+                finished: finished.map(|f| f.duration_since(origin)),
+            })
+            .collect()
     }
 
     /// Number of calls per action, faulted ones and retries included.
@@ -401,22 +514,12 @@ impl FaultProxyHandle {
 
     /// Number of calls of one action, faulted ones and retries included.
     pub fn call_count(&self, action: &str) -> usize {
-        self.shared
-            .lock()
-            .log
-            .iter()
-            .filter(|r| r.action == action)
-            .count()
+        self.shared.lock().log.iter().filter(|r| r.action == action).count()
     }
 
     /// Number of calls of one action that reached moto.
     pub fn forwarded_count(&self, action: &str) -> usize {
-        self.shared
-            .lock()
-            .log
-            .iter()
-            .filter(|r| r.action == action && r.forwarded)
-            .count()
+        self.shared.lock().log.iter().filter(|r| r.action == action && r.forwarded).count()
     }
 
     /// Every call in arrival order.
@@ -426,13 +529,7 @@ impl FaultProxyHandle {
 
     /// The mutating calls in arrival order.
     pub fn mutating_calls(&self) -> Vec<CallRecord> {
-        self.shared
-            .lock()
-            .log
-            .iter()
-            .filter(|r| is_mutating(&r.action))
-            .cloned()
-            .collect()
+        self.shared.lock().log.iter().filter(|r| is_mutating(&r.action)).cloned().collect()
     }
 
     /// The moto endpoint calls are forwarded to.
@@ -451,13 +548,10 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Starts a proxy on 127.0.0.1 forwarding to `upstream` (`http://host:port`).
     pub async fn start(upstream: &str) -> Result<Self, TestbedError> {
-        let upstream_uri: Uri = upstream
-            .parse()
-            .map_err(|e| TestbedError::Invalid(format!("upstream {upstream:?}: {e}")))?;
+        let upstream_uri: Uri =
+            upstream.parse().map_err(|e| TestbedError::Invalid(format!("upstream {upstream:?}: {e}")))?;
         if upstream_uri.scheme_str() != Some("http") {
-            return Err(TestbedError::Invalid(format!(
-                "upstream {upstream:?} must be a plain http:// URL"
-            )));
+            return Err(TestbedError::Invalid(format!("upstream {upstream:?} must be a plain http:// URL")));
         }
         let authority = upstream_uri
             .authority()
@@ -470,6 +564,7 @@ impl FaultProxy {
             upstream_authority,
             client: plain_client(),
             inner: Mutex::new(Inner::default()),
+            rules_lock: tokio::sync::Mutex::new(()),
         });
         let (listener, addr) = bind_loopback("fault proxy").await?;
         let endpoint = format!("http://{addr}");
@@ -478,11 +573,7 @@ impl FaultProxy {
             serve_connection(Arc::clone(&conn_shared), stream, peer)
         });
         tracing::debug!(%endpoint, upstream, "fault proxy listening");
-        Ok(Self {
-            handle: FaultProxyHandle { shared },
-            endpoint,
-            _server: server,
-        })
+        Ok(Self { handle: FaultProxyHandle { shared }, endpoint, _server: server })
     }
 
     /// `http://127.0.0.1:PORT`: point AWS SDK clients here.
@@ -510,10 +601,8 @@ impl Deref for FaultProxy {
 async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let kill = Arc::new(Notify::new());
     let service_kill = Arc::clone(&kill);
-    let service =
-        service_fn(move |request| handle(Arc::clone(&shared), Arc::clone(&service_kill), request));
-    let connection =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    let service = service_fn(move |request| handle(Arc::clone(&shared), Arc::clone(&service_kill), request));
+    let connection = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
     tokio::select! {
         result = connection => {
             if let Err(error) = result {
@@ -550,10 +639,7 @@ async fn handle(
         Ok(collected) => collected.to_bytes(),
         Err(error) => {
             tracing::debug!(%error, "proxy could not read a request body");
-            return Ok(plain_response(
-                StatusCode::BAD_REQUEST,
-                "unreadable request body",
-            ));
+            return Ok(plain_response(StatusCode::BAD_REQUEST, "unreadable request body"));
         }
     };
     let id = identify(&parts.method, &parts.uri, &parts.headers, &body);
@@ -571,6 +657,7 @@ async fn handle(
             injected: fault,
             forwarded: false,
         });
+        inner.times.push((seq, Instant::now(), None));
         (seq, fault, inner.latency)
     };
     tracing::debug!(seq, service = %id.service, action = %id.action, ?fault, "proxy call");
@@ -579,11 +666,14 @@ async fn handle(
     }
 
     match fault {
+        Some(Fault::Crashed) => {
+            let response = crashed_response(id.protocol, seq);
+            shared.lock().finish(seq, Some(response.status().as_u16()), false);
+            return Ok(response);
+        }
         Some(Fault::Throttle) | Some(Fault::ServerError) => {
             let response = fault_response(id.protocol, fault == Some(Fault::Throttle), seq);
-            shared
-                .lock()
-                .finish(seq, Some(response.status().as_u16()), false);
+            shared.lock().finish(seq, Some(response.status().as_u16()), false);
             return Ok(response);
         }
         Some(Fault::DropBeforeForward) => {
@@ -592,6 +682,37 @@ async fn handle(
         }
         Some(Fault::DropAfterForward) | None => {}
     }
+
+    // AWS's rules moto lacks: check and act under one lock.
+    let enforce = id.protocol == Protocol::Ec2Query && {
+        let inner = shared.lock();
+        match id.action.as_str() {
+            "AssociateVpcCidrBlock" => inner.enforce_vpc_cidr_rules,
+            "AssociateRouteTable" => inner.enforce_route_table_rules,
+            _ => false,
+        }
+    };
+    let _rules_guard = if enforce {
+        let guard = shared.rules_lock.lock().await;
+        let violation = match id.action.as_str() {
+            "AssociateVpcCidrBlock" => check_vpc_cidr_rules(&shared, &parts.headers, &body).await,
+            _ => check_route_table_rules(&shared, &parts.headers, &body).await,
+        };
+        if let Some((code, message)) = violation {
+            tracing::debug!(seq, action = %id.action, code, %message, "refused by an AWS rule the proxy enforces");
+            let response = ec2_error_response(
+                StatusCode::BAD_REQUEST,
+                code,
+                &message,
+                &format!("00000000-0000-4000-8000-{seq:012x}"),
+            );
+            shared.lock().finish(seq, Some(400), false);
+            return Ok(response);
+        }
+        Some(guard)
+    } else {
+        None
+    };
 
     let upstream_response = match forward(&shared, parts, body).await {
         Ok(response) => response,
@@ -602,8 +723,7 @@ async fn handle(
         }
     };
     let (mut response_parts, response_body) = upstream_response;
-    let response_body =
-        simulate_association(&shared, &id.action, response_parts.status, response_body);
+    let response_body = simulate_association(&shared, &id.action, response_parts.status, response_body);
 
     if fault == Some(Fault::DropAfterForward) {
         shared.lock().finish(seq, None, true);
@@ -611,13 +731,8 @@ async fn handle(
     }
     strip_hop_headers(&mut response_parts.headers);
     response_parts.headers.remove(header::CONTENT_LENGTH);
-    shared
-        .lock()
-        .finish(seq, Some(response_parts.status.as_u16()), true);
-    Ok(Response::from_parts(
-        response_parts,
-        Full::new(response_body),
-    ))
+    shared.lock().finish(seq, Some(response_parts.status.as_u16()), true);
+    Ok(Response::from_parts(response_parts, Full::new(response_body)))
 }
 
 async fn drop_connection(kill: &Notify) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -632,11 +747,7 @@ async fn forward(
     mut parts: http::request::Parts,
     body: Bytes,
 ) -> Result<(http::response::Parts, Bytes), String> {
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/");
+    let path_and_query = parts.uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
     let uri: Uri = format!("{}{}", shared.upstream, path_and_query)
         .parse()
         .map_err(|e| format!("building the upstream URI: {e}"))?;
@@ -646,21 +757,12 @@ async fn forward(
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.remove(header::EXPECT);
     // The signature covers the original Host; moto does not verify it.
-    parts
-        .headers
-        .insert(header::HOST, shared.upstream_authority.clone());
+    parts.headers.insert(header::HOST, shared.upstream_authority.clone());
     let request = Request::from_parts(parts, Full::new(body));
-    let response = shared
-        .client
-        .request(request)
-        .await
-        .map_err(|e| format!("forwarding to {}: {e}", shared.upstream))?;
+    let response =
+        shared.client.request(request).await.map_err(|e| format!("forwarding to {}: {e}", shared.upstream))?;
     let (parts, body) = response.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map_err(|e| format!("reading moto's response: {e}"))?
-        .to_bytes();
+    let body = body.collect().await.map_err(|e| format!("reading moto's response: {e}"))?.to_bytes();
     Ok((parts, body))
 }
 
@@ -683,9 +785,7 @@ fn strip_hop_headers(headers: &mut HeaderMap) {
 fn plain_response(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(message.to_owned())));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     response
 }
 
@@ -699,21 +799,13 @@ fn fault_response(protocol: Protocol, throttle: bool, seq: u64) -> Response<Full
         (Protocol::Ec2Query, true) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "text/xml;charset=UTF-8",
-            ec2_error(
-                "RequestLimitExceeded",
-                "Request limit exceeded.",
-                &request_id,
-            ),
+            ec2_error("RequestLimitExceeded", "Request limit exceeded.", &request_id),
             None,
         ),
         (Protocol::Ec2Query, false) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "text/xml;charset=UTF-8",
-            ec2_error(
-                "InternalError",
-                "An internal error has occurred.",
-                &request_id,
-            ),
+            ec2_error("InternalError", "An internal error has occurred.", &request_id),
             None,
         ),
         (Protocol::AwsQuery, true) => (
@@ -725,12 +817,7 @@ fn fault_response(protocol: Protocol, throttle: bool, seq: u64) -> Response<Full
         (Protocol::AwsQuery, false) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "text/xml",
-            query_error(
-                "Receiver",
-                "InternalFailure",
-                "Internal failure.",
-                &request_id,
-            ),
+            query_error("Receiver", "InternalFailure", "Internal failure.", &request_id),
             None,
         ),
         (Protocol::RestJson, true) => (
@@ -766,6 +853,187 @@ fn ec2_error(code: &str, message: &str, request_id: &str) -> String {
     )
 }
 
+fn ec2_error_response(status: StatusCode, code: &str, message: &str, request_id: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(ec2_error(code, &xml_escape(message), request_id))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml;charset=UTF-8"));
+    response
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// [`Fault::Crashed`]: a client error in each protocol's shape, with a code
+/// no SDK retry classifier knows.
+fn crashed_response(protocol: Protocol, seq: u64) -> Response<Full<Bytes>> {
+    const CODE: &str = "TestbedClientCrashed";
+    const MESSAGE: &str = "the testbed simulates that the caller crashed before this call";
+    let request_id = format!("00000000-0000-4000-8000-{seq:012x}");
+    match protocol {
+        Protocol::Ec2Query => ec2_error_response(StatusCode::BAD_REQUEST, CODE, MESSAGE, &request_id),
+        Protocol::AwsQuery => {
+            let mut response = Response::new(Full::new(Bytes::from(query_error("Sender", CODE, MESSAGE, &request_id))));
+            *response.status_mut() = StatusCode::BAD_REQUEST;
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+            response
+        }
+        Protocol::RestJson => {
+            let body = format!(r#"{{"message":"{MESSAGE}"}}"#);
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            *response.status_mut() = StatusCode::BAD_REQUEST;
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            headers.insert("x-amzn-errortype", HeaderValue::from_static(CODE));
+            response
+        }
+    }
+}
+
+/// The VPC's IPv4 CIDR associations, `(cidr, state)`, from a DescribeVpcs
+/// answer (EC2 query XML) for one VPC. `None` if the answer lists no VPC.
+fn parse_cidr_associations(xml: &str) -> Option<Vec<(String, String)>> {
+    let set_open = "<cidrBlockAssociationSet>";
+    let set_close = "</cidrBlockAssociationSet>";
+    if !xml.contains("<vpcId>") {
+        return None;
+    }
+    let Some(start) = xml.find(set_open).map(|i| i + set_open.len()) else {
+        return Some(Vec::new());
+    };
+    let end = start + xml[start..].find(set_close)?;
+    let set = &xml[start..end];
+    Some(
+        set.split("<item>")
+            .skip(1)
+            .filter_map(|item| {
+                let cidr = element_text(item, "cidrBlock")?;
+                let state = element_text(item, "state").unwrap_or_default();
+                Some((cidr, state))
+            })
+            .collect(),
+    )
+}
+
+fn parse_ipv4_net(text: &str) -> Option<(u32, u8)> {
+    let (addr, len) = text.trim().split_once('/')?;
+    let addr: std::net::Ipv4Addr = addr.parse().ok()?;
+    let len: u8 = len.parse().ok()?;
+    if len > 32 {
+        return None;
+    }
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    Some((u32::from(addr) & mask, len))
+}
+
+fn nets_overlap(a: (u32, u8), b: (u32, u8)) -> bool {
+    let shorter = a.1.min(b.1);
+    let mask = if shorter == 0 { 0 } else { u32::MAX << (32 - shorter) };
+    a.0 & mask == b.0 & mask
+}
+
+/// AWS's answer to associating `requested` with `vpc_id`, given the VPC's
+/// current IPv4 associations: `None` when AWS would accept it (as far as
+/// overlap and quota go), else the error code and message.
+fn vpc_cidr_rule_violation(
+    vpc_id: &str,
+    requested: &str,
+    current: &[(String, String)],
+    quota: usize,
+) -> Option<(&'static str, String)> {
+    let held: Vec<&(String, String)> = current.iter().filter(|(_, state)| state != "disassociated").collect();
+    if let Some(wanted) = parse_ipv4_net(requested) {
+        let conflict = held.iter().any(|(cidr, _)| parse_ipv4_net(cidr).is_some_and(|have| nets_overlap(have, wanted)));
+        if conflict {
+            return Some(("InvalidVpc.Range", format!("The CIDR '{requested}' conflicts with another subnet")));
+        }
+    }
+    if held.len() >= quota {
+        return Some((
+            "CidrLimitExceeded",
+            format!("This network '{vpc_id}' has met its maximum number of allowed CIDRs: {quota}"),
+        ));
+    }
+    None
+}
+
+/// An EC2 query (form-encoded) straight to moto, signed like the call being
+/// checked: moto takes the region (and account) from the credential scope
+/// and does not check the signature. The body of a 2xx answer, else `None`.
+async fn upstream_ec2_query(shared: &Shared, headers: &HeaderMap, form: String) -> Option<String> {
+    let mut request = Request::post(format!("{}/", shared.upstream))
+        .header(header::HOST, shared.upstream_authority.clone())
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded; charset=utf-8")
+        .body(Full::new(Bytes::from(form)))
+        .ok()?;
+    if let Some(authorization) = headers.get(header::AUTHORIZATION) {
+        request.headers_mut().insert(header::AUTHORIZATION, authorization.clone());
+    }
+    let response = match shared.client.request(request).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::warn!(%error, "AWS rules: a read on moto failed; not checking");
+            return None;
+        }
+    };
+    if !response.status().is_success() {
+        return None;
+    }
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    String::from_utf8(body.to_vec()).ok()
+}
+
+/// Reads the VPC from moto and applies [`vpc_cidr_rule_violation`]. Calls
+/// it can't judge (IPv6, IPAM pools, unknown VPC, moto unreachable) pass, so
+/// moto gives its own answer.
+async fn check_vpc_cidr_rules(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Option<(&'static str, String)> {
+    let form = std::str::from_utf8(body).ok()?;
+    let vpc_id = form_value(form, "VpcId")?;
+    let requested = form_value(form, "CidrBlock")?;
+    let describe = format!("Action=DescribeVpcs&Version=2016-11-15&VpcId.1={}", percent_encode(&vpc_id));
+    let xml = upstream_ec2_query(shared, headers, describe).await?;
+    let current = parse_cidr_associations(&xml)?;
+    vpc_cidr_rule_violation(&vpc_id, &requested, &current, VPC_CIDR_QUOTA)
+}
+
+/// Whether a DescribeRouteTables answer shows an explicit association of `subnet_id`.
+fn has_subnet_association(xml: &str, subnet_id: &str) -> bool {
+    xml.contains(&format!("<subnetId>{subnet_id}</subnetId>"))
+}
+
+/// Reads the subnet's route table associations from moto; refuses a second
+/// explicit association. Gateway associations (no `SubnetId`) pass.
+async fn check_route_table_rules(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Option<(&'static str, String)> {
+    let form = std::str::from_utf8(body).ok()?;
+    let subnet_id = form_value(form, "SubnetId")?;
+    let route_table_id = form_value(form, "RouteTableId").unwrap_or_default();
+    let describe = format!(
+        "Action=DescribeRouteTables&Version=2016-11-15&Filter.1.Name=association.subnet-id&Filter.1.Value.1={}",
+        percent_encode(&subnet_id)
+    );
+    let xml = upstream_ec2_query(shared, headers, describe).await?;
+    has_subnet_association(&xml, &subnet_id).then(|| {
+        (
+            "Resource.AlreadyAssociated",
+            format!(
+                "the specified association for route table {route_table_id} conflicts with an existing association"
+            ),
+        )
+    })
+}
+
+fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 fn query_error(kind: &str, code: &str, message: &str, request_id: &str) -> String {
     format!(
         "<ErrorResponse xmlns=\"http://monitoring.amazonaws.com/doc/2010-08-01/\"><Error>\
@@ -783,13 +1051,17 @@ fn identify(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Cal
         .and_then(credential_scope_service)
         .map(str::to_owned);
 
+    let gzipped =
+        headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("gzip"));
     let query_action = uri
         .query()
         .and_then(|query| form_value(query, "Action"))
+        .or_else(|| std::str::from_utf8(body).ok().and_then(|text| form_value(text, "Action")))
         .or_else(|| {
-            std::str::from_utf8(body)
-                .ok()
-                .and_then(|text| form_value(text, "Action"))
+            // The SDK gzips large PutMetricData bodies (request compression),
+            // so `Action=` is unreadable; in CloudWatch's model only
+            // PutMetricData carries the compression trait.
+            (gzipped && service.as_deref() == Some("monitoring")).then(|| "PutMetricData".to_owned())
         });
     if let Some(action) = query_action {
         let service = service.unwrap_or_else(|| {
@@ -797,27 +1069,15 @@ fn identify(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Cal
             let version = uri
                 .query()
                 .and_then(|q| form_value(q, "Version"))
-                .or_else(|| {
-                    std::str::from_utf8(body)
-                        .ok()
-                        .and_then(|t| form_value(t, "Version"))
-                });
+                .or_else(|| std::str::from_utf8(body).ok().and_then(|t| form_value(t, "Version")));
             match version.as_deref() {
                 Some("2016-11-15") => "ec2".to_owned(),
                 Some("2010-08-01") => "monitoring".to_owned(),
                 _ => "unknown".to_owned(),
             }
         });
-        let protocol = if service == "ec2" {
-            Protocol::Ec2Query
-        } else {
-            Protocol::AwsQuery
-        };
-        return CallId {
-            service,
-            action,
-            protocol,
-        };
+        let protocol = if service == "ec2" { Protocol::Ec2Query } else { Protocol::AwsQuery };
+        return CallId { service, action, protocol };
     }
 
     let path = uri.path();
@@ -932,11 +1192,7 @@ fn simulate_association(shared: &Shared, action: &str, status: StatusCode, body:
         let Some(id) = element_text(&text, "associationId") else {
             return body;
         };
-        let initial = if polls == 0 && sim.fail {
-            "failed"
-        } else {
-            "associating"
-        };
+        let initial = if polls == 0 && sim.fail { "failed" } else { "associating" };
         if let Some(rewritten) = rewrite_association_state(&text, &id, initial) {
             text = rewritten;
         }
@@ -982,15 +1238,8 @@ fn element_text(xml: &str, element: &str) -> Option<String> {
 fn rewrite_association_state(xml: &str, id: &str, state: &str) -> Option<String> {
     let marker = format!("<associationId>{id}</associationId>");
     let at = xml.find(&marker)?;
-    let start = ["<item>", "<cidrBlockAssociation>"]
-        .iter()
-        .filter_map(|open| xml[..at].rfind(open))
-        .max()?;
-    let end = at
-        + ["</item>", "</cidrBlockAssociation>"]
-            .iter()
-            .filter_map(|close| xml[at..].find(close))
-            .min()?;
+    let start = ["<item>", "<cidrBlockAssociation>"].iter().filter_map(|open| xml[..at].rfind(open)).max()?;
+    let end = at + ["</item>", "</cidrBlockAssociation>"].iter().filter_map(|close| xml[at..].find(close)).min()?;
     let region = &xml[start..end];
     let state_open = region.find("<state>")? + "<state>".len();
     let state_close = state_open + region[state_open..].find("</state>")?;
@@ -1046,14 +1295,8 @@ mod tests {
 
     #[test]
     fn form_values_are_decoded() {
-        assert_eq!(
-            form_value("Action=DescribeVpcs&Version=2016-11-15", "Action").as_deref(),
-            Some("DescribeVpcs")
-        );
-        assert_eq!(
-            form_value("CidrBlock=100.64.0.0%2F16&Action=X", "CidrBlock").as_deref(),
-            Some("100.64.0.0/16")
-        );
+        assert_eq!(form_value("Action=DescribeVpcs&Version=2016-11-15", "Action").as_deref(), Some("DescribeVpcs"));
+        assert_eq!(form_value("CidrBlock=100.64.0.0%2F16&Action=X", "CidrBlock").as_deref(), Some("100.64.0.0/16"));
         assert_eq!(form_value("a=%", "a").as_deref(), Some("%"));
         assert_eq!(form_value("a=%2", "a").as_deref(), Some("%2"));
         assert_eq!(form_value("Version=1", "Action"), None);
@@ -1061,14 +1304,8 @@ mod tests {
 
     #[test]
     fn eks_routes() {
-        assert_eq!(
-            eks_action(&Method::GET, "/clusters/lab").as_deref(),
-            Some("DescribeCluster")
-        );
-        assert_eq!(
-            eks_action(&Method::GET, "/clusters").as_deref(),
-            Some("ListClusters")
-        );
+        assert_eq!(eks_action(&Method::GET, "/clusters/lab").as_deref(), Some("DescribeCluster"));
+        assert_eq!(eks_action(&Method::GET, "/clusters").as_deref(), Some("ListClusters"));
         assert_eq!(eks_action(&Method::PATCH, "/clusters/lab"), None);
     }
 
@@ -1107,17 +1344,8 @@ mod tests {
 
     #[test]
     fn throttle_every_counts_from_offset() {
-        let mut inner = Inner {
-            throttle_every: Some(EveryRule {
-                n: 2,
-                offset: 1,
-                seen: 0,
-            }),
-            ..Inner::default()
-        };
-        let throttled: Vec<bool> = (0..7)
-            .map(|_| inner.decide("ec2", "DescribeVpcs").is_some())
-            .collect();
+        let mut inner = Inner { throttle_every: Some(EveryRule { n: 2, offset: 1, seen: 0 }), ..Inner::default() };
+        let throttled: Vec<bool> = (0..7).map(|_| inner.decide("ec2", "DescribeVpcs").is_some()).collect();
         assert_eq!(throttled, [false, false, true, false, true, false, true]);
     }
 
@@ -1139,14 +1367,121 @@ mod tests {
             fired: false,
         });
         assert_eq!(inner.decide("ec2", "DescribeVpcs"), None);
-        assert_eq!(
-            inner.decide("ec2", "CreateSubnet"),
-            Some(Fault::ServerError)
-        );
-        assert_eq!(
-            inner.decide("ec2", "CreateSubnet"),
-            Some(Fault::DropAfterForward)
-        );
+        assert_eq!(inner.decide("ec2", "CreateSubnet"), Some(Fault::ServerError));
+        assert_eq!(inner.decide("ec2", "CreateSubnet"), Some(Fault::DropAfterForward));
         assert_eq!(inner.decide("ec2", "CreateSubnet"), None);
+    }
+
+    const DESCRIBE_VPCS: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+        <DescribeVpcsResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">\
+        <requestId>r-1</requestId><vpcSet><item><vpcId>vpc-1</vpcId><state>available</state>\
+        <cidrBlock>192.168.0.0/16</cidrBlock><cidrBlockAssociationSet>\
+        <item><associationId>a-1</associationId><cidrBlock>192.168.0.0/16</cidrBlock>\
+        <cidrBlockState><state>associated</state></cidrBlockState></item>\
+        <item><associationId>a-2</associationId><cidrBlock>100.64.0.0/16</cidrBlock>\
+        <cidrBlockState><state>associating</state></cidrBlockState></item>\
+        <item><associationId>a-3</associationId><cidrBlock>100.65.0.0/16</cidrBlock>\
+        <cidrBlockState><state>disassociated</state></cidrBlockState></item>\
+        </cidrBlockAssociationSet><ipv6CidrBlockAssociationSet><item>\
+        <ipv6CidrBlock>2600:1f14::/56</ipv6CidrBlock><ipv6CidrBlockState><state>associated</state>\
+        </ipv6CidrBlockState></item></ipv6CidrBlockAssociationSet></item></vpcSet></DescribeVpcsResponse>";
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter().map(|(c, s)| (c.to_string(), s.to_string())).collect()
+    }
+
+    #[test]
+    fn cidr_associations_are_parsed_from_describe_vpcs() {
+        assert_eq!(
+            parse_cidr_associations(DESCRIBE_VPCS),
+            Some(pairs(&[
+                ("192.168.0.0/16", "associated"),
+                ("100.64.0.0/16", "associating"),
+                ("100.65.0.0/16", "disassociated"),
+            ]))
+        );
+        let empty = "<DescribeVpcsResponse><vpcSet/></DescribeVpcsResponse>";
+        assert_eq!(parse_cidr_associations(empty), None, "no VPC: not judged");
+    }
+
+    #[test]
+    fn overlapping_or_identical_cidrs_are_refused_in_any_state_but_disassociated() {
+        let current = parse_cidr_associations(DESCRIBE_VPCS).unwrap();
+        let refused = |cidr: &str| vpc_cidr_rule_violation("vpc-1", cidr, &current, VPC_CIDR_QUOTA);
+        for cidr in ["100.64.0.0/16", "100.64.128.0/17", "100.64.0.0/15", "192.168.7.0/24", "192.0.0.0/8"] {
+            let (code, message) = refused(cidr).unwrap_or_else(|| panic!("{cidr} overlaps"));
+            assert_eq!(code, "InvalidVpc.Range");
+            assert_eq!(message, format!("The CIDR '{cidr}' conflicts with another subnet"));
+        }
+        // Disassociated space is free again; neighbours never overlapped.
+        for cidr in ["100.65.0.0/16", "100.66.0.0/16", "100.63.255.240/28", "192.169.0.0/16"] {
+            assert_eq!(refused(cidr), None, "{cidr}");
+        }
+    }
+
+    #[test]
+    fn the_sixth_block_exceeds_the_quota_and_disassociated_ones_do_not_count() {
+        let mut current = pairs(&[
+            ("192.168.0.0/16", "associated"),
+            ("100.64.0.0/16", "associated"),
+            ("100.65.0.0/16", "associated"),
+            ("100.66.0.0/16", "failed"),
+            ("100.67.0.0/16", "disassociated"),
+        ]);
+        assert_eq!(vpc_cidr_rule_violation("vpc-9", "100.68.0.0/16", &current, 5), None);
+        current.push(("100.69.0.0/16".into(), "associating".into()));
+        assert_eq!(
+            vpc_cidr_rule_violation("vpc-9", "100.68.0.0/16", &current, 5),
+            Some((
+                "CidrLimitExceeded",
+                "This network 'vpc-9' has met its maximum number of allowed CIDRs: 5".to_string()
+            ))
+        );
+        // An overlap is named as such even at the quota.
+        assert_eq!(vpc_cidr_rule_violation("vpc-9", "100.64.0.0/16", &current, 5).unwrap().0, "InvalidVpc.Range");
+    }
+
+    #[test]
+    fn cidr_arithmetic() {
+        assert_eq!(parse_ipv4_net("10.1.2.3/16"), Some((u32::from(std::net::Ipv4Addr::new(10, 1, 0, 0)), 16)));
+        assert_eq!(parse_ipv4_net("0.0.0.0/0"), Some((0, 0)));
+        assert_eq!(parse_ipv4_net("10.0.0.0/33"), None);
+        assert_eq!(parse_ipv4_net("2600::/56"), None);
+        let n = |s| parse_ipv4_net(s).unwrap();
+        assert!(nets_overlap(n("10.0.0.0/8"), n("10.200.0.0/16")));
+        assert!(nets_overlap(n("0.0.0.0/0"), n("10.200.0.0/16")));
+        assert!(!nets_overlap(n("10.0.0.0/16"), n("10.1.0.0/16")));
+        assert_eq!(percent_encode("vpc-0a/b c"), "vpc-0a%2Fb%20c");
+    }
+
+    #[test]
+    fn a_crash_fires_at_the_kth_mutating_call_and_stops_everything_after() {
+        let mut inner = Inner {
+            crash: Some(NthRule {
+                selector: Selector::Mutating,
+                n: 2,
+                seen: 0,
+                fault: Fault::DropAfterForward,
+                fired: false,
+            }),
+            ..Inner::default()
+        };
+        assert_eq!(inner.decide("ec2", "DescribeVpcs"), None);
+        assert_eq!(inner.decide("ec2", "CreateSubnet"), None);
+        assert_eq!(inner.decide("ec2", "DescribeVpcs"), None);
+        assert_eq!(inner.decide("ec2", "CreateSubnet"), Some(Fault::DropAfterForward));
+        assert_eq!(inner.decide("ec2", "DescribeVpcs"), Some(Fault::Crashed));
+        assert_eq!(inner.decide("eks", "DescribeCluster"), Some(Fault::Crashed));
+        assert_eq!(inner.decide("ec2", "AssociateRouteTable"), Some(Fault::Crashed));
+    }
+
+    #[test]
+    fn subnet_associations_are_found_by_exact_id() {
+        let xml = "<routeTableSet><item><routeTableId>rtb-1</routeTableId><associationSet><item>\
+            <routeTableAssociationId>rtbassoc-1</routeTableAssociationId><routeTableId>rtb-1</routeTableId>\
+            <subnetId>subnet-12</subnetId><main>false</main></item></associationSet></item></routeTableSet>";
+        assert!(has_subnet_association(xml, "subnet-12"));
+        assert!(!has_subnet_association(xml, "subnet-1"));
+        assert!(!has_subnet_association("<routeTableSet/>", "subnet-12"));
     }
 }

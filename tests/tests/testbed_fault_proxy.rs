@@ -11,9 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn start() -> LocalAws {
     init_test_tracing();
-    LocalAws::start()
-        .await
-        .expect("local AWS starts (run scripts/setup-moto.sh)")
+    LocalAws::start().await.expect("local AWS starts (run scripts/setup-moto.sh)")
 }
 
 async fn ec2(aws: &LocalAws, retry: RetryConfig) -> aws_sdk_ec2::Client {
@@ -21,17 +19,11 @@ async fn ec2(aws: &LocalAws, retry: RetryConfig) -> aws_sdk_ec2::Client {
 }
 
 fn code<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> Option<String> {
-    error
-        .as_service_error()
-        .and_then(|e| e.code())
-        .map(str::to_owned)
+    error.as_service_error().and_then(|e| e.code()).map(str::to_owned)
 }
 
 async fn default_vpc(direct: &aws_sdk_ec2::Client) -> String {
-    direct.describe_vpcs().send().await.unwrap().vpcs()[0]
-        .vpc_id()
-        .unwrap()
-        .to_owned()
+    direct.describe_vpcs().send().await.unwrap().vpcs()[0].vpc_id().unwrap().to_owned()
 }
 
 async fn subnets_with_cidr(direct: &aws_sdk_ec2::Client, cidr: &str) -> usize {
@@ -52,11 +44,7 @@ async fn forwards_and_counts_by_action_and_service() {
     let direct = aws.direct_ec2(DEFAULT_REGION).await;
     let vpc = default_vpc(&direct).await;
 
-    let vpcs = client
-        .describe_vpcs()
-        .send()
-        .await
-        .expect("DescribeVpcs via proxy");
+    let vpcs = client.describe_vpcs().send().await.expect("DescribeVpcs via proxy");
     assert_eq!(vpcs.vpcs().len(), 1);
     // A request with a body full of parameters arrives intact.
     let created = client
@@ -66,24 +54,14 @@ async fn forwards_and_counts_by_action_and_service() {
         .tag_specifications(
             TagSpecification::builder()
                 .resource_type(ResourceType::Subnet)
-                .tags(
-                    Tag::builder()
-                        .key("headroom/managed")
-                        .value("a value with spaces & symbols=/+")
-                        .build(),
-                )
+                .tags(Tag::builder().key("headroom/managed").value("a value with spaces & symbols=/+").build())
                 .build(),
         )
         .send()
         .await
         .expect("CreateSubnet via proxy");
     let subnet_id = created.subnet().unwrap().subnet_id().unwrap();
-    let seen = direct
-        .describe_subnets()
-        .subnet_ids(subnet_id)
-        .send()
-        .await
-        .unwrap();
+    let seen = direct.describe_subnets().subnet_ids(subnet_id).send().await.unwrap();
     let tag = &seen.subnets()[0].tags()[0];
     assert_eq!(tag.key(), Some("headroom/managed"));
     assert_eq!(tag.value(), Some("a value with spaces & symbols=/+"));
@@ -94,16 +72,8 @@ async fn forwards_and_counts_by_action_and_service() {
     assert_eq!(calls.get("CreateSubnet"), Some(&1));
     assert_eq!(calls.len(), 2, "direct calls are not counted: {calls:?}");
     let log = aws.proxy().call_log();
-    assert!(
-        log.iter()
-            .all(|r| r.service == "ec2" && r.status == Some(200) && r.forwarded)
-    );
-    let mutating: Vec<_> = aws
-        .proxy()
-        .mutating_calls()
-        .into_iter()
-        .map(|r| r.action)
-        .collect();
+    assert!(log.iter().all(|r| r.service == "ec2" && r.status == Some(200) && r.forwarded));
+    let mutating: Vec<_> = aws.proxy().mutating_calls().into_iter().map(|r| r.action).collect();
     assert_eq!(mutating, ["CreateSubnet"]);
 
     aws.proxy().reset_counters();
@@ -116,11 +86,7 @@ async fn throttling_fails_without_retries_and_is_retried_with_standard_retries()
     aws.proxy().throttle_every(1);
 
     let no_retry = ec2(&aws, RetryConfig::disabled()).await;
-    let error = no_retry
-        .describe_vpcs()
-        .send()
-        .await
-        .expect_err("throttled");
+    let error = no_retry.describe_vpcs().send().await.expect_err("throttled");
     assert_eq!(code(&error).as_deref(), Some("RequestLimitExceeded"));
     assert_eq!(error.raw_response().map(|r| r.status().as_u16()), Some(503));
     assert_eq!(aws.proxy().call_count("DescribeVpcs"), 1);
@@ -128,11 +94,7 @@ async fn throttling_fails_without_retries_and_is_retried_with_standard_retries()
     // Standard retries classify it as throttling and try 3 times in all.
     aws.proxy().reset_counters();
     let retrying = ec2(&aws, headroom_testbed::test_retry_config()).await;
-    let error = retrying
-        .describe_vpcs()
-        .send()
-        .await
-        .expect_err("throttled on every attempt");
+    let error = retrying.describe_vpcs().send().await.expect_err("throttled on every attempt");
     assert_eq!(code(&error).as_deref(), Some("RequestLimitExceeded"));
     assert_eq!(aws.proxy().call_count("DescribeVpcs"), 3);
     assert_eq!(aws.proxy().forwarded_count("DescribeVpcs"), 0);
@@ -141,49 +103,28 @@ async fn throttling_fails_without_retries_and_is_retried_with_standard_retries()
     aws.proxy().reset_counters();
     aws.proxy().throttle_every(2);
     for _ in 0..5 {
-        retrying
-            .describe_vpcs()
-            .send()
-            .await
-            .expect("retried past throttling");
+        retrying.describe_vpcs().send().await.expect("retried past throttling");
     }
     let log = aws.proxy().call_log();
     assert_eq!(log.len(), 9, "1 + 4 × (throttled + retry)");
-    assert_eq!(
-        log.iter()
-            .filter(|r| r.injected == Some(Fault::Throttle))
-            .count(),
-        4
-    );
+    assert_eq!(log.iter().filter(|r| r.injected == Some(Fault::Throttle)).count(), 4);
 
     // Without retries the same pattern surfaces on the second call.
     aws.proxy().throttle_every(2);
-    no_retry
-        .describe_vpcs()
-        .send()
-        .await
-        .expect("first call passes");
-    assert!(
-        no_retry.describe_vpcs().send().await.is_err(),
-        "second call is throttled"
-    );
+    no_retry.describe_vpcs().send().await.expect("first call passes");
+    assert!(no_retry.describe_vpcs().send().await.is_err(), "second call is throttled");
 }
 
 #[tokio::test]
 async fn throttle_every_from_offset_and_scope() {
     let aws = start().await;
     let client = ec2(&aws, RetryConfig::disabled()).await;
-    aws.proxy()
-        .throttle_scope(Some(Selector::Action("DescribeSubnets".into())));
+    aws.proxy().throttle_scope(Some(Selector::Action("DescribeSubnets".into())));
     aws.proxy().throttle_every_from(2, 1);
     let mut outcomes = Vec::new();
     for _ in 0..5 {
         outcomes.push(client.describe_subnets().send().await.is_ok());
-        client
-            .describe_vpcs()
-            .send()
-            .await
-            .expect("out of scope: never throttled");
+        client.describe_vpcs().send().await.expect("out of scope: never throttled");
     }
     assert_eq!(outcomes, [true, true, false, true, false]);
 }
@@ -204,68 +145,35 @@ async fn seeded_fractional_throttling_is_reproducible() {
     assert_eq!(runs[0], runs[1], "same seed, same throttled calls");
     assert_ne!(runs[0], runs[2], "another seed, another pattern");
     let throttled = runs[0].iter().filter(|ok| !**ok).count();
-    assert!(
-        (4..=20).contains(&throttled),
-        "{throttled}/24 throttled at p=0.5"
-    );
+    assert!((4..=20).contains(&throttled), "{throttled}/24 throttled at p=0.5");
 }
 
 #[tokio::test]
 async fn cloudwatch_and_eks_throttling_use_their_protocols_error_shapes() {
     let aws = start().await;
     aws.proxy().throttle_every(1);
-    let config = aws
-        .sdk_config_with_retry(DEFAULT_REGION, RetryConfig::disabled())
-        .await;
+    let config = aws.sdk_config_with_retry(DEFAULT_REGION, RetryConfig::disabled()).await;
 
     let cloudwatch = aws_sdk_cloudwatch::Client::new(&config);
-    let error = cloudwatch
-        .list_metrics()
-        .send()
-        .await
-        .expect_err("throttled");
-    assert_eq!(
-        error.as_service_error().and_then(|e| e.code()),
-        Some("Throttling")
-    );
+    let error = cloudwatch.list_metrics().send().await.expect_err("throttled");
+    assert_eq!(error.as_service_error().and_then(|e| e.code()), Some("Throttling"));
     assert_eq!(error.raw_response().map(|r| r.status().as_u16()), Some(400));
 
     let eks = aws_sdk_eks::Client::new(&config);
     let error = eks.list_clusters().send().await.expect_err("throttled");
-    assert_eq!(
-        error.as_service_error().and_then(|e| e.code()),
-        Some("ThrottlingException")
-    );
+    assert_eq!(error.as_service_error().and_then(|e| e.code()), Some("ThrottlingException"));
     assert_eq!(error.raw_response().map(|r| r.status().as_u16()), Some(429));
 
     let log = aws.proxy().call_log();
-    let seen: Vec<_> = log
-        .iter()
-        .map(|r| (r.service.as_str(), r.action.as_str()))
-        .collect();
-    assert_eq!(
-        seen,
-        [("monitoring", "ListMetrics"), ("eks", "ListClusters")]
-    );
+    let seen: Vec<_> = log.iter().map(|r| (r.service.as_str(), r.action.as_str())).collect();
+    assert_eq!(seen, [("monitoring", "ListMetrics"), ("eks", "ListClusters")]);
 
     // And both retry to success under standard retries.
     aws.proxy().throttle_every(2);
     let config = aws.sdk_config(DEFAULT_REGION).await;
-    aws_sdk_cloudwatch::Client::new(&config)
-        .list_metrics()
-        .send()
-        .await
-        .expect("ok");
-    aws_sdk_cloudwatch::Client::new(&config)
-        .list_metrics()
-        .send()
-        .await
-        .expect("retried");
-    aws_sdk_eks::Client::new(&config)
-        .list_clusters()
-        .send()
-        .await
-        .expect("retried");
+    aws_sdk_cloudwatch::Client::new(&config).list_metrics().send().await.expect("ok");
+    aws_sdk_cloudwatch::Client::new(&config).list_metrics().send().await.expect("retried");
+    aws_sdk_eks::Client::new(&config).list_clusters().send().await.expect("retried");
 }
 
 #[tokio::test]
@@ -277,13 +185,7 @@ async fn server_error_on_the_nth_mutating_call() {
     aws.proxy().fail_nth_mutating(2, Fault::ServerError);
 
     client.describe_vpcs().send().await.unwrap();
-    client
-        .create_subnet()
-        .vpc_id(&vpc)
-        .cidr_block("172.31.201.0/24")
-        .send()
-        .await
-        .expect("1st mutating");
+    client.create_subnet().vpc_id(&vpc).cidr_block("172.31.201.0/24").send().await.expect("1st mutating");
     client.describe_subnets().send().await.unwrap();
     let error = client
         .create_subnet()
@@ -294,18 +196,8 @@ async fn server_error_on_the_nth_mutating_call() {
         .expect_err("2nd mutating call fails");
     assert_eq!(code(&error).as_deref(), Some("InternalError"));
     assert_eq!(error.raw_response().map(|r| r.status().as_u16()), Some(500));
-    assert_eq!(
-        subnets_with_cidr(&direct, "172.31.202.0/24").await,
-        0,
-        "never forwarded"
-    );
-    client
-        .create_subnet()
-        .vpc_id(&vpc)
-        .cidr_block("172.31.203.0/24")
-        .send()
-        .await
-        .expect("fires once");
+    assert_eq!(subnets_with_cidr(&direct, "172.31.202.0/24").await, 0, "never forwarded");
+    client.create_subnet().vpc_id(&vpc).cidr_block("172.31.203.0/24").send().await.expect("fires once");
 }
 
 #[tokio::test]
@@ -314,24 +206,17 @@ async fn drop_before_forward_never_reaches_moto() {
     let client = ec2(&aws, RetryConfig::disabled()).await;
     let direct = aws.direct_ec2(DEFAULT_REGION).await;
     let vpc = default_vpc(&direct).await;
-    aws.proxy()
-        .fail_nth("CreateSubnet", 1, Fault::DropBeforeForward);
+    aws.proxy().fail_nth("CreateSubnet", 1, Fault::DropBeforeForward);
 
-    let error = client
-        .create_subnet()
-        .vpc_id(&vpc)
-        .cidr_block("172.31.210.0/24")
-        .send()
-        .await
-        .expect_err("connection dropped");
+    let error =
+        client.create_subnet().vpc_id(&vpc).cidr_block("172.31.210.0/24").send().await.expect_err("connection dropped");
     assert!(matches!(error, SdkError::DispatchFailure(_)), "{error:?}");
     assert_eq!(subnets_with_cidr(&direct, "172.31.210.0/24").await, 0);
     let record = &aws.proxy().call_log()[0];
     assert_eq!((record.status, record.forwarded), (None, false));
 
     // The SDK's standard retries treat it as transient and try again.
-    aws.proxy()
-        .fail_nth("CreateSubnet", 1, Fault::DropBeforeForward);
+    aws.proxy().fail_nth("CreateSubnet", 1, Fault::DropBeforeForward);
     let retrying = ec2(&aws, headroom_testbed::test_retry_config()).await;
     retrying
         .create_subnet()
@@ -349,21 +234,12 @@ async fn drop_after_forward_fails_the_call_but_the_subnet_exists() {
     let client = ec2(&aws, RetryConfig::disabled()).await;
     let direct = aws.direct_ec2(DEFAULT_REGION).await;
     let vpc = default_vpc(&direct).await;
-    aws.proxy()
-        .fail_nth("CreateSubnet", 1, Fault::DropAfterForward);
+    aws.proxy().fail_nth("CreateSubnet", 1, Fault::DropAfterForward);
 
     let started = Instant::now();
-    let error = client
-        .create_subnet()
-        .vpc_id(&vpc)
-        .cidr_block("172.31.220.0/24")
-        .send()
-        .await
-        .expect_err("response dropped");
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "EOF, not a timeout"
-    );
+    let error =
+        client.create_subnet().vpc_id(&vpc).cidr_block("172.31.220.0/24").send().await.expect_err("response dropped");
+    assert!(started.elapsed() < Duration::from_secs(10), "EOF, not a timeout");
     assert!(matches!(error, SdkError::DispatchFailure(_)), "{error:?}");
     assert_eq!(
         subnets_with_cidr(&direct, "172.31.220.0/24").await,
@@ -386,16 +262,10 @@ async fn drop_after_forward_with_sdk_retries_surfaces_the_duplicate() {
     let client = ec2(&aws, headroom_testbed::test_retry_config()).await;
     let direct = aws.direct_ec2(DEFAULT_REGION).await;
     let vpc = default_vpc(&direct).await;
-    aws.proxy()
-        .fail_nth("CreateSubnet", 1, Fault::DropAfterForward);
+    aws.proxy().fail_nth("CreateSubnet", 1, Fault::DropAfterForward);
 
-    let error = client
-        .create_subnet()
-        .vpc_id(&vpc)
-        .cidr_block("172.31.230.0/24")
-        .send()
-        .await
-        .expect_err("retry conflicts");
+    let error =
+        client.create_subnet().vpc_id(&vpc).cidr_block("172.31.230.0/24").send().await.expect_err("retry conflicts");
     assert_eq!(code(&error).as_deref(), Some("InvalidSubnet.Conflict"));
     assert_eq!(aws.proxy().call_count("CreateSubnet"), 2);
     assert_eq!(subnets_with_cidr(&direct, "172.31.230.0/24").await, 1);
@@ -423,31 +293,12 @@ async fn associating_polls_then_associated() {
     for _ in 0..5 {
         let vpcs = client.describe_vpcs().vpc_ids(&vpc).send().await.unwrap();
         let sets = vpcs.vpcs()[0].cidr_block_association_set();
-        let ours = sets
-            .iter()
-            .find(|a| a.association_id() == Some(association_id.as_str()))
-            .unwrap();
-        let primary = sets
-            .iter()
-            .find(|a| a.cidr_block() == Some("172.31.0.0/16"))
-            .unwrap();
-        assert_eq!(
-            state_str(primary.cidr_block_state()),
-            "associated",
-            "others untouched"
-        );
+        let ours = sets.iter().find(|a| a.association_id() == Some(association_id.as_str())).unwrap();
+        let primary = sets.iter().find(|a| a.cidr_block() == Some("172.31.0.0/16")).unwrap();
+        assert_eq!(state_str(primary.cidr_block_state()), "associated", "others untouched");
         states.push(state_str(ours.cidr_block_state()));
     }
-    assert_eq!(
-        states,
-        [
-            "associating",
-            "associating",
-            "associating",
-            "associated",
-            "associated"
-        ]
-    );
+    assert_eq!(states, ["associating", "associating", "associating", "associated", "associated"]);
 }
 
 #[tokio::test]
@@ -458,13 +309,7 @@ async fn association_can_fail() {
     aws.proxy().associating_polls(1);
     aws.proxy().association_fails();
 
-    client
-        .associate_vpc_cidr_block()
-        .vpc_id(&vpc)
-        .cidr_block("100.65.0.0/16")
-        .send()
-        .await
-        .unwrap();
+    client.associate_vpc_cidr_block().vpc_id(&vpc).cidr_block("100.65.0.0/16").send().await.unwrap();
     let mut states = Vec::new();
     for _ in 0..3 {
         let vpcs = client.describe_vpcs().vpc_ids(&vpc).send().await.unwrap();
@@ -480,10 +325,7 @@ async fn association_can_fail() {
 }
 
 fn state_str(state: Option<&aws_sdk_ec2::types::VpcCidrBlockState>) -> String {
-    state
-        .and_then(|s| s.state())
-        .map(|s| s.as_str().to_owned())
-        .unwrap_or_default()
+    state.and_then(|s| s.state()).map(|s| s.as_str().to_owned()).unwrap_or_default()
 }
 
 #[tokio::test]
@@ -535,14 +377,260 @@ async fn dropping_the_proxy_closes_its_port() {
     tokio::task::yield_now().await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while tokio::net::TcpStream::connect(&addr).await.is_ok() {
-        assert!(
-            Instant::now() < deadline,
-            "proxy still listening after drop"
-        );
+        assert!(Instant::now() < deadline, "proxy still listening after drop");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(
-        client.describe_vpcs().send().await.is_err(),
-        "pooled connections are gone too"
+    assert!(client.describe_vpcs().send().await.is_err(), "pooled connections are gone too");
+}
+
+// --- The VPC CIDR rules (on by default in LocalAws) -------------------------
+
+async fn associate(
+    client: &aws_sdk_ec2::Client,
+    vpc: &str,
+    cidr: &str,
+) -> Result<String, (Option<String>, Option<String>, Option<u16>)> {
+    match client.associate_vpc_cidr_block().vpc_id(vpc).cidr_block(cidr).send().await {
+        Ok(out) => Ok(out.cidr_block_association().and_then(|a| a.association_id()).unwrap_or_default().to_owned()),
+        Err(error) => Err((
+            code(&error),
+            error.as_service_error().and_then(|e| e.message()).map(str::to_owned),
+            error.raw_response().map(|r| r.status().as_u16()),
+        )),
+    }
+}
+
+async fn live_ipv4_cidrs(direct: &aws_sdk_ec2::Client, vpc: &str) -> Vec<String> {
+    let vpcs = direct.describe_vpcs().vpc_ids(vpc).send().await.unwrap();
+    let mut cidrs: Vec<String> = vpcs.vpcs()[0]
+        .cidr_block_association_set()
+        .iter()
+        .filter(|a| state_str(a.cidr_block_state()) != "disassociated")
+        .filter_map(|a| a.cidr_block().map(str::to_owned))
+        .collect();
+    cidrs.sort();
+    cidrs
+}
+
+#[tokio::test]
+async fn vpc_cidr_rules_refuse_overlaps_like_aws() {
+    let aws = start().await;
+    let client = ec2(&aws, RetryConfig::disabled()).await;
+    let direct = aws.direct_ec2(DEFAULT_REGION).await;
+    let vpc = default_vpc(&direct).await;
+
+    let first = associate(&client, &vpc, "100.64.0.0/16").await.expect("a new range is accepted");
+    for overlapping in ["100.64.0.0/16", "100.64.128.0/17", "100.64.0.0/15", "172.31.16.0/20"] {
+        let (code, message, status) = associate(&client, &vpc, overlapping).await.expect_err(overlapping);
+        assert_eq!(code.as_deref(), Some("InvalidVpc.Range"), "{overlapping}");
+        assert_eq!(
+            message.as_deref(),
+            Some(format!("The CIDR '{overlapping}' conflicts with another subnet").as_str())
+        );
+        assert_eq!(status, Some(400));
+    }
+    assert_eq!(
+        live_ipv4_cidrs(&direct, &vpc).await,
+        ["100.64.0.0/16", "172.31.0.0/16"],
+        "nothing refused reached moto"
     );
+    let refused = aws.proxy().call_log().into_iter().filter(|r| r.status == Some(400)).count();
+    assert_eq!(refused, 4);
+    assert!(
+        aws.proxy().call_log().iter().all(|r| r.action == "AssociateVpcCidrBlock"),
+        "the rule's own DescribeVpcs goes straight to moto, uncounted"
+    );
+
+    // A disassociated block is free again.
+    client.disassociate_vpc_cidr_block().association_id(&first).send().await.expect("disassociate");
+    associate(&client, &vpc, "100.64.0.0/16").await.expect("re-associating a disassociated range is allowed");
+
+    // Off: moto's own behaviour, which lists the same block twice.
+    aws.proxy().enforce_vpc_cidr_rules(false);
+    associate(&client, &vpc, "100.64.0.0/16").await.expect("moto accepts the duplicate");
+    let duplicates = live_ipv4_cidrs(&direct, &vpc).await.into_iter().filter(|c| c == "100.64.0.0/16").count();
+    assert_eq!(duplicates, 2, "why the rule exists");
+}
+
+#[tokio::test]
+async fn vpc_cidr_rules_enforce_the_quota_of_five() {
+    let aws = start().await;
+    let client = ec2(&aws, RetryConfig::disabled()).await;
+    let direct = aws.direct_ec2(DEFAULT_REGION).await;
+    let vpc = default_vpc(&direct).await;
+    for cidr in ["100.64.0.0/16", "100.65.0.0/16", "100.66.0.0/16", "100.67.0.0/16"] {
+        associate(&client, &vpc, cidr).await.expect(cidr);
+    }
+    let (code, message, status) = associate(&client, &vpc, "100.68.0.0/16").await.expect_err("sixth block");
+    assert_eq!(code.as_deref(), Some("CidrLimitExceeded"));
+    assert_eq!(message, Some(format!("This network '{vpc}' has met its maximum number of allowed CIDRs: 5")));
+    assert_eq!(status, Some(400));
+    assert_eq!(aws.proxy().forwarded_count("AssociateVpcCidrBlock"), 4, "refused by the proxy, before moto");
+    // moto agrees once the proxy steps aside.
+    aws.proxy().enforce_vpc_cidr_rules(false);
+    let (code, _, _) = associate(&client, &vpc, "100.68.0.0/16").await.expect_err("moto's own limit");
+    assert_eq!(code.as_deref(), Some("CidrLimitExceeded"));
+}
+
+#[tokio::test]
+async fn concurrent_identical_associations_are_serialised_and_one_wins() {
+    let aws = start().await;
+    let direct = aws.direct_ec2(DEFAULT_REGION).await;
+    let vpc = default_vpc(&direct).await;
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        // A client each, so the calls travel on separate connections.
+        let client = ec2(&aws, RetryConfig::disabled()).await;
+        let vpc = vpc.clone();
+        tasks.push(tokio::spawn(async move { associate(&client, &vpc, "100.64.0.0/16").await }));
+    }
+    let mut won = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => won += 1,
+            Err((code, _, _)) => assert_eq!(code.as_deref(), Some("InvalidVpc.Range")),
+        }
+    }
+    assert_eq!(won, 1);
+    assert_eq!(live_ipv4_cidrs(&direct, &vpc).await, ["100.64.0.0/16", "172.31.0.0/16"]);
+}
+
+#[tokio::test]
+async fn faults_win_over_the_vpc_cidr_rules() {
+    // A dropped-after-forward association acted in moto; the retry is then
+    // refused as AWS would refuse it, which is what code under test must handle.
+    let aws = start().await;
+    let client = ec2(&aws, headroom_testbed::test_retry_config()).await;
+    let vpc = default_vpc(&aws.direct_ec2(DEFAULT_REGION).await).await;
+    aws.proxy().fail_nth("AssociateVpcCidrBlock", 1, Fault::DropAfterForward);
+    let (code, _, _) = associate(&client, &vpc, "100.64.0.0/16")
+        .await
+        .expect_err("the SDK's retry meets the association its first attempt made");
+    assert_eq!(code.as_deref(), Some("InvalidVpc.Range"));
+    assert_eq!(aws.proxy().forwarded_count("AssociateVpcCidrBlock"), 1);
+}
+
+#[tokio::test]
+async fn a_crash_stops_every_call_after_the_kth_mutating_one() {
+    let aws = start().await;
+    let client = ec2(&aws, headroom_testbed::test_retry_config()).await;
+    let direct = aws.direct_ec2(DEFAULT_REGION).await;
+    let vpc = default_vpc(&direct).await;
+    aws.proxy().crash_at_nth_mutating(2, Fault::DropAfterForward);
+
+    client.create_subnet().vpc_id(&vpc).cidr_block("172.31.240.0/24").send().await.expect("1st mutating call passes");
+    assert!(!aws.proxy().has_crashed());
+    let error =
+        client.create_subnet().vpc_id(&vpc).cidr_block("172.31.241.0/24").send().await.expect_err("the answer is lost");
+    // The SDK retried the dropped call once; the caller is "dead", so the
+    // retry never reaches moto and is refused with a code nobody retries.
+    assert_eq!(code(&error).as_deref(), Some("TestbedClientCrashed"));
+    assert!(aws.proxy().has_crashed());
+    assert_eq!(subnets_with_cidr(&direct, "172.31.241.0/24").await, 1, "the crashing call acted");
+    let error = client.describe_vpcs().send().await.expect_err("reads stop too");
+    assert_eq!(code(&error).as_deref(), Some("TestbedClientCrashed"));
+    assert_eq!(error.raw_response().map(|r| r.status().as_u16()), Some(400));
+    let eks = aws_sdk_eks::Client::new(&aws.sdk_config(DEFAULT_REGION).await);
+    assert!(eks.list_clusters().send().await.is_err(), "every service");
+    let crashed: Vec<_> = aws.proxy().call_log().into_iter().filter(|r| r.injected == Some(Fault::Crashed)).collect();
+    assert_eq!(crashed.len(), 3);
+    assert!(crashed.iter().all(|r| !r.forwarded && r.status == Some(400)));
+
+    aws.proxy().reset_faults();
+    client.describe_vpcs().send().await.expect("reset_faults revives the caller");
+}
+
+#[tokio::test]
+async fn the_timeline_orders_calls_and_shows_latency() {
+    let aws = start().await;
+    let client = ec2(&aws, RetryConfig::disabled()).await;
+    aws.proxy().set_latency(Duration::from_millis(100));
+    client.describe_vpcs().send().await.unwrap();
+    client.describe_subnets().send().await.unwrap();
+    let timeline = aws.proxy().timeline();
+    assert_eq!(timeline.len(), 2);
+    assert_eq!(timeline[0].arrived, Duration::ZERO);
+    assert_eq!(timeline[1].action, "DescribeSubnets");
+    let first_done = timeline[0].finished.expect("answered");
+    assert!(first_done >= Duration::from_millis(100));
+    assert!(timeline[1].arrived >= first_done);
+    aws.proxy().reset_counters();
+    assert!(aws.proxy().timeline().is_empty());
+}
+
+#[tokio::test]
+async fn route_table_rules_refuse_a_second_association_like_aws() {
+    let aws = start().await;
+    let client = ec2(&aws, RetryConfig::disabled()).await;
+    let direct = aws.direct_ec2(DEFAULT_REGION).await;
+    let vpc = default_vpc(&direct).await;
+    let subnet = client
+        .create_subnet()
+        .vpc_id(&vpc)
+        .cidr_block("172.31.250.0/24")
+        .send()
+        .await
+        .unwrap()
+        .subnet()
+        .unwrap()
+        .subnet_id()
+        .unwrap()
+        .to_owned();
+    let table = |client: aws_sdk_ec2::Client| {
+        let vpc = vpc.clone();
+        async move {
+            client
+                .create_route_table()
+                .vpc_id(vpc)
+                .send()
+                .await
+                .unwrap()
+                .route_table()
+                .unwrap()
+                .route_table_id()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let (first, second) = (table(direct.clone()).await, table(direct.clone()).await);
+    let associate = |table: String| {
+        let client = client.clone();
+        let subnet = subnet.clone();
+        async move { client.associate_route_table().route_table_id(table).subnet_id(subnet).send().await }
+    };
+    let association = associate(first.clone()).await.expect("first association");
+    for again in [first.clone(), second.clone()] {
+        let error = associate(again.clone()).await.expect_err("already associated");
+        assert_eq!(code(&error).as_deref(), Some("Resource.AlreadyAssociated"));
+        assert_eq!(error.raw_response().map(|r| r.status().as_u16()), Some(400));
+        let message = error.as_service_error().and_then(|e| e.message()).unwrap_or_default().to_owned();
+        assert!(message.contains(&again), "{message}");
+    }
+    assert_eq!(aws.proxy().forwarded_count("AssociateRouteTable"), 1);
+
+    // Off: moto answers the other table's request with the first association.
+    aws.proxy().enforce_route_table_rules(false);
+    let moto_answer = associate(second).await.expect("moto says yes");
+    assert_eq!(moto_answer.association_id(), association.association_id());
+}
+
+#[tokio::test]
+async fn compressed_put_metric_data_is_identified() {
+    // The SDK gzips PutMetricData bodies above 10 KiB, hiding `Action=`.
+    use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
+    let aws = start().await;
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&aws.sdk_config(DEFAULT_REGION).await);
+    let data: Vec<MetricDatum> = (0..200)
+        .map(|i| {
+            MetricDatum::builder()
+                .metric_name(format!("FreePrefixes{i:03}"))
+                .dimensions(Dimension::builder().name("SubnetId").value(format!("subnet-{i:017x}")).build())
+                .value(f64::from(i))
+                .build()
+        })
+        .collect();
+    cloudwatch.put_metric_data().namespace("Headroom").set_metric_data(Some(data)).send().await.expect("PutMetricData");
+    let log = aws.proxy().call_log();
+    assert_eq!(log.len(), 1);
+    assert_eq!((log[0].service.as_str(), log[0].action.as_str()), ("monitoring", "PutMetricData"));
 }
