@@ -7,6 +7,8 @@
 //! - [`LocalAws`]: both together; point SDK clients at [`LocalAws::endpoint`].
 //! - [`FakeKube`]: an in-process Kubernetes API server for the EKS Auto Mode
 //!   `NodeClass` and Karpenter `NodePool` custom resources.
+//! - [`runtime_api::RuntimeApi`]: a local Lambda Runtime API, and
+//!   [`runtime_api::FunctionProcess`] to run the function binaries against it.
 //!
 //! Everything listens on 127.0.0.1 only and stops when its owning value is
 //! dropped. Run `scripts/setup-moto.sh` once to install moto.
@@ -18,13 +20,14 @@ pub mod harness;
 pub mod lab;
 pub mod moto;
 mod net;
+pub mod runtime_api;
 pub mod view;
 
 pub use error::TestbedError;
 pub use fake_kube::{
     FakeKube, FakeKubeHandle, RecordedRequest, StatusResolver, ec2_status_resolver,
 };
-pub use fault_proxy::{CallRecord, Fault, FaultProxy, FaultProxyHandle, Selector, is_mutating};
+pub use fault_proxy::{CallRecord, CallTiming, Fault, FaultProxy, FaultProxyHandle, Selector, is_mutating};
 pub use moto::{MotoServer, sdk_config, sdk_config_with_retry, test_retry_config};
 
 use aws_config::SdkConfig;
@@ -44,9 +47,24 @@ pub struct LocalAws {
 
 impl LocalAws {
     /// Starts a private moto server and a proxy in front of it.
+    ///
+    /// The proxy enforces AWS rules moto lacks, because without them moto
+    /// answers "success" where AWS answers an error, and a test could not
+    /// tell idempotent code from code that repeats its changes:
+    /// - [`FaultProxyHandle::enforce_vpc_cidr_rules`]: moto accepts an
+    ///   `AssociateVpcCidrBlock` that overlaps, or repeats, a CIDR the VPC
+    ///   already has, which AWS refuses; two concurrent runs that pick the
+    ///   same CIDR would both "succeed" and the VPC would list it twice.
+    /// - [`FaultProxyHandle::enforce_route_table_rules`]: moto answers an
+    ///   `AssociateRouteTable` for an already associated subnet with the
+    ///   existing association, even one with another table; AWS refuses it.
+    ///
+    /// Seeding through [`direct_ec2`](Self::direct_ec2) bypasses both.
     pub async fn start() -> Result<Self, TestbedError> {
         let moto = MotoServer::start().await?;
         let proxy = FaultProxy::start(moto.endpoint()).await?;
+        proxy.enforce_vpc_cidr_rules(true);
+        proxy.enforce_route_table_rules(true);
         Ok(Self { proxy, moto })
     }
 
