@@ -154,10 +154,7 @@ impl Shared {
     }
 
     fn record(&self, method: &str, path: &str, status: StatusCode, headers: &HeaderMap) {
-        let user_agent = headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
         self.lock().requests.push(RuntimeRequest {
             method: method.to_owned(),
             path: path.to_owned(),
@@ -232,7 +229,8 @@ impl RuntimeApi {
         let server = ServerTask::spawn(listener, "lambda-runtime-api", move |stream, peer| {
             let service = TowerToHyperService::new(router.clone());
             async move {
-                let connection = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                let connection =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
                 if let Err(error) = connection.await {
                     tracing::debug!(%peer, %error, "runtime API connection ended with an error");
                 }
@@ -339,6 +337,24 @@ fn header_value(value: &str) -> HeaderValue {
     HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
+/// A request Lambda refuses: status and `{errorType, errorMessage}` body.
+struct Refusal {
+    status: StatusCode,
+    error_type: &'static str,
+    message: &'static str,
+}
+
+impl Refusal {
+    const INVALID_REQUEST_ID: Refusal =
+        Refusal { status: StatusCode::BAD_REQUEST, error_type: "InvalidRequestID", message: "Invalid request ID" };
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        refuse(self.status, self.error_type, self.message)
+    }
+}
+
 /// Lambda's error body for requests it refuses.
 fn refuse(status: StatusCode, error_type: &str, message: &str) -> Response {
     (status, axum::Json(json!({ "errorType": error_type, "errorMessage": message }))).into_response()
@@ -390,45 +406,64 @@ async fn next_invocation(State(shared): State<Arc<Shared>>, request_headers: Hea
 }
 
 /// Takes the answer channel of invocation `id`, checking that the function
-/// may answer it now; `Err` is the response refusing the request.
-fn take_pending(shared: &Shared, id: &str, request_headers: &HeaderMap, what: &str) -> Result<oneshot::Sender<Invocation>, Response> {
+/// may answer it now; `Err` says why not.
+fn take_pending(
+    shared: &Shared,
+    id: &str,
+    request_headers: &HeaderMap,
+    what: &str,
+) -> Result<oneshot::Sender<Invocation>, Refusal> {
     let mut state = shared.lock();
     let Some(pending) = state.pending.get_mut(id) else {
         drop(state);
         shared.violation(format!("{what} for unknown or expired request id {id}"));
-        return Err(refuse(StatusCode::BAD_REQUEST, "InvalidRequestID", "Invalid request ID"));
+        return Err(Refusal::INVALID_REQUEST_ID);
     };
     if !pending.fetched {
         drop(state);
         shared.violation(format!("{what} for request id {id}, which was never handed out"));
-        return Err(refuse(StatusCode::BAD_REQUEST, "InvalidRequestID", "Invalid request ID"));
+        return Err(Refusal::INVALID_REQUEST_ID);
     }
     let echoed = request_headers.get(headers::INVOCATION_ID).and_then(|v| v.to_str().ok());
     if echoed.is_some_and(|echoed| echoed != pending.invocation_id) {
         let expected = pending.invocation_id.clone();
         drop(state);
         shared.violation(format!("{what} for {id} echoed invocation id {echoed:?}, expected {expected}"));
-        return Err(refuse(StatusCode::BAD_REQUEST, "InvalidInvocationID", "Invalid invocation ID"));
+        return Err(Refusal {
+            status: StatusCode::BAD_REQUEST,
+            error_type: "InvalidInvocationID",
+            message: "Invalid invocation ID",
+        });
     }
     match pending.answer.take() {
         Some(answer) => Ok(answer),
         None => {
             drop(state);
             shared.violation(format!("{what} for request id {id}, which was already answered"));
-            Err(refuse(StatusCode::FORBIDDEN, "InvalidStateTransition", "State transition from RuntimeResponseSent to InvocationResponse failed"))
+            Err(Refusal {
+                status: StatusCode::FORBIDDEN,
+                error_type: "InvalidStateTransition",
+                message: "State transition from RuntimeResponseSent to InvocationResponse failed",
+            })
         }
     }
 }
 
-async fn invocation_response(State(shared): State<Arc<Shared>>, UrlPath(id): UrlPath<String>, request_headers: HeaderMap, body: Bytes) -> Response {
+async fn invocation_response(
+    State(shared): State<Arc<Shared>>,
+    UrlPath(id): UrlPath<String>,
+    request_headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = format!("/2018-06-01/runtime/invocation/{id}/response");
     let response = match take_pending(&shared, &id, &request_headers, "response") {
         Ok(answer) => {
-            let value = serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+            let value = serde_json::from_slice(&body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
             let _ = answer.send(Invocation::Response(value));
             accepted()
         }
-        Err(refused) => refused,
+        Err(refusal) => refusal.into_response(),
     };
     shared.record("POST", &path, response.status(), &request_headers);
     response
@@ -436,10 +471,8 @@ async fn invocation_response(State(shared): State<Arc<Shared>>, UrlPath(id): Url
 
 /// A `Diagnostic` body, falling back to the error-type header and the raw body.
 fn diagnostic(request_headers: &HeaderMap, body: &[u8]) -> (String, String, Option<String>) {
-    let header_type = request_headers
-        .get(headers::FUNCTION_ERROR_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let header_type =
+        request_headers.get(headers::FUNCTION_ERROR_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let field = |name: &str| parsed.as_ref().and_then(|v| v.get(name)).and_then(Value::as_str).map(str::to_owned);
     let error_type = field("errorType").or_else(|| header_type.clone()).unwrap_or_default();
@@ -447,7 +480,12 @@ fn diagnostic(request_headers: &HeaderMap, body: &[u8]) -> (String, String, Opti
     (error_type, error_message, header_type)
 }
 
-async fn invocation_error(State(shared): State<Arc<Shared>>, UrlPath(id): UrlPath<String>, request_headers: HeaderMap, body: Bytes) -> Response {
+async fn invocation_error(
+    State(shared): State<Arc<Shared>>,
+    UrlPath(id): UrlPath<String>,
+    request_headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = format!("/2018-06-01/runtime/invocation/{id}/error");
     let response = match take_pending(&shared, &id, &request_headers, "error") {
         Ok(answer) => {
@@ -455,7 +493,7 @@ async fn invocation_error(State(shared): State<Arc<Shared>>, UrlPath(id): UrlPat
             let _ = answer.send(Invocation::Error { error_type, error_message });
             accepted()
         }
-        Err(refused) => refused,
+        Err(refusal) => refusal.into_response(),
     };
     shared.record("POST", &path, response.status(), &request_headers);
     response
@@ -469,7 +507,12 @@ async fn init_error(State(shared): State<Arc<Shared>>, request_headers: HeaderMa
     response
 }
 
-async fn unknown(State(shared): State<Arc<Shared>>, method: axum::http::Method, uri: axum::http::Uri, request_headers: HeaderMap) -> Response {
+async fn unknown(
+    State(shared): State<Arc<Shared>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    request_headers: HeaderMap,
+) -> Response {
     shared.violation(format!("{method} {uri}: not a Runtime API endpoint"));
     let response = refuse(StatusCode::NOT_FOUND, "NotFound", "Not Found");
     shared.record(method.as_str(), uri.path(), response.status(), &request_headers);
@@ -509,12 +552,13 @@ fn cargo_target_args(profile_dir: &Path) -> Result<Vec<String>, TestbedError> {
     let parent = profile_dir.parent().ok_or_else(invalid)?;
     // Cargo marks the target dir root with CACHEDIR.TAG; one level further
     // up means a `--target <triple>` build (target/<triple>/<profile>).
-    let (target_dir, triple) = if parent.join("CACHEDIR.TAG").exists() || !parent.parent().is_some_and(|p| p.join("CACHEDIR.TAG").exists()) {
-        (parent.to_path_buf(), None)
-    } else {
-        let triple = parent.file_name().and_then(|n| n.to_str()).ok_or_else(invalid)?;
-        (parent.parent().ok_or_else(invalid)?.to_path_buf(), Some(triple.to_owned()))
-    };
+    let (target_dir, triple) =
+        if parent.join("CACHEDIR.TAG").exists() || !parent.parent().is_some_and(|p| p.join("CACHEDIR.TAG").exists()) {
+            (parent.to_path_buf(), None)
+        } else {
+            let triple = parent.file_name().and_then(|n| n.to_str()).ok_or_else(invalid)?;
+            (parent.parent().ok_or_else(invalid)?.to_path_buf(), Some(triple.to_owned()))
+        };
     let mut args = vec!["--target-dir".to_owned(), target_dir.display().to_string()];
     match profile {
         "debug" => {}
@@ -615,10 +659,7 @@ impl FunctionCommand {
             ("TZ", ":UTC".to_owned()),
             ("LANG", "en_US.UTF-8".to_owned()),
         ];
-        Self {
-            binary: binary.into(),
-            env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-        }
+        Self { binary: binary.into(), env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect() }
     }
 
     /// One of headroom's functions (see [`function_binary`]).
@@ -634,7 +675,8 @@ impl FunctionCommand {
     pub fn harness(mut self, harness: &Harness) -> Self {
         self.env.extend(harness.aws.env_vars(lab::REGION));
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-        let secret = format!("hrSecret{:016x}{:016x}", splitmix(nanos), splitmix(nanos ^ u64::from(std::process::id())));
+        let secret =
+            format!("hrSecret{:016x}{:016x}", splitmix(nanos), splitmix(nanos ^ u64::from(std::process::id())));
         self.env.insert("AWS_SECRET_ACCESS_KEY".into(), secret);
         self.env.insert("KUBECONFIG".into(), harness.kubeconfig_path().display().to_string());
         self.env.insert("CLUSTER_NAME".into(), lab::CLUSTER.into());
@@ -669,7 +711,9 @@ impl FunctionCommand {
             .map_err(|e| TestbedError::io("creating a log directory", e))?;
         let stdout_path = dir.path().join("stdout.log");
         let stderr_path = dir.path().join("stderr.log");
-        let create = |path: &Path| std::fs::File::create(path).map_err(|e| TestbedError::io(format!("creating {}", path.display()), e));
+        let create = |path: &Path| {
+            std::fs::File::create(path).map_err(|e| TestbedError::io(format!("creating {}", path.display()), e))
+        };
         let (stdout, stderr) = (create(&stdout_path)?, create(&stderr_path)?);
         let spawned_at = Instant::now();
         let child = Command::new(&self.binary)
@@ -839,7 +883,10 @@ mod tests {
             cargo_target_args(&target.join("x86_64-unknown-linux-musl/release")).unwrap(),
             ["--target-dir", t.as_str(), "--release", "--target", "x86_64-unknown-linux-musl"]
         );
-        assert_eq!(cargo_target_args(&target.join("bench")).unwrap(), ["--target-dir", t.as_str(), "--profile", "bench"]);
+        assert_eq!(
+            cargo_target_args(&target.join("bench")).unwrap(),
+            ["--target-dir", t.as_str(), "--profile", "bench"]
+        );
     }
 
     #[tokio::test]
@@ -849,7 +896,8 @@ mod tests {
         let base = format!("http://{}", api.addr());
         let invoke = api.invoke(json!({"hello": 1}), Duration::from_secs(5));
         let poll = async {
-            let response = client.get(format!("{base}/2018-06-01/runtime/invocation/next").parse().unwrap()).await.unwrap();
+            let response =
+                client.get(format!("{base}/2018-06-01/runtime/invocation/next").parse().unwrap()).await.unwrap();
             assert_eq!(response.status(), 200);
             let id = response.headers()[headers::REQUEST_ID].to_str().unwrap().to_owned();
             let invocation_id = response.headers()[headers::INVOCATION_ID].to_str().unwrap().to_owned();

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use headroom_testbed::fake_kube::NODECLASSES;
 use headroom_testbed::harness::Harness;
 use headroom_testbed::lab::Exhaustion;
-use headroom_testbed::runtime_api::{FUNCTIONS, FunctionCommand, FunctionProcess, Invocation, RuntimeApi, function_binary};
+use headroom_testbed::runtime_api::{
+    FUNCTIONS, FunctionCommand, FunctionProcess, Invocation, RuntimeApi, function_binary,
+};
 use serde_json::Value;
 
 /// Debug binaries reach `GET /next` in well under a second; this is slack
@@ -58,7 +60,9 @@ fn binaries_ready() {
 }
 
 async fn harness() -> Harness {
-    Harness::start(Exhaustion::Fragmented).await.expect("starting moto, the proxy and the fake API server (run scripts/setup-moto.sh)")
+    Harness::start(Exhaustion::Fragmented)
+        .await
+        .expect("starting moto, the proxy and the fake API server (run scripts/setup-moto.sh)")
 }
 
 /// One function process with its own Runtime API.
@@ -87,7 +91,9 @@ impl Function {
     async fn answer(&self, event_file: &str) -> Value {
         match self.invoke(event(event_file)).await {
             Invocation::Response(value) => value,
-            other => panic!("{} with {event_file}: expected an answer, got {other:?}\n{}", self.name, self.process.output()),
+            other => {
+                panic!("{} with {event_file}: expected an answer, got {other:?}\n{}", self.name, self.process.output())
+            }
         }
     }
 }
@@ -147,16 +153,30 @@ fn assert_applied(answer: &Value, harness: &Harness, what: &str) {
     assert_eq!(cluster["verification"]["ok"], true, "{what}: {answer:#}");
     assert!(cluster["error"].is_null(), "{what}: {answer:#}");
     let proxy = harness.aws.proxy();
-    assert!(proxy.forwarded_count("AssociateVpcCidrBlock") >= 1, "{what}: no CIDR associated; calls {:?}", proxy.calls());
+    assert!(
+        proxy.forwarded_count("AssociateVpcCidrBlock") >= 1,
+        "{what}: no CIDR associated; calls {:?}",
+        proxy.calls()
+    );
     assert!(proxy.forwarded_count("CreateSubnet") >= 1, "{what}: no subnet created; calls {:?}", proxy.calls());
-    let nodeclass = harness.kube.get_object(NODECLASSES, "headroom").unwrap_or_else(|| panic!("{what}: no `headroom` NodeClass"));
-    assert!(nodeclass["spec"]["subnetSelectorTerms"].as_array().is_some_and(|t| !t.is_empty()), "{what}: {nodeclass:#}");
+    let nodeclass =
+        harness.kube.get_object(NODECLASSES, "headroom").unwrap_or_else(|| panic!("{what}: no `headroom` NodeClass"));
+    assert!(
+        nodeclass["spec"]["subnetSelectorTerms"].as_array().is_some_and(|t| !t.is_empty()),
+        "{what}: {nodeclass:#}"
+    );
 }
 
 /// Decided from the event alone: no AWS call, no Kubernetes request.
 fn assert_no_io(before: Traffic, harness: &Harness, what: &str) {
     let after = Traffic::now(harness);
-    assert_eq!(before, after, "{what}: made calls; AWS {:?}, kube {:?}", harness.aws.proxy().calls(), harness.kube.requests());
+    assert_eq!(
+        before,
+        after,
+        "{what}: made calls; AWS {:?}, kube {:?}",
+        harness.aws.proxy().calls(),
+        harness.kube.requests()
+    );
 }
 
 /// Read, maybe, but changed nothing.
@@ -177,7 +197,8 @@ fn assert_clean_logs(function: &Function, harness: &Harness) {
     assert!(secret.len() >= 16 && token.len() >= 16, "secrets too short to search for");
     let mut lines = 0;
     for line in stdout.lines() {
-        let record: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: log line is not JSON ({e}): {line}", function.name));
+        let record: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("{}: log line is not JSON ({e}): {line}", function.name));
         assert!(record["level"].is_string(), "{}: no level in {line}", function.name);
         assert!(record["fields"].is_object(), "{}: no fields in {line}", function.name);
         lines += 1;
@@ -187,7 +208,12 @@ fn assert_clean_logs(function: &Function, harness: &Harness) {
     for (what, value) in [("AWS_SECRET_ACCESS_KEY", secret), ("the Kubernetes bearer token", token)] {
         assert!(!stdout.contains(value) && !stderr.contains(value), "{}: the logs contain {what}", function.name);
     }
-    assert!(function.api.violations().is_empty(), "{}: Runtime API violations {:?}", function.name, function.api.violations());
+    assert!(
+        function.api.violations().is_empty(),
+        "{}: Runtime API violations {:?}",
+        function.name,
+        function.api.violations()
+    );
     assert!(function.api.init_errors().is_empty(), "{}: init errors {:?}", function.name, function.api.init_errors());
 }
 
@@ -230,7 +256,8 @@ async fn init_makes_no_call_before_the_first_event_and_bad_config_fails_init() {
         .env("NODECLASS_NAME", "default")
         .spawn()
         .expect("spawning");
-    let status = bad.wait_exit(READY).await.unwrap_or_else(|| panic!("still running with an invalid setting\n{}", bad.output()));
+    let status =
+        bad.wait_exit(READY).await.unwrap_or_else(|| panic!("still running with an invalid setting\n{}", bad.output()));
     assert!(!status.success(), "exited successfully with an invalid setting");
     assert_eq!(api.polls(), 0, "polled for an event despite the invalid setting");
     assert!(bad.output().contains("NODECLASS_NAME"), "the error does not name the setting:\n{}", bad.output());
@@ -454,11 +481,18 @@ async fn a_retryable_failure_fails_the_invocation_and_the_retry_succeeds() {
         panic!("expected an /error post, got {failed:?}\n{}", f.process.output());
     };
     assert!(!error_type.is_empty(), "{failed:?}");
-    assert!(error_message.to_ascii_lowercase().contains("throttl") || error_message.contains("RequestLimitExceeded"), "{failed:?}");
+    assert!(
+        error_message.to_ascii_lowercase().contains("throttl") || error_message.contains("RequestLimitExceeded"),
+        "{failed:?}"
+    );
     let calls = harness.aws.proxy().call_log();
     assert!(calls.len() > 1 && calls.iter().all(|c| !c.forwarded), "{calls:?}");
     assert!(kube_writes(&harness) == 0, "{:?}", harness.kube.requests());
-    eprintln!("throttled invocation failed after {:?} and {} calls: {error_type}: {error_message}", started.elapsed(), calls.len());
+    eprintln!(
+        "throttled invocation failed after {:?} and {} calls: {error_type}: {error_message}",
+        started.elapsed(),
+        calls.len()
+    );
 
     // Lambda retries the event; AWS has recovered; the same process expands.
     harness.aws.proxy().stop_throttling();
