@@ -30,6 +30,7 @@ pub struct AddressUsage {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SubnetCapacity {
     pub total_ips: u64,
     pub free_ips: u64,
@@ -130,6 +131,7 @@ pub fn subnet_capacity(cidr: Ipv4Net, usage: &AddressUsage) -> SubnetCapacity {
 
 /// Capacity summed over the subnets of one availability zone.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct AzCapacity {
     pub subnets: usize,
     pub total_ips: u64,

@@ -51,8 +51,21 @@ impl Function {
     }
 }
 
-/// The error type handed to lambda_runtime: its message is what the caller sees.
-pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+/// A failure that fails the invocation so Lambda retries it. lambda_runtime
+/// reports its type name as `errorType`, which is what error metrics and the
+/// dead-letter queue show.
+#[derive(Debug)]
+pub struct RetryableFailure(pub String);
+
+impl std::fmt::Display for RetryableFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RetryableFailure {}
+
+pub type HandlerError = RetryableFailure;
 
 fn rejected(function: Function, error: &crate::Error) -> Value {
     json!({
@@ -82,26 +95,39 @@ pub async fn invoke(ctx: &Context, function: Function, payload: Value) -> Result
             return Ok(rejected(function, &error));
         }
     };
-    tracing::info!(trigger = trigger.kind_name(), summary = %trigger.summary, event_id = ?trigger.event_id, "invoked");
+    tracing::info!(
+        trigger = trigger.kind_name(),
+        summary = %trigger.summary,
+        event_id = trigger.event_id.as_deref().unwrap_or(""),
+        "invoked"
+    );
     let report = match remediate::handle(ctx, trigger, function.options()).await {
         Ok(report) => report,
-        Err(error) if error.is_retryable() => return Err(error.to_string().into()),
+        Err(error) if error.is_retryable() => return Err(RetryableFailure(error.to_string())),
         Err(error) => return Ok(rejected(function, &error)),
     };
-    let answer = serde_json::to_value(&report).map_err(|e| -> HandlerError { e.to_string().into() })?;
+    let answer = serde_json::to_value(&report).map_err(|e| RetryableFailure(format!("encoding the report: {e}")))?;
     tracing::info!(report = %answer, "report");
     if let Some(failure) = report.retryable_failure() {
-        return Err(format!("{} (retryable): {}", failure.kind, failure.message).into());
+        return Err(RetryableFailure(format!("{} (retryable): {}", failure.kind, failure.message)));
     }
     Ok(answer)
 }
 
 /// JSON logs with the span fields (cluster, vpc, step) on every line.
-/// `RUST_LOG` overrides the level; the SDK's request signing is kept quiet
-/// because its TRACE output carries session tokens.
+/// `RUST_LOG` sets the filter, else Lambda's `AWS_LAMBDA_LOG_LEVEL`, else
+/// `info`. The SDK's request signing is kept quiet because its TRACE output
+/// carries session tokens.
 pub fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").unwrap_or_default().to_ascii_lowercase();
+        EnvFilter::new(match level.as_str() {
+            "trace" | "debug" | "info" | "warn" | "error" => level.as_str(),
+            "fatal" => "error",
+            _ => "info",
+        })
+    });
     let filter = filter
         .add_directive("aws_sigv4=warn".parse().expect("static directive"))
         .add_directive("aws_smithy_runtime=warn".parse().expect("static directive"))

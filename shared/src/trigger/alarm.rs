@@ -28,6 +28,8 @@ struct AlarmData {
 #[derive(Deserialize)]
 struct AlarmState {
     value: String,
+    #[serde(default)]
+    timestamp: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -85,7 +87,13 @@ pub(super) fn parse_direct(event: &Value) -> Result<Trigger> {
         event.get("alarmData").ok_or_else(|| Error::invalid_event("CloudWatch alarm event without `alarmData`"))?;
     let data: AlarmData = serde_json::from_value(data.clone())
         .map_err(|e| Error::invalid_event(format!("CloudWatch alarm `alarmData` is malformed: {e}")))?;
-    let id = event.get("alarmArn").and_then(Value::as_str).map(String::from);
+    // The ARN is the same for every firing; with the state's timestamp it
+    // names one state change, so a redelivery is recognisable in the logs.
+    let arn = event.get("alarmArn").and_then(Value::as_str);
+    let id = arn.map(|arn| match &data.state.timestamp {
+        Some(at) => format!("{arn}@{at}"),
+        None => arn.to_string(),
+    });
     Ok(from_alarm_data(AlarmDelivery::Direct, data, id))
 }
 
