@@ -480,7 +480,7 @@ async fn a_retryable_failure_fails_the_invocation_and_the_retry_succeeds() {
     let Invocation::Error { error_type, error_message } = &failed else {
         panic!("expected an /error post, got {failed:?}\n{}", f.process.output());
     };
-    assert!(!error_type.is_empty(), "{failed:?}");
+    assert_eq!(error_type, "Headroom.RetryableFailure", "{failed:?}");
     assert!(
         error_message.to_ascii_lowercase().contains("throttl") || error_message.contains("RequestLimitExceeded"),
         "{failed:?}"
