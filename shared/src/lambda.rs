@@ -114,6 +114,30 @@ pub async fn invoke(ctx: &Context, function: Function, payload: Value) -> Result
     Ok(answer)
 }
 
+/// The whole life of a function process: logging, config and clients once,
+/// then one [`invoke`] per event. A retryable failure reaches Lambda as
+/// `errorType: Headroom.RetryableFailure`, so metrics and the dead-letter
+/// queue say what it was.
+pub async fn serve(function: Function) -> Result<(), lambda_runtime::Error> {
+    init_logging();
+    // No network I/O here: the first call happens inside the first event.
+    let ctx = match Context::from_env().await {
+        Ok(ctx) => ctx,
+        Err(error) => {
+            tracing::error!(error = %error, function = function.name(), "cannot start: fix the setting and redeploy");
+            return Err(error.into());
+        }
+    };
+    let ctx = &ctx;
+    lambda_runtime::run(lambda_runtime::service_fn(move |event: lambda_runtime::LambdaEvent<Value>| async move {
+        invoke(ctx, function, event.payload).await.map_err(|failure| lambda_runtime::Diagnostic {
+            error_type: "Headroom.RetryableFailure".into(),
+            error_message: failure.to_string(),
+        })
+    }))
+    .await
+}
+
 /// JSON logs with the span fields (cluster, vpc, step) on every line.
 /// `RUST_LOG` sets the filter, else Lambda's `AWS_LAMBDA_LOG_LEVEL`, else
 /// `info`. The SDK's request signing is kept quiet because its TRACE output
