@@ -38,21 +38,13 @@ pub fn plan(snapshot: &NetworkSnapshot, config: &Config, demand: Demand) -> Deci
 /// Per-AZ capacity the thresholds are checked against: the cluster's node
 /// subnets plus headroom's own.
 pub fn az_capacity(snapshot: &NetworkSnapshot, config: &Config) -> BTreeMap<String, AzCapacity> {
-    capacity::by_az(capacity_subnets(snapshot, config))
+    Planner::new(snapshot, config).az_capacity()
 }
 
 /// The subnets whose free space counts: the cluster's node subnets (private
 /// ones; all of them if it has no private subnet) and headroom's, each once.
 pub fn capacity_subnets<'a>(snapshot: &'a NetworkSnapshot, config: &'a Config) -> Vec<&'a Subnet> {
-    let planner = Planner::new(snapshot, config);
-    let mut seen = BTreeSet::new();
-    planner
-        .node_subnets
-        .iter()
-        .chain(&planner.managed_subnets)
-        .copied()
-        .filter(|s| seen.insert(s.id.as_str()))
-        .collect()
+    Planner::new(snapshot, config).capacity_subnets()
 }
 
 struct Planner<'a> {
@@ -88,8 +80,13 @@ impl<'a> Planner<'a> {
         self.node_subnets.iter().map(|s| s.availability_zone.clone()).collect()
     }
 
+    fn capacity_subnets(&self) -> Vec<&'a Subnet> {
+        let mut seen = BTreeSet::new();
+        self.node_subnets.iter().chain(&self.managed_subnets).copied().filter(|s| seen.insert(s.id.as_str())).collect()
+    }
+
     fn az_capacity(&self) -> BTreeMap<String, AzCapacity> {
-        capacity::by_az(capacity_subnets(self.snapshot, self.config))
+        capacity::by_az(self.capacity_subnets())
     }
 
     fn has_headroom(&self, subnet: &Subnet) -> bool {

@@ -390,12 +390,13 @@ fn selector_targets(
         .managed_subnets(managed_key)
         .map(|s| SelectorTarget { id: Some(s.id.clone()), tags: s.tags.clone() })
         .collect();
-    let created = changes.iter().filter(|c| c.step == "create-subnet");
+    // join_all keeps plan order, so created ids line up with the planned steps.
+    let created = verify::created_subnet_ids(changes);
     let planned_tags = plan.steps.iter().filter_map(|s| match s {
         Step::CreateSubnet { tags, .. } => Some(tags.clone()),
         _ => None,
     });
-    targets.extend(created.zip(planned_tags).map(|(c, tags)| SelectorTarget { id: Some(c.resource.clone()), tags }));
+    targets.extend(created.into_iter().zip(planned_tags).map(|(id, tags)| SelectorTarget { id: Some(id), tags }));
     targets
 }
 
