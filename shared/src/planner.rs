@@ -202,7 +202,10 @@ impl<'a> Planner<'a> {
             .iter()
             .filter(|a| a.state.is_live() && in_pool(&a.cidr) && a.cidr.prefix_len() <= prefix)
             .collect();
-        managed_cidrs.sort_by_key(|a| a.cidr);
+        // AWS refuses a second live association of one CIDR, but a snapshot read mid-change may still show
+        // one; keep the settled copy so the plan never depends on the order EC2 listed them in.
+        managed_cidrs.sort_by_key(|a| (a.cidr, a.state != crate::model::CidrState::Associated));
+        managed_cidrs.dedup_by_key(|a| a.cidr);
 
         let taken = |block: &Ipv4Net, chosen: &[(String, Ipv4Net)]| {
             snapshot.subnets.iter().any(|s| cidr::overlaps(s.cidr, *block))
