@@ -32,28 +32,15 @@ pub enum TestbedError {
         "moto server at {endpoint} did not answer GET /moto-api/ within {timeout:?}; \
          last log lines:\n{log_tail}"
     )]
-    MotoStartTimeout {
-        endpoint: String,
-        timeout: Duration,
-        log_tail: String,
-    },
+    MotoStartTimeout { endpoint: String, timeout: Duration, log_tail: String },
 
     /// A request to a local server (moto, or the fake API server) failed.
     #[error("HTTP request {method} {url} failed: {message}")]
-    Http {
-        method: String,
-        url: String,
-        message: String,
-    },
+    Http { method: String, url: String, message: String },
 
     /// A local server answered with an unexpected status.
     #[error("{method} {url} answered HTTP {status}: {body}")]
-    UnexpectedStatus {
-        method: String,
-        url: String,
-        status: u16,
-        body: String,
-    },
+    UnexpectedStatus { method: String, url: String, status: u16, body: String },
 
     /// Local I/O (binding a port, temp files, log files) failed.
     #[error("{context}: {source}")]
@@ -74,9 +61,6 @@ pub enum TestbedError {
 
 impl TestbedError {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Self::Io {
-            context: context.into(),
-            source,
-        }
+        Self::Io { context: context.into(), source }
     }
 }

@@ -97,13 +97,7 @@ const RESOURCES: [ResourceType; 2] = [
         singular: "nodeclass",
         kind: "NodeClass",
     },
-    ResourceType {
-        group: "karpenter.sh",
-        version: "v1",
-        plural: NODEPOOLS,
-        singular: "nodepool",
-        kind: "NodePool",
-    },
+    ResourceType { group: "karpenter.sh", version: "v1", plural: NODEPOOLS, singular: "nodepool", kind: "NodePool" },
 ];
 
 fn resource_type(plural: &str) -> Option<&'static ResourceType> {
@@ -168,9 +162,7 @@ impl Store {
     }
 
     fn object(&self, rt: &ResourceType, name: &str) -> Option<&Value> {
-        self.objects
-            .get(rt.plural)
-            .and_then(|objects| objects.get(name))
+        self.objects.get(rt.plural).and_then(|objects| objects.get(name))
     }
 }
 
@@ -182,9 +174,7 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Store> {
-        self.store
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -221,24 +211,19 @@ impl FakeKube {
                 resolver_tasks: Vec::new(),
             }),
         });
-        let router = Router::new()
-            .fallback(handle_request)
-            .with_state(Arc::clone(&shared));
+        let router = Router::new().fallback(handle_request).with_state(Arc::clone(&shared));
         let server = ServerTask::spawn(listener, "fake-kube", move |stream, peer| {
             let service = TowerToHyperService::new(router.clone());
             async move {
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service);
+                let connection =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
                 if let Err(error) = connection.await {
                     tracing::debug!(%peer, %error, "fake kube connection ended with an error");
                 }
             }
         });
         tracing::debug!(url = %shared.url, "fake Kubernetes API server listening");
-        Ok(Self {
-            handle: FakeKubeHandle { shared },
-            _server: server,
-        })
+        Ok(Self { handle: FakeKubeHandle { shared }, _server: server })
     }
 
     /// A handle that can be moved into tasks or closures.
@@ -265,10 +250,8 @@ impl Drop for FakeKube {
 }
 
 fn token_seed(port: u16) -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     nanos ^ (u64::from(port) << 48) ^ u64::from(std::process::id())
 }
 
@@ -309,14 +292,11 @@ impl FakeKubeHandle {
 
     /// A kube-rs client configured from [`kubeconfig`](Self::kubeconfig).
     pub async fn kube_client(&self) -> Result<kube::Client, TestbedError> {
-        let kubeconfig = kube::config::Kubeconfig::from_yaml(&self.kubeconfig())
+        let kubeconfig =
+            kube::config::Kubeconfig::from_yaml(&self.kubeconfig()).map_err(|e| TestbedError::Kube(e.to_string()))?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+            .await
             .map_err(|e| TestbedError::Kube(e.to_string()))?;
-        let config = kube::Config::from_custom_kubeconfig(
-            kubeconfig,
-            &kube::config::KubeConfigOptions::default(),
-        )
-        .await
-        .map_err(|e| TestbedError::Kube(e.to_string()))?;
         kube::Client::try_from(config).map_err(|e| TestbedError::Kube(e.to_string()))
     }
 
@@ -337,12 +317,8 @@ impl FakeKubeHandle {
             .filter(|name| !name.is_empty())
             .map(str::to_owned)
             .ok_or_else(|| TestbedError::Invalid("object needs metadata.name".into()))?;
-        object
-            .entry("apiVersion")
-            .or_insert_with(|| Value::String(rt.api_version()));
-        object
-            .entry("kind")
-            .or_insert_with(|| Value::String(rt.kind.into()));
+        object.entry("apiVersion").or_insert_with(|| Value::String(rt.api_version()));
+        object.entry("kind").or_insert_with(|| Value::String(rt.kind.into()));
         let mut object = Value::Object(object);
 
         let mut store = self.shared.lock();
@@ -359,8 +335,7 @@ impl FakeKubeHandle {
         let rv = store.next_rv();
         let meta = metadata_mut(&mut object);
         meta.entry("uid").or_insert(Value::String(uid));
-        meta.entry("creationTimestamp")
-            .or_insert_with(|| Value::String(now_rfc3339()));
+        meta.entry("creationTimestamp").or_insert_with(|| Value::String(now_rfc3339()));
         meta.insert("generation".into(), json!(generation));
         meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
         store.objects_mut(rt).insert(name.clone(), object.clone());
@@ -381,12 +356,7 @@ impl FakeKubeHandle {
         let Some(rt) = resource_type(plural) else {
             return Vec::new();
         };
-        self.shared
-            .lock()
-            .objects
-            .get(rt.plural)
-            .map(|objects| objects.values().cloned().collect())
-            .unwrap_or_default()
+        self.shared.lock().objects.get(rt.plural).map(|objects| objects.values().cloned().collect()).unwrap_or_default()
     }
 
     /// Removes an object without a request; returns it.
@@ -418,11 +388,7 @@ impl FakeKubeHandle {
             .lock()
             .requests
             .iter()
-            .filter(|r| {
-                r.is_write()
-                    && r.plural.as_deref() == Some(plural)
-                    && r.name.as_deref() == Some(name)
-            })
+            .filter(|r| r.is_write() && r.plural.as_deref() == Some(plural) && r.name.as_deref() == Some(name))
             .count()
     }
 
@@ -432,12 +398,7 @@ impl FakeKubeHandle {
     /// the client's following write carries a stale resourceVersion or fails
     /// a JSON Patch `test`. Hooks queue up; each GET consumes one.
     /// `mutate` runs under the server's lock: it must not call this handle.
-    pub fn on_next_get(
-        &self,
-        plural: &str,
-        name: &str,
-        mutate: impl FnOnce(&mut Value) + Send + 'static,
-    ) {
+    pub fn on_next_get(&self, plural: &str, name: &str, mutate: impl FnOnce(&mut Value) + Send + 'static) {
         self.shared
             .lock()
             .get_hooks
@@ -541,12 +502,7 @@ struct ApiError {
 }
 
 impl ApiError {
-    fn new(
-        code: StatusCode,
-        reason: &str,
-        message: impl Into<String>,
-        details: Option<Value>,
-    ) -> Self {
+    fn new(code: StatusCode, reason: &str, message: impl Into<String>, details: Option<Value>) -> Self {
         let mut body = json!({
             "kind": "Status",
             "apiVersion": "v1",
@@ -620,15 +576,9 @@ impl ApiError {
     /// 422 with field causes, worded like the API server's CRD validation.
     fn invalid(rt: &ResourceType, name: &str, errors: &[validate::FieldError]) -> Self {
         let rendered: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-        let summary = if rendered.len() == 1 {
-            rendered[0].clone()
-        } else {
-            format!("[{}]", rendered.join(", "))
-        };
-        let causes: Vec<Value> = errors
-            .iter()
-            .map(|e| json!({"reason": e.reason, "message": e.message, "field": e.field}))
-            .collect();
+        let summary = if rendered.len() == 1 { rendered[0].clone() } else { format!("[{}]", rendered.join(", ")) };
+        let causes: Vec<Value> =
+            errors.iter().map(|e| json!({"reason": e.reason, "message": e.message, "field": e.field})).collect();
         Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Invalid",
@@ -662,20 +612,13 @@ impl ApiError {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UnsupportedMediaType",
-            format!(
-                "the body of the request was in an unknown format - accepted media types include: {accepted}"
-            ),
+            format!("the body of the request was in an unknown format - accepted media types include: {accepted}"),
             Some(json!({})),
         )
     }
 
     fn unauthorized() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "Unauthorized",
-            None,
-        )
+        Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized", None)
     }
 }
 
@@ -688,12 +631,7 @@ fn injected_failure(code: StatusCode) -> ApiError {
         429 => "TooManyRequests",
         _ => "",
     };
-    ApiError::new(
-        code,
-        reason,
-        "the fake API server failed this write on purpose (fail_next_writes)",
-        None,
-    )
+    ApiError::new(code, reason, "the fake API server failed this write on purpose (fail_next_writes)", None)
 }
 
 type ApiResult = Result<(StatusCode, Value), ApiError>;
@@ -713,9 +651,7 @@ enum Route<'a> {
 fn route(path: &str) -> Route<'_> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let resource = |group: &str, version: &str, plural: &str| {
-        RESOURCES
-            .iter()
-            .find(|rt| rt.group == group && rt.version == version && rt.plural == plural)
+        RESOURCES.iter().find(|rt| rt.group == group && rt.version == version && rt.plural == plural)
     };
     match segments.as_slice() {
         ["version"] => Route::Version,
@@ -731,12 +667,10 @@ fn route(path: &str) -> Route<'_> {
             Some(rt) => Route::Object(rt, name),
             None => Route::Unknown,
         },
-        ["apis", group, version, plural, name, "status"] => {
-            match resource(group, version, plural) {
-                Some(rt) => Route::Status(rt, name),
-                None => Route::Unknown,
-            }
-        }
+        ["apis", group, version, plural, name, "status"] => match resource(group, version, plural) {
+            Some(rt) => Route::Status(rt, name),
+            None => Route::Unknown,
+        },
         _ => Route::Unknown,
     }
 }
@@ -745,11 +679,7 @@ async fn handle_request(State(shared): State<Arc<Shared>>, request: Request) -> 
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
     let query = parts.uri.query().map(str::to_owned);
-    let content_type = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let authorized = parts
         .headers
         .get(header::AUTHORIZATION)
@@ -760,9 +690,7 @@ async fn handle_request(State(shared): State<Arc<Shared>>, request: Request) -> 
     let body = match axum::body::to_bytes(body, 16 << 20).await {
         Ok(body) => body,
         Err(error) => {
-            return respond(Err(ApiError::bad_request(format!(
-                "reading the request body: {error}"
-            ))));
+            return respond(Err(ApiError::bad_request(format!("reading the request body: {error}"))));
         }
     };
 
@@ -781,9 +709,7 @@ async fn handle_request(State(shared): State<Arc<Shared>>, request: Request) -> 
         Route::Collection(rt) => {
             record.plural = Some(rt.plural.to_owned());
             if parts.method == Method::POST {
-                record.name = serde_json::from_slice::<Value>(&body)
-                    .ok()
-                    .and_then(|v| meta_str(&v, "name"));
+                record.name = serde_json::from_slice::<Value>(&body).ok().and_then(|v| meta_str(&v, "name"));
             }
         }
         Route::Object(rt, name) => {
@@ -798,8 +724,8 @@ async fn handle_request(State(shared): State<Arc<Shared>>, request: Request) -> 
         _ => {}
     }
 
-    let is_resource_write = record.is_write()
-        && matches!(route, Route::Collection(_) | Route::Object(..) | Route::Status(..));
+    let is_resource_write =
+        record.is_write() && matches!(route, Route::Collection(_) | Route::Object(..) | Route::Status(..));
     let write_fault = if authorized && is_resource_write {
         shared.lock().write_faults.pop_front().unwrap_or(WriteFault::Pass)
     } else {
@@ -839,10 +765,7 @@ fn respond(result: ApiResult) -> Response {
         Err(error) => (error.code, error.body),
     };
     let mut response = (status, body.to_string()).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
@@ -868,8 +791,7 @@ impl RequestCtx<'_> {
 
     /// The media type without parameters (`; charset=utf-8`).
     fn media_type(&self) -> Option<&str> {
-        self.content_type
-            .map(|ct| ct.split(';').next().unwrap_or(ct).trim())
+        self.content_type.map(|ct| ct.split(';').next().unwrap_or(ct).trim())
     }
 
     fn json_body(&self) -> Result<Value, ApiError> {
@@ -911,11 +833,7 @@ fn url_decode(value: &str) -> String {
 fn dispatch(ctx: &RequestCtx<'_>, route: Route<'_>) -> ApiResult {
     let method = ctx.method;
     let get_only = |body: Value| -> ApiResult {
-        if *method == Method::GET {
-            Ok((StatusCode::OK, body))
-        } else {
-            Err(ApiError::method_not_allowed(method))
-        }
+        if *method == Method::GET { Ok((StatusCode::OK, body)) } else { Err(ApiError::method_not_allowed(method)) }
     };
     match route {
         Route::Version => get_only(json!({
@@ -949,13 +867,8 @@ fn dispatch(ctx: &RequestCtx<'_>, route: Route<'_>) -> ApiResult {
         },
         Route::Collection(rt) => match *method {
             Method::GET => {
-                if ctx
-                    .query_param("watch")
-                    .is_some_and(|v| v == "true" || v == "1")
-                {
-                    return Err(ApiError::bad_request(
-                        "watch is not supported by the fake API server",
-                    ));
+                if ctx.query_param("watch").is_some_and(|v| v == "true" || v == "1") {
+                    return Err(ApiError::bad_request("watch is not supported by the fake API server"));
                 }
                 list(ctx, rt)
             }
@@ -1025,14 +938,8 @@ fn api_resource_list(group: &str, version: &str) -> Option<Value> {
 
 fn get(ctx: &RequestCtx<'_>, rt: &'static ResourceType, name: &str) -> ApiResult {
     let mut store = ctx.shared.lock();
-    let current = store
-        .object(rt, name)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(rt, name))?;
-    let hook = store
-        .get_hooks
-        .get_mut(&(rt.plural.to_owned(), name.to_owned()))
-        .and_then(VecDeque::pop_front);
+    let current = store.object(rt, name).cloned().ok_or_else(|| ApiError::not_found(rt, name))?;
+    let hook = store.get_hooks.get_mut(&(rt.plural.to_owned(), name.to_owned())).and_then(VecDeque::pop_front);
     if let Some(hook) = hook {
         // The concurrent writer lands right after our read was served.
         let mut changed = current.clone();
@@ -1058,9 +965,7 @@ fn system_write(
     meta.insert("name".into(), json!(name));
     meta.insert("generation".into(), json!(generation));
     meta.insert("resourceVersion".into(), json!(rv.to_string()));
-    store
-        .objects_mut(rt)
-        .insert(name.to_owned(), changed.clone());
+    store.objects_mut(rt).insert(name.to_owned(), changed.clone());
     if spec_changed && rt.plural == NODECLASSES {
         schedule_status(shared, store, name.to_owned(), generation, changed);
     }
@@ -1095,47 +1000,33 @@ fn list(ctx: &RequestCtx<'_>, rt: &'static ResourceType) -> ApiResult {
 
 /// Equality-based label selectors: `a=b`, `a==b`, `a!=b`, `a`, `!a`.
 fn labels_match(object: &Value, selector: &str) -> bool {
-    let labels = object
-        .get("metadata")
-        .and_then(|m| m.get("labels"))
-        .and_then(Value::as_object);
+    let labels = object.get("metadata").and_then(|m| m.get("labels")).and_then(Value::as_object);
     let label = |key: &str| labels.and_then(|l| l.get(key)).and_then(Value::as_str);
-    selector
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .all(|req| {
-            if let Some((k, v)) = req.split_once("!=") {
-                label(k.trim()) != Some(v.trim())
-            } else if let Some((k, v)) = req.split_once("==").or_else(|| req.split_once('=')) {
-                label(k.trim()) == Some(v.trim())
-            } else if let Some(k) = req.strip_prefix('!') {
-                label(k.trim()).is_none()
-            } else {
-                label(req).is_some()
-            }
-        })
+    selector.split(',').map(str::trim).filter(|s| !s.is_empty()).all(|req| {
+        if let Some((k, v)) = req.split_once("!=") {
+            label(k.trim()) != Some(v.trim())
+        } else if let Some((k, v)) = req.split_once("==").or_else(|| req.split_once('=')) {
+            label(k.trim()) == Some(v.trim())
+        } else if let Some(k) = req.strip_prefix('!') {
+            label(k.trim()).is_none()
+        } else {
+            label(req).is_some()
+        }
+    })
 }
 
 /// Field selectors on `metadata.name` only.
 fn fields_match(object: &Value, selector: &str) -> bool {
     let name = meta_str(object, "name");
-    selector
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .all(|req| {
-            if let Some(v) = req.strip_prefix("metadata.name!=") {
-                name.as_deref() != Some(v)
-            } else if let Some(v) = req
-                .strip_prefix("metadata.name==")
-                .or_else(|| req.strip_prefix("metadata.name="))
-            {
-                name.as_deref() == Some(v)
-            } else {
-                true
-            }
-        })
+    selector.split(',').map(str::trim).filter(|s| !s.is_empty()).all(|req| {
+        if let Some(v) = req.strip_prefix("metadata.name!=") {
+            name.as_deref() != Some(v)
+        } else if let Some(v) = req.strip_prefix("metadata.name==").or_else(|| req.strip_prefix("metadata.name=")) {
+            name.as_deref() == Some(v)
+        } else {
+            true
+        }
+    })
 }
 
 /// Checks `apiVersion` and `kind` of a request body.
@@ -1144,10 +1035,9 @@ fn check_type(rt: &ResourceType, object: &Value) -> Result<(), ApiError> {
     let api_version = object.get("apiVersion").and_then(Value::as_str);
     match (api_version, kind) {
         (Some(av), Some(k)) if av == rt.api_version() && k == rt.kind => Ok(()),
-        (_, None) | (None, _) => Err(ApiError::bad_request(format!(
-            "Object 'Kind' is missing in '{}'",
-            truncate(&object.to_string(), 200)
-        ))),
+        (_, None) | (None, _) => {
+            Err(ApiError::bad_request(format!("Object 'Kind' is missing in '{}'", truncate(&object.to_string(), 200))))
+        }
         (Some(av), Some(k)) => Err(ApiError::bad_request(format!(
             "the API version in the data ({av}) or kind ({k}) does not match the expected \
              {}, {}",
@@ -1160,9 +1050,7 @@ fn check_type(rt: &ResourceType, object: &Value) -> Result<(), ApiError> {
 fn create(ctx: &RequestCtx<'_>, rt: &'static ResourceType) -> ApiResult {
     let mut object = ctx.json_body()?;
     if !object.is_object() {
-        return Err(ApiError::bad_request(
-            "the request body must be a JSON object",
-        ));
+        return Err(ApiError::bad_request("the request body must be a JSON object"));
     }
     check_type(rt, &object)?;
     let mut store = ctx.shared.lock();
@@ -1178,18 +1066,13 @@ fn create(ctx: &RequestCtx<'_>, rt: &'static ResourceType) -> ApiResult {
                 return Err(ApiError::invalid(
                     rt,
                     "",
-                    &[validate::FieldError::required(
-                        "metadata.name",
-                        "name or generateName is required",
-                    )],
+                    &[validate::FieldError::required("metadata.name", "name or generateName is required")],
                 ));
             }
         },
     };
     // The storage layer refuses this, and the API server reports it as a 500.
-    if meta_str(&object, "resourceVersion")
-        .is_some_and(|rv| rv.parse::<u64>().is_ok_and(|rv| rv != 0))
-    {
+    if meta_str(&object, "resourceVersion").is_some_and(|rv| rv.parse::<u64>().is_ok_and(|rv| rv != 0)) {
         return Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "",
@@ -1213,12 +1096,7 @@ fn create(ctx: &RequestCtx<'_>, rt: &'static ResourceType) -> ApiResult {
 
     let uid = store.next_uid();
     let meta = metadata_mut(&mut object);
-    for system in [
-        "managedFields",
-        "deletionTimestamp",
-        "deletionGracePeriodSeconds",
-        "selfLink",
-    ] {
+    for system in ["managedFields", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
         meta.remove(system);
     }
     meta.insert("name".into(), json!(name));
@@ -1238,24 +1116,14 @@ fn create(ctx: &RequestCtx<'_>, rt: &'static ResourceType) -> ApiResult {
     Ok((StatusCode::CREATED, object))
 }
 
-fn replace(
-    ctx: &RequestCtx<'_>,
-    rt: &'static ResourceType,
-    name: &str,
-    status_only: bool,
-) -> ApiResult {
+fn replace(ctx: &RequestCtx<'_>, rt: &'static ResourceType, name: &str, status_only: bool) -> ApiResult {
     let candidate = ctx.json_body()?;
     if !candidate.is_object() {
-        return Err(ApiError::bad_request(
-            "the request body must be a JSON object",
-        ));
+        return Err(ApiError::bad_request("the request body must be a JSON object"));
     }
     check_type(rt, &candidate)?;
     let mut store = ctx.shared.lock();
-    let current = store
-        .object(rt, name)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(rt, name))?;
+    let current = store.object(rt, name).cloned().ok_or_else(|| ApiError::not_found(rt, name))?;
     // Custom resources do not allow unconditional updates.
     let Some(rv) = meta_str(&candidate, "resourceVersion").filter(|rv| !rv.is_empty()) else {
         return Err(ApiError::rv_required(rt, name));
@@ -1266,16 +1134,10 @@ fn replace(
     commit_update(ctx, &mut store, rt, name, &current, candidate, status_only)
 }
 
-fn patch(
-    ctx: &RequestCtx<'_>,
-    rt: &'static ResourceType,
-    name: &str,
-    status_only: bool,
-) -> ApiResult {
+fn patch(ctx: &RequestCtx<'_>, rt: &'static ResourceType, name: &str, status_only: bool) -> ApiResult {
     let patch_body: Value = match ctx.media_type() {
         Some("application/json-patch+json") | Some("application/merge-patch+json") => {
-            serde_json::from_slice(ctx.body)
-                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?
+            serde_json::from_slice(ctx.body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?
         }
         Some("application/apply-patch+yaml") => {
             return Err(ApiError::new(
@@ -1295,10 +1157,7 @@ fn patch(
         }
     };
     let mut store = ctx.shared.lock();
-    let current = store
-        .object(rt, name)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(rt, name))?;
+    let current = store.object(rt, name).cloned().ok_or_else(|| ApiError::not_found(rt, name))?;
     let mut patched = current.clone();
     if ctx.media_type() == Some("application/json-patch+json") {
         let operations: json_patch::Patch = serde_json::from_value(patch_body)
@@ -1309,18 +1168,14 @@ fn patch(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Invalid",
                 format!("the server rejected our request due to an error in our request: {error}"),
-                Some(
-                    json!({"causes": [{"reason": "UnexpectedServerResponse", "message": error.to_string()}]}),
-                ),
+                Some(json!({"causes": [{"reason": "UnexpectedServerResponse", "message": error.to_string()}]})),
             ));
         }
     } else {
         json_patch::merge(&mut patched, &patch_body);
     }
     if !patched.is_object() {
-        return Err(ApiError::bad_request(
-            "the patched object is not a JSON object",
-        ));
+        return Err(ApiError::bad_request("the patched object is not a JSON object"));
     }
     check_type(rt, &patched)?;
     // A patch is unconditional unless it carries a resourceVersion, which
@@ -1403,17 +1258,9 @@ fn commit_update(
     }
     let rv = store.next_rv();
     metadata_mut(&mut updated).insert("resourceVersion".into(), json!(rv.to_string()));
-    store
-        .objects_mut(rt)
-        .insert(name.to_owned(), updated.clone());
+    store.objects_mut(rt).insert(name.to_owned(), updated.clone());
     if spec_changed && rt.plural == NODECLASSES {
-        schedule_status(
-            ctx.shared,
-            store,
-            name.to_owned(),
-            generation,
-            updated.clone(),
-        );
+        schedule_status(ctx.shared, store, name.to_owned(), generation, updated.clone());
     }
     Ok((StatusCode::OK, updated))
 }
@@ -1435,13 +1282,7 @@ fn delete(ctx: &RequestCtx<'_>, rt: &'static ResourceType, name: &str) -> ApiRes
 /// Runs the status resolver for a NodeClass generation in a task. The result
 /// is stored only if the generation is still current, so a slow resolution
 /// of an old spec never overwrites a newer one.
-fn schedule_status(
-    shared: &Arc<Shared>,
-    store: &mut Store,
-    name: String,
-    generation: i64,
-    object: Value,
-) {
+fn schedule_status(shared: &Arc<Shared>, store: &mut Store, name: String, generation: i64, object: Value) {
     let Some(resolver) = store.resolver.clone() else {
         return;
     };
@@ -1485,19 +1326,11 @@ fn schedule_status(
 // ---------------------------------------------------------------------------
 
 fn meta_str(object: &Value, key: &str) -> Option<String> {
-    object
-        .get("metadata")
-        .and_then(|m| m.get(key))
-        .and_then(Value::as_str)
-        .map(str::to_owned)
+    object.get("metadata").and_then(|m| m.get(key)).and_then(Value::as_str).map(str::to_owned)
 }
 
 fn generation_of(object: &Value) -> i64 {
-    object
-        .get("metadata")
-        .and_then(|m| m.get("generation"))
-        .and_then(Value::as_i64)
-        .unwrap_or(1)
+    object.get("metadata").and_then(|m| m.get("generation")).and_then(Value::as_i64).unwrap_or(1)
 }
 
 /// Everything but metadata and status: what `generation` tracks for CRs.
@@ -1551,21 +1384,10 @@ mod tests {
         assert!(
             matches!(route("/apis/eks.amazonaws.com/v1/nodeclasses"), Route::Collection(rt) if rt.kind == "NodeClass")
         );
-        assert!(
-            matches!(route("/apis/karpenter.sh/v1/nodepools/x"), Route::Object(rt, "x") if rt.kind == "NodePool")
-        );
-        assert!(matches!(
-            route("/apis/eks.amazonaws.com/v1/nodeclasses/x/status"),
-            Route::Status(_, "x")
-        ));
-        assert!(matches!(
-            route("/apis/eks.amazonaws.com/v1/namespaces/d/nodeclasses"),
-            Route::Unknown
-        ));
-        assert!(matches!(
-            route("/apis/eks.amazonaws.com/v2/nodeclasses"),
-            Route::Unknown
-        ));
+        assert!(matches!(route("/apis/karpenter.sh/v1/nodepools/x"), Route::Object(rt, "x") if rt.kind == "NodePool"));
+        assert!(matches!(route("/apis/eks.amazonaws.com/v1/nodeclasses/x/status"), Route::Status(_, "x")));
+        assert!(matches!(route("/apis/eks.amazonaws.com/v1/namespaces/d/nodeclasses"), Route::Unknown));
+        assert!(matches!(route("/apis/eks.amazonaws.com/v2/nodeclasses"), Route::Unknown));
     }
 
     fn nodeclass(name: &str) -> Value {

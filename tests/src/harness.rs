@@ -29,7 +29,8 @@ impl Harness {
         let kube = FakeKube::start().await?;
         kube.set_status_resolver(Some(ec2_status_resolver(direct_ec2.clone())));
         let lab = lab::seed(&direct_ec2, &aws_sdk_eks::Client::new(&direct), &kube.handle(), exhaustion).await?;
-        let kubeconfig_dir = tempfile::tempdir().map_err(|source| TestbedError::Io { context: "creating a kubeconfig dir".into(), source })?;
+        let kubeconfig_dir = tempfile::tempdir()
+            .map_err(|source| TestbedError::Io { context: "creating a kubeconfig dir".into(), source })?;
         kube.write_kubeconfig(&kubeconfig_dir.path().join("config"))?;
         Ok(Harness { kube, aws, lab, direct_ec2, kubeconfig_dir })
     }
@@ -55,10 +56,7 @@ impl Harness {
     /// A context as a Lambda would build it, but through the fault proxy and
     /// the fake API server.
     pub async fn context(&self, config: Config) -> Context {
-        let sdk = self
-            .aws
-            .sdk_config_with_retry(lab::REGION, headroom::aws::clients::retry_config())
-            .await;
+        let sdk = self.aws.sdk_config_with_retry(lab::REGION, headroom::aws::clients::retry_config()).await;
         let clusters = ClusterAccess::with_kubeconfig(&sdk, Some(self.kubeconfig_path().as_os_str()));
         Context::new(config, AwsClients::new(sdk), clusters)
     }

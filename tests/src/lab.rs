@@ -54,7 +54,14 @@ async fn tag(ec2: &aws_sdk_ec2::Client, id: &str, name: &str) -> Result<(), Test
     Ok(())
 }
 
-async fn subnet(ec2: &aws_sdk_ec2::Client, vpc: &str, az: &str, cidr: &str, name: &str, role_tag: &str) -> Result<String, TestbedError> {
+async fn subnet(
+    ec2: &aws_sdk_ec2::Client,
+    vpc: &str,
+    az: &str,
+    cidr: &str,
+    name: &str,
+    role_tag: &str,
+) -> Result<String, TestbedError> {
     let out = ec2
         .create_subnet()
         .vpc_id(vpc)
@@ -68,7 +75,9 @@ async fn subnet(ec2: &aws_sdk_ec2::Client, vpc: &str, az: &str, cidr: &str, name
         .resources(&id)
         .tags(aws_sdk_ec2::types::Tag::builder().key("Name").value(name).build())
         .tags(aws_sdk_ec2::types::Tag::builder().key(role_tag).value("1").build())
-        .tags(aws_sdk_ec2::types::Tag::builder().key(format!("kubernetes.io/cluster/{CLUSTER}")).value("shared").build())
+        .tags(
+            aws_sdk_ec2::types::Tag::builder().key(format!("kubernetes.io/cluster/{CLUSTER}")).value("shared").build(),
+        )
         .send()
         .await
         .map_err(sdk("CreateTags"))?;
@@ -120,7 +129,12 @@ pub async fn seed(
 
     let igw = ec2.create_internet_gateway().send().await.map_err(sdk("CreateInternetGateway"))?;
     let igw_id = igw.internet_gateway().and_then(|g| g.internet_gateway_id()).unwrap_or_default().to_string();
-    ec2.attach_internet_gateway().internet_gateway_id(&igw_id).vpc_id(&vpc_id).send().await.map_err(sdk("AttachInternetGateway"))?;
+    ec2.attach_internet_gateway()
+        .internet_gateway_id(&igw_id)
+        .vpc_id(&vpc_id)
+        .send()
+        .await
+        .map_err(sdk("AttachInternetGateway"))?;
 
     let public_route_table = route_table(ec2, &vpc_id, "demo-cluster/PublicRouteTable").await?;
     ec2.create_route()
@@ -141,10 +155,28 @@ pub async fn seed(
     };
     for (i, az) in AZS.iter().enumerate() {
         let suffix = az.chars().last().unwrap_or('x').to_ascii_uppercase();
-        let public = subnet(ec2, &vpc_id, az, &format!("192.168.{}.0/19", i * 32), &format!("demo-cluster/SubnetPublic{suffix}"), "kubernetes.io/role/elb").await?;
-        ec2.associate_route_table().route_table_id(&public_route_table).subnet_id(&public).send().await.map_err(sdk("AssociateRouteTable"))?;
+        let public = subnet(
+            ec2,
+            &vpc_id,
+            az,
+            &format!("192.168.{}.0/19", i * 32),
+            &format!("demo-cluster/SubnetPublic{suffix}"),
+            "kubernetes.io/role/elb",
+        )
+        .await?;
+        ec2.associate_route_table()
+            .route_table_id(&public_route_table)
+            .subnet_id(&public)
+            .send()
+            .await
+            .map_err(sdk("AssociateRouteTable"))?;
 
-        let eip = ec2.allocate_address().domain(aws_sdk_ec2::types::DomainType::Vpc).send().await.map_err(sdk("AllocateAddress"))?;
+        let eip = ec2
+            .allocate_address()
+            .domain(aws_sdk_ec2::types::DomainType::Vpc)
+            .send()
+            .await
+            .map_err(sdk("AllocateAddress"))?;
         let nat = ec2
             .create_nat_gateway()
             .subnet_id(&public)
@@ -155,7 +187,15 @@ pub async fn seed(
         let nat_id = nat.nat_gateway().and_then(|n| n.nat_gateway_id()).unwrap_or_default().to_string();
 
         let private_cidr: Ipv4Net = format!("192.168.{}.0/19", 96 + i * 32).parse().expect("static CIDR");
-        let private = subnet(ec2, &vpc_id, az, &private_cidr.to_string(), &format!("demo-cluster/SubnetPrivate{suffix}"), "kubernetes.io/role/internal-elb").await?;
+        let private = subnet(
+            ec2,
+            &vpc_id,
+            az,
+            &private_cidr.to_string(),
+            &format!("demo-cluster/SubnetPrivate{suffix}"),
+            "kubernetes.io/role/internal-elb",
+        )
+        .await?;
         let table = route_table(ec2, &vpc_id, &format!("demo-cluster/PrivateRouteTable{suffix}")).await?;
         ec2.create_route()
             .route_table_id(&table)
@@ -164,7 +204,12 @@ pub async fn seed(
             .send()
             .await
             .map_err(sdk("CreateRoute"))?;
-        ec2.associate_route_table().route_table_id(&table).subnet_id(&private).send().await.map_err(sdk("AssociateRouteTable"))?;
+        ec2.associate_route_table()
+            .route_table_id(&table)
+            .subnet_id(&private)
+            .send()
+            .await
+            .map_err(sdk("AssociateRouteTable"))?;
         if exhaustion == Exhaustion::Fragmented {
             fragment(ec2, &private, private_cidr).await?;
         }
@@ -216,7 +261,12 @@ pub async fn seed(
 }
 
 /// The VPC's subnets that carry `key=value`, through `ec2` (use a direct client).
-pub async fn subnets_tagged(ec2: &aws_sdk_ec2::Client, vpc_id: &str, key: &str, value: &str) -> Result<Vec<aws_sdk_ec2::types::Subnet>, TestbedError> {
+pub async fn subnets_tagged(
+    ec2: &aws_sdk_ec2::Client,
+    vpc_id: &str,
+    key: &str,
+    value: &str,
+) -> Result<Vec<aws_sdk_ec2::types::Subnet>, TestbedError> {
     let out = ec2
         .describe_subnets()
         .filters(Filter::builder().name("vpc-id").values(vpc_id).build())

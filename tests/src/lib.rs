@@ -24,9 +24,7 @@ pub mod runtime_api;
 pub mod view;
 
 pub use error::TestbedError;
-pub use fake_kube::{
-    FakeKube, FakeKubeHandle, RecordedRequest, StatusResolver, ec2_status_resolver,
-};
+pub use fake_kube::{FakeKube, FakeKubeHandle, RecordedRequest, StatusResolver, ec2_status_resolver};
 pub use fault_proxy::{CallRecord, CallTiming, Fault, FaultProxy, FaultProxyHandle, Selector, is_mutating};
 pub use moto::{MotoServer, sdk_config, sdk_config_with_retry, test_retry_config};
 
@@ -143,8 +141,5 @@ impl LocalAws {
 pub fn init_test_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_test_writer()
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
 }

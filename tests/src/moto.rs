@@ -31,10 +31,7 @@ const LOG_TAIL_LINES: usize = 30;
 /// The repository root (the Cargo workspace), where `.venv` lives.
 pub fn workspace_root() -> PathBuf {
     let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| manifest_dir.to_path_buf())
+    manifest_dir.parent().map(Path::to_path_buf).unwrap_or_else(|| manifest_dir.to_path_buf())
 }
 
 /// Where the moto server binary is expected: `$HEADROOM_MOTO_SERVER`, else
@@ -42,10 +39,7 @@ pub fn workspace_root() -> PathBuf {
 pub fn moto_binary_path() -> PathBuf {
     match std::env::var_os(MOTO_SERVER_ENV) {
         Some(path) if !path.is_empty() => PathBuf::from(path),
-        _ => workspace_root()
-            .join(".venv")
-            .join("bin")
-            .join("moto_server"),
+        _ => workspace_root().join(".venv").join("bin").join("moto_server"),
     }
 }
 
@@ -86,9 +80,7 @@ impl MotoServer {
                 Err(StartFailure::Fatal(error)) => return Err(error),
             }
         }
-        Err(TestbedError::Invalid(format!(
-            "moto could not bind a free loopback port in {PORT_ATTEMPTS} attempts"
-        )))
+        Err(TestbedError::Invalid(format!("moto could not bind a free loopback port in {PORT_ATTEMPTS} attempts")))
     }
 
     async fn start_once(binary: &Path) -> Result<Self, StartFailure> {
@@ -96,15 +88,12 @@ impl MotoServer {
         let log_dir = tempfile::Builder::new()
             .prefix("headroom-moto-")
             .tempdir()
-            .map_err(|e| {
-                StartFailure::Fatal(TestbedError::io("creating moto's log directory", e))
-            })?;
+            .map_err(|e| StartFailure::Fatal(TestbedError::io("creating moto's log directory", e)))?;
         let log_path = log_dir.path().join("moto.log");
         let log = std::fs::File::create(&log_path)
             .map_err(|e| StartFailure::Fatal(TestbedError::io("creating moto's log file", e)))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| StartFailure::Fatal(TestbedError::io("duplicating moto's log file", e)))?;
+        let log_err =
+            log.try_clone().map_err(|e| StartFailure::Fatal(TestbedError::io("duplicating moto's log file", e)))?;
 
         let child = tokio::process::Command::new(binary)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -114,22 +103,11 @@ impl MotoServer {
             .stderr(Stdio::from(log_err))
             .kill_on_drop(true)
             .spawn()
-            .map_err(|source| {
-                StartFailure::Fatal(TestbedError::MotoSpawn {
-                    path: binary.to_path_buf(),
-                    source,
-                })
-            })?;
+            .map_err(|source| StartFailure::Fatal(TestbedError::MotoSpawn { path: binary.to_path_buf(), source }))?;
         let endpoint = format!("http://127.0.0.1:{port}");
         tracing::debug!(%endpoint, pid = ?child.id(), log = %log_path.display(), "moto starting");
 
-        let mut server = Self {
-            endpoint,
-            child,
-            log_path,
-            client: plain_client(),
-            _log_dir: log_dir,
-        };
+        let mut server = Self { endpoint, child, log_path, client: plain_client(), _log_dir: log_dir };
         server.wait_ready(port).await?;
         Ok(server)
     }
@@ -153,14 +131,9 @@ impl MotoServer {
                 }));
             }
             if self.read_log().contains(&bound_line) {
-                let probe = simple_request(
-                    &self.client,
-                    http::Method::GET,
-                    &probe_url,
-                    Bytes::new(),
-                    Duration::from_secs(2),
-                )
-                .await;
+                let probe =
+                    simple_request(&self.client, http::Method::GET, &probe_url, Bytes::new(), Duration::from_secs(2))
+                        .await;
                 if let Ok((status, _)) = probe
                     && status.is_success()
                 {
@@ -187,14 +160,8 @@ impl MotoServer {
     /// Wipes all of moto's state (every service, every region), as between tests.
     pub async fn reset(&self) -> Result<(), TestbedError> {
         let url = format!("{}/moto-api/reset", self.endpoint);
-        let (status, body) = simple_request(
-            &self.client,
-            http::Method::POST,
-            &url,
-            Bytes::new(),
-            Duration::from_secs(10),
-        )
-        .await?;
+        let (status, body) =
+            simple_request(&self.client, http::Method::POST, &url, Bytes::new(), Duration::from_secs(10)).await?;
         if !status.is_success() {
             return Err(TestbedError::UnexpectedStatus {
                 method: "POST".into(),
@@ -222,9 +189,7 @@ impl MotoServer {
     }
 
     fn read_log(&self) -> String {
-        std::fs::read(&self.log_path)
-            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-            .unwrap_or_default()
+        std::fs::read(&self.log_path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default()
     }
 }
 
@@ -242,10 +207,7 @@ impl Drop for MotoServer {
 
 impl std::fmt::Debug for MotoServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MotoServer")
-            .field("endpoint", &self.endpoint)
-            .field("pid", &self.child.id())
-            .finish()
+        f.debug_struct("MotoServer").field("endpoint", &self.endpoint).field("pid", &self.child.id()).finish()
     }
 }
 

@@ -35,9 +35,7 @@ pub(crate) async fn bind_loopback(what: &str) -> Result<(TcpListener, SocketAddr
     let listener = TcpListener::bind(("127.0.0.1", 0))
         .await
         .map_err(|e| TestbedError::io(format!("binding 127.0.0.1:0 for the {what}"), e))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| TestbedError::io(format!("reading the {what}'s local address"), e))?;
+    let addr = listener.local_addr().map_err(|e| TestbedError::io(format!("reading the {what}'s local address"), e))?;
     Ok((listener, addr))
 }
 
@@ -91,31 +89,17 @@ pub(crate) async fn simple_request(
     body: Bytes,
     timeout: Duration,
 ) -> Result<(http::StatusCode, Bytes), TestbedError> {
-    let err = |message: String| TestbedError::Http {
-        method: method.to_string(),
-        url: url.to_owned(),
-        message,
-    };
+    let err = |message: String| TestbedError::Http { method: method.to_string(), url: url.to_owned(), message };
     let request = http::Request::builder()
         .method(method.clone())
         .uri(url)
         .body(Full::new(body))
         .map_err(|e| err(e.to_string()))?;
     let exchange = async {
-        let response = client
-            .request(request)
-            .await
-            .map_err(|e| err(e.to_string()))?;
+        let response = client.request(request).await.map_err(|e| err(e.to_string()))?;
         let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| err(e.to_string()))?
-            .to_bytes();
+        let body = response.into_body().collect().await.map_err(|e| err(e.to_string()))?.to_bytes();
         Ok((status, body))
     };
-    tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| err(format!("no answer within {timeout:?}")))?
+    tokio::time::timeout(timeout, exchange).await.map_err(|_| err(format!("no answer within {timeout:?}")))?
 }

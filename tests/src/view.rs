@@ -20,11 +20,16 @@ pub fn render(snapshot: &NetworkSnapshot, config: &Config) -> String {
         .collect();
     let _ = writeln!(out, "  CIDRs: {}", cidrs.join(", "));
 
-    let _ = writeln!(out, "  {:<26} {:<11} {:<17} {:>9} {:>10}  route table", "subnet", "AZ", "CIDR", "free IPs", "free /28s");
+    let _ = writeln!(
+        out,
+        "  {:<26} {:<11} {:<17} {:>9} {:>10}  route table",
+        "subnet", "AZ", "CIDR", "free IPs", "free /28s"
+    );
     let mut subnets = planner::capacity_subnets(snapshot, config);
     subnets.sort_by(|a, b| (&a.availability_zone, a.cidr).cmp(&(&b.availability_zone, b.cidr)));
     for s in subnets {
-        let managed = if s.tags.get(&config.managed_tag_key) == Some(&snapshot.cluster.name) { " [headroom]" } else { "" };
+        let managed =
+            if s.tags.get(&config.managed_tag_key) == Some(&snapshot.cluster.name) { " [headroom]" } else { "" };
         let table = match (snapshot.explicit_route_table_of(&s.id), snapshot.main_route_table()) {
             (Some(t), _) => describe_table(t),
             (None, Some(main)) => format!("{} (main, implicit)", main.id),
@@ -33,12 +38,22 @@ pub fn render(snapshot: &NetworkSnapshot, config: &Config) -> String {
         let _ = writeln!(
             out,
             "  {:<26} {:<11} {:<17} {:>9} {:>10}  {table}{managed}",
-            s.id, s.availability_zone, s.cidr.to_string(), s.capacity.free_ips, s.capacity.free_prefixes
+            s.id,
+            s.availability_zone,
+            s.cidr.to_string(),
+            s.capacity.free_ips,
+            s.capacity.free_prefixes
         );
     }
     let _ = writeln!(out, "  per AZ (cluster node subnets + headroom's):");
     for (az, c) in planner::az_capacity(snapshot, config) {
-        let _ = writeln!(out, "    {az}: {} free IPs, {} free /28 prefixes, {:.1}% used", c.free_ips, c.free_prefixes, c.utilisation_percent());
+        let _ = writeln!(
+            out,
+            "    {az}: {} free IPs, {} free /28 prefixes, {:.1}% used",
+            c.free_ips,
+            c.free_prefixes,
+            c.utilisation_percent()
+        );
     }
     match &snapshot.nodeclasses.managed {
         None => {
@@ -47,7 +62,13 @@ pub fn render(snapshot: &NetworkSnapshot, config: &Config) -> String {
         Some(nc) => {
             let spec = nc.get("spec").cloned().unwrap_or_default();
             let _ = writeln!(out, "  NodeClass {}:", config.nodeclass_name);
-            for field in ["role", "subnetSelectorTerms", "podSubnetSelectorTerms", "securityGroupSelectorTerms", "podSecurityGroupSelectorTerms"] {
+            for field in [
+                "role",
+                "subnetSelectorTerms",
+                "podSubnetSelectorTerms",
+                "securityGroupSelectorTerms",
+                "podSecurityGroupSelectorTerms",
+            ] {
                 if let Some(v) = spec.get(field) {
                     let _ = writeln!(out, "    {field}: {v}");
                 }

@@ -31,7 +31,9 @@ async fn vpc_cidrs(harness: &Harness) -> BTreeSet<String> {
 
 /// (AZ, CIDR, route table) of every subnet headroom manages.
 async fn managed_subnets(harness: &Harness) -> Vec<(String, String, Option<String>)> {
-    let subnets = lab::subnets_tagged(&harness.direct_ec2, &harness.lab.vpc_id, "headroom.io/cluster", lab::CLUSTER).await.unwrap();
+    let subnets = lab::subnets_tagged(&harness.direct_ec2, &harness.lab.vpc_id, "headroom.io/cluster", lab::CLUSTER)
+        .await
+        .unwrap();
     let mut rows = Vec::new();
     for s in subnets {
         let id = s.subnet_id().unwrap();
@@ -70,11 +72,7 @@ async fn the_lab_is_remediated_end_to_end_and_a_second_run_is_a_no_op() {
         .collect();
     assert_eq!(managed_subnets(&harness).await, expected, "one subnet per AZ, each on its AZ's NAT route table");
     let mutating = mutating_calls(&harness);
-    assert_eq!(
-        mutating.iter().filter(|a| *a == "AssociateVpcCidrBlock").count(),
-        1,
-        "{mutating:?}"
-    );
+    assert_eq!(mutating.iter().filter(|a| *a == "AssociateVpcCidrBlock").count(), 1, "{mutating:?}");
 
     harness.aws.proxy().reset_counters();
     let again = run(&harness, &[], apply(), RunOptions::default()).await;
@@ -87,7 +85,14 @@ async fn the_lab_is_remediated_end_to_end_and_a_second_run_is_a_no_op() {
 async fn a_vpc_with_five_cidrs_is_refused_without_any_change() {
     let harness = Harness::start(Exhaustion::Fragmented).await.unwrap();
     for cidr in ["192.169.0.0/16", "192.170.0.0/16", "192.171.0.0/16", "192.172.0.0/16"] {
-        harness.direct_ec2.associate_vpc_cidr_block().vpc_id(&harness.lab.vpc_id).cidr_block(cidr).send().await.unwrap();
+        harness
+            .direct_ec2
+            .associate_vpc_cidr_block()
+            .vpc_id(&harness.lab.vpc_id)
+            .cidr_block(cidr)
+            .send()
+            .await
+            .unwrap();
     }
     let before = vpc_cidrs(&harness).await;
     harness.aws.proxy().reset_counters();
@@ -106,7 +111,8 @@ async fn a_route_to_100_64_moves_the_new_cidr_to_the_next_slash_16() {
     let ec2 = &harness.direct_ec2;
     let peer = ec2.create_vpc().cidr_block("100.64.0.0/16").send().await.unwrap();
     let peer_id = peer.vpc().unwrap().vpc_id().unwrap();
-    let pcx = ec2.create_vpc_peering_connection().vpc_id(&harness.lab.vpc_id).peer_vpc_id(peer_id).send().await.unwrap();
+    let pcx =
+        ec2.create_vpc_peering_connection().vpc_id(&harness.lab.vpc_id).peer_vpc_id(peer_id).send().await.unwrap();
     let pcx_id = pcx.vpc_peering_connection().unwrap().vpc_peering_connection_id().unwrap();
     ec2.create_route()
         .route_table_id(&harness.lab.private_route_tables[0])
@@ -122,7 +128,10 @@ async fn a_route_to_100_64_moves_the_new_cidr_to_the_next_slash_16() {
     assert!(cidrs.contains("100.65.0.0/16=associated"), "{cidrs:?}");
     assert!(!cidrs.iter().any(|c| c.starts_with("100.64.")), "{cidrs:?}");
     let subnets = managed_subnets(&harness).await;
-    assert_eq!(subnets.iter().map(|(_, cidr, _)| cidr.as_str()).collect::<Vec<_>>(), ["100.65.0.0/19", "100.65.32.0/19", "100.65.64.0/19"]);
+    assert_eq!(
+        subnets.iter().map(|(_, cidr, _)| cidr.as_str()).collect::<Vec<_>>(),
+        ["100.65.0.0/19", "100.65.32.0/19", "100.65.64.0/19"]
+    );
 }
 
 #[tokio::test]
@@ -142,7 +151,8 @@ async fn a_dry_run_changes_nothing_and_returns_the_plan() {
     assert!(managed_subnets(&harness).await.is_empty());
 
     // DRY_RUN in the environment does the same for events that don't say.
-    let report = run(&harness, &[("DRY_RUN", "true")], json!({"clusterName": lab::CLUSTER}), RunOptions::default()).await;
+    let report =
+        run(&harness, &[("DRY_RUN", "true")], json!({"clusterName": lab::CLUSTER}), RunOptions::default()).await;
     assert_eq!(report.outcome, Outcome::Planned);
     assert!(mutating_calls(&harness).is_empty());
 }
@@ -168,7 +178,13 @@ async fn throttling_a_third_of_the_calls_and_a_slow_association_still_converge()
 #[tokio::test]
 async fn the_capacity_check_publishes_metrics_that_read_back() {
     let harness = Harness::start(Exhaustion::Fragmented).await.unwrap();
-    let report = run(&harness, &[("DRY_RUN", "true")], json!({"clusterName": lab::CLUSTER}), RunOptions { publish_metrics: true }).await;
+    let report = run(
+        &harness,
+        &[("DRY_RUN", "true")],
+        json!({"clusterName": lab::CLUSTER}),
+        RunOptions { publish_metrics: true },
+    )
+    .await;
     let published = report.clusters[0].metrics_published.expect("metrics were published");
     // 3 node subnets × 3 + 3 AZs × 3 + 2 cluster-wide.
     assert_eq!(published, 20);
@@ -179,7 +195,9 @@ async fn the_capacity_check_publishes_metrics_that_read_back() {
             .namespace("Headroom")
             .metric_name(name)
             .set_dimensions(Some(
-                dims.iter().map(|(k, v)| aws_sdk_cloudwatch::types::Dimension::builder().name(*k).value(*v).build()).collect(),
+                dims.iter()
+                    .map(|(k, v)| aws_sdk_cloudwatch::types::Dimension::builder().name(*k).value(*v).build())
+                    .collect(),
             ))
             .build()
     };
@@ -193,7 +211,10 @@ async fn the_capacity_check_publishes_metrics_that_read_back() {
     let out = cloudwatch
         .get_metric_data()
         .metric_data_queries(query("minprefixes", metric("MinAzFreePrefixes", &[("ClusterName", lab::CLUSTER)])))
-        .metric_data_queries(query("azips", metric("FreeIpAddresses", &[("ClusterName", lab::CLUSTER), ("AvailabilityZone", "us-west-2b")])))
+        .metric_data_queries(query(
+            "azips",
+            metric("FreeIpAddresses", &[("ClusterName", lab::CLUSTER), ("AvailabilityZone", "us-west-2b")]),
+        ))
         .start_time((now - std::time::Duration::from_secs(600)).into())
         .end_time((now + std::time::Duration::from_secs(600)).into())
         .send()
@@ -208,7 +229,8 @@ async fn the_capacity_check_publishes_metrics_that_read_back() {
 }
 
 fn allocation_failure_in(subnet_id: &str) -> serde_json::Value {
-    let path = headroom_testbed::moto::workspace_root().join("samplecli-events/cloudtrail-insufficient-free-addresses.json");
+    let path =
+        headroom_testbed::moto::workspace_root().join("samplecli-events/cloudtrail-insufficient-free-addresses.json");
     let mut event: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     event["detail"]["requestParameters"]["subnetId"] = json!(subnet_id);
     event
@@ -228,12 +250,15 @@ async fn an_allocation_failure_acts_only_when_it_is_in_the_clusters_subnets() {
         .send()
         .await
         .unwrap();
-    let report = run(&harness, &[], allocation_failure_in(other.subnet().unwrap().subnet_id().unwrap()), RunOptions::default()).await;
+    let report =
+        run(&harness, &[], allocation_failure_in(other.subnet().unwrap().subnet_id().unwrap()), RunOptions::default())
+            .await;
     assert_eq!(report.outcome, Outcome::NoOp, "{report:#?}");
     assert!(report.reason.contains("holds no node or pod"), "{}", report.reason);
     assert!(mutating_calls(&harness).is_empty());
 
-    let report = run(&harness, &[], allocation_failure_in(&harness.lab.private_subnets[1]), RunOptions::default()).await;
+    let report =
+        run(&harness, &[], allocation_failure_in(&harness.lab.private_subnets[1]), RunOptions::default()).await;
     assert_eq!(report.outcome, Outcome::Applied, "{report:#?}");
     // CloudTrail can deliver the same event twice: the second is a no-op.
     harness.aws.proxy().reset_counters();

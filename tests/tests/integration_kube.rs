@@ -31,12 +31,13 @@ fn assert_safe_writes(harness: &Harness) {
 }
 
 async fn managed_subnet_ids(harness: &Harness) -> Vec<String> {
-    let mut ids: Vec<String> = lab::subnets_tagged(&harness.direct_ec2, &harness.lab.vpc_id, "headroom.io/cluster", lab::CLUSTER)
-        .await
-        .unwrap()
-        .iter()
-        .map(|s| s.subnet_id().unwrap().to_string())
-        .collect();
+    let mut ids: Vec<String> =
+        lab::subnets_tagged(&harness.direct_ec2, &harness.lab.vpc_id, "headroom.io/cluster", lab::CLUSTER)
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.subnet_id().unwrap().to_string())
+            .collect();
     ids.sort();
     ids
 }
@@ -176,6 +177,9 @@ async fn a_nodeclass_that_lost_the_managed_term_gets_it_back() {
     assert_eq!(report.outcome, Outcome::Applied, "{report:#?}");
     let steps: Vec<&str> = report.clusters[0].plan.as_ref().unwrap().steps.iter().map(|s| s.name()).collect();
     assert_eq!(steps, ["patch-nodeclass"], "the subnets exist; only the NodeClass needs work");
-    assert_eq!(nodeclass(&harness)["spec"]["subnetSelectorTerms"], json!([{"id": harness.lab.private_subnets[0]}, MANAGED_TERM()]));
+    assert_eq!(
+        nodeclass(&harness)["spec"]["subnetSelectorTerms"],
+        json!([{"id": harness.lab.private_subnets[0]}, MANAGED_TERM()])
+    );
     assert_safe_writes(&harness);
 }

@@ -5,22 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
-use headroom_testbed::fake_kube::{
-    NODECLASSES, NODEPOOLS, nodeclass_api_resource, nodepool_api_resource,
-};
-use headroom_testbed::{
-    DEFAULT_REGION, FakeKube, LocalAws, StatusResolver, ec2_status_resolver, init_test_tracing,
-};
+use headroom_testbed::fake_kube::{NODECLASSES, NODEPOOLS, nodeclass_api_resource, nodepool_api_resource};
+use headroom_testbed::{DEFAULT_REGION, FakeKube, LocalAws, StatusResolver, ec2_status_resolver, init_test_tracing};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 async fn start() -> (FakeKube, Api<DynamicObject>) {
     init_test_tracing();
     let kube = FakeKube::start().await.expect("fake kube starts");
-    let client = kube
-        .kube_client()
-        .await
-        .expect("kube client from kubeconfig");
+    let client = kube.kube_client().await.expect("kube client from kubeconfig");
     let api = Api::all_with(client, &nodeclass_api_resource());
     (kube, api)
 }
@@ -56,50 +49,32 @@ fn api_error(error: kube::Error) -> (u16, String, String) {
 }
 
 fn rv(object: &DynamicObject) -> String {
-    object
-        .metadata
-        .resource_version
-        .clone()
-        .expect("resourceVersion")
+    object.metadata.resource_version.clone().expect("resourceVersion")
 }
 
 #[tokio::test]
 async fn get_list_create_and_already_exists() {
     let (kube, api) = start().await;
-    kube.put_object(NODECLASSES, nodeclass("default"))
-        .expect("seed default");
+    kube.put_object(NODECLASSES, nodeclass("default")).expect("seed default");
 
     let default = api.get("default").await.expect("get default");
     assert_eq!(default.data["spec"]["role"], "AmazonEKSAutoNodeRole");
     assert_eq!(default.metadata.generation, Some(1));
     assert!(default.metadata.uid.is_some());
 
-    let created = api
-        .create(&PostParams::default(), &dynamic(nodeclass("headroom")))
-        .await
-        .expect("create");
+    let created = api.create(&PostParams::default(), &dynamic(nodeclass("headroom"))).await.expect("create");
     assert_eq!(created.metadata.generation, Some(1));
     assert!(created.metadata.creation_timestamp.is_some());
     assert_ne!(created.metadata.uid, default.metadata.uid);
     assert!(rv(&created).parse::<u64>().unwrap() > rv(&default).parse::<u64>().unwrap());
 
     let list = api.list(&ListParams::default()).await.expect("list");
-    let names: Vec<_> = list
-        .items
-        .iter()
-        .filter_map(|o| o.metadata.name.clone())
-        .collect();
+    let names: Vec<_> = list.items.iter().filter_map(|o| o.metadata.name.clone()).collect();
     assert_eq!(names, ["default", "headroom"]);
-    assert_eq!(
-        list.metadata.resource_version,
-        Some(kube.resource_version().to_string())
-    );
+    assert_eq!(list.metadata.resource_version, Some(kube.resource_version().to_string()));
 
-    let (code, reason, message) = api_error(
-        api.create(&PostParams::default(), &dynamic(nodeclass("headroom")))
-            .await
-            .expect_err("duplicate"),
-    );
+    let (code, reason, message) =
+        api_error(api.create(&PostParams::default(), &dynamic(nodeclass("headroom"))).await.expect_err("duplicate"));
     assert_eq!((code, reason.as_str()), (409, "AlreadyExists"));
     assert!(message.contains("\"headroom\" already exists"), "{message}");
 
@@ -111,24 +86,13 @@ async fn get_list_create_and_already_exists() {
     // classic copy-from-default bug; the real server answers 500.
     let mut copied = kube.get_object(NODECLASSES, "default").unwrap();
     copied["metadata"]["name"] = json!("copy");
-    let (code, _, message) = api_error(
-        api.create(&PostParams::default(), &dynamic(copied))
-            .await
-            .expect_err("rv set"),
-    );
+    let (code, _, message) = api_error(api.create(&PostParams::default(), &dynamic(copied)).await.expect_err("rv set"));
     assert_eq!(code, 500);
-    assert!(
-        message.contains("resourceVersion should not be set"),
-        "{message}"
-    );
+    assert!(message.contains("resourceVersion should not be set"), "{message}");
 
     // None of that wrote to `default`.
     assert_eq!(kube.writes_to(NODECLASSES, "default"), 0);
-    assert_eq!(
-        kube.writes_to(NODECLASSES, "headroom"),
-        2,
-        "create + duplicate create"
-    );
+    assert_eq!(kube.writes_to(NODECLASSES, "headroom"), 2, "create + duplicate create");
 }
 
 #[tokio::test]
@@ -136,30 +100,15 @@ async fn validation_rejects_bad_nodeclasses_with_422() {
     let (kube, api) = start().await;
     type Edit = fn(&mut Value);
     let cases: [(Edit, &str); 6] = [
-        (
-            |spec| drop(spec.as_object_mut().unwrap().remove("role")),
-            "spec.role",
-        ),
-        (
-            |spec| spec["subnetSelectorTerms"] = json!([]),
-            "spec.subnetSelectorTerms",
-        ),
+        (|spec| drop(spec.as_object_mut().unwrap().remove("role")), "spec.role"),
+        (|spec| spec["subnetSelectorTerms"] = json!([]), "spec.subnetSelectorTerms"),
         (
             |spec| spec["subnetSelectorTerms"] = json!([{"id": "subnet-1", "tags": {"a": "b"}}]),
             "spec.subnetSelectorTerms[0]",
         ),
+        (|spec| spec["subnetSelectorTerms"] = json!([{"tags": {"a": ""}}]), "spec.subnetSelectorTerms[0].tags"),
         (
-            |spec| spec["subnetSelectorTerms"] = json!([{"tags": {"a": ""}}]),
-            "spec.subnetSelectorTerms[0].tags",
-        ),
-        (
-            |spec| {
-                drop(
-                    spec.as_object_mut()
-                        .unwrap()
-                        .remove("securityGroupSelectorTerms"),
-                )
-            },
+            |spec| drop(spec.as_object_mut().unwrap().remove("securityGroupSelectorTerms")),
             "spec.securityGroupSelectorTerms",
         ),
         (
@@ -170,28 +119,17 @@ async fn validation_rejects_bad_nodeclasses_with_422() {
     for (edit, field) in cases {
         let mut object = nodeclass("bad");
         edit(&mut object["spec"]);
-        let (code, reason, message) = api_error(
-            api.create(&PostParams::default(), &dynamic(object))
-                .await
-                .expect_err(field),
-        );
+        let (code, reason, message) =
+            api_error(api.create(&PostParams::default(), &dynamic(object)).await.expect_err(field));
         assert_eq!((code, reason.as_str()), (422, "Invalid"), "{field}");
         assert!(message.contains(field), "{field} not named in: {message}");
     }
-    assert!(
-        kube.list_objects(NODECLASSES).is_empty(),
-        "nothing invalid was stored"
-    );
-    let terms: Vec<Value> = (0..31)
-        .map(|i| json!({"id": format!("subnet-{i:04}")}))
-        .collect();
+    assert!(kube.list_objects(NODECLASSES).is_empty(), "nothing invalid was stored");
+    let terms: Vec<Value> = (0..31).map(|i| json!({"id": format!("subnet-{i:04}")})).collect();
     let mut object = nodeclass("too-many");
     object["spec"]["subnetSelectorTerms"] = json!(terms);
-    let (code, _, message) = api_error(
-        api.create(&PostParams::default(), &dynamic(object))
-            .await
-            .expect_err("31 terms"),
-    );
+    let (code, _, message) =
+        api_error(api.create(&PostParams::default(), &dynamic(object)).await.expect_err("31 terms"));
     assert_eq!(code, 422);
     assert!(message.contains("at most 30"), "{message}");
 }
@@ -199,9 +137,7 @@ async fn validation_rejects_bad_nodeclasses_with_422() {
 #[tokio::test]
 async fn json_patch_with_test_op_and_merge_patch() {
     let (kube, api) = start().await;
-    api.create(&PostParams::default(), &dynamic(nodeclass("headroom")))
-        .await
-        .unwrap();
+    api.create(&PostParams::default(), &dynamic(nodeclass("headroom"))).await.unwrap();
     let current = kube.get_object(NODECLASSES, "headroom").unwrap();
     let terms = current["spec"]["subnetSelectorTerms"].clone();
 
@@ -210,29 +146,13 @@ async fn json_patch_with_test_op_and_merge_patch() {
         {"op": "test", "path": "/spec/subnetSelectorTerms", "value": terms},
         {"op": "add", "path": "/spec/subnetSelectorTerms/-", "value": {"id": "subnet-0new"}},
     ]));
-    let patched = api
-        .patch("headroom", &PatchParams::default(), &patch)
-        .await
-        .expect("json patch");
-    assert_eq!(
-        patched.data["spec"]["subnetSelectorTerms"]
-            .as_array()
-            .unwrap()
-            .len(),
-        3
-    );
-    assert_eq!(
-        patched.metadata.generation,
-        Some(2),
-        "spec change bumps generation"
-    );
+    let patched = api.patch("headroom", &PatchParams::default(), &patch).await.expect("json patch");
+    assert_eq!(patched.data["spec"]["subnetSelectorTerms"].as_array().unwrap().len(), 3);
+    assert_eq!(patched.metadata.generation, Some(2), "spec change bumps generation");
 
     // The same patch again: its test op now fails.
-    let (code, reason, _) = api_error(
-        api.patch("headroom", &PatchParams::default(), &patch)
-            .await
-            .expect_err("stale test op"),
-    );
+    let (code, reason, _) =
+        api_error(api.patch("headroom", &PatchParams::default(), &patch).await.expect_err("stale test op"));
     assert_eq!((code, reason.as_str()), (422, "Invalid"));
 
     // Merge patch replaces lists whole.
@@ -244,19 +164,12 @@ async fn json_patch_with_test_op_and_merge_patch() {
         )
         .await
         .expect("merge patch");
-    assert_eq!(
-        merged.data["spec"]["subnetSelectorTerms"],
-        json!([{"id": "subnet-0only"}])
-    );
+    assert_eq!(merged.data["spec"]["subnetSelectorTerms"], json!([{"id": "subnet-0only"}]));
     assert_eq!(merged.metadata.generation, Some(3));
 
     // A metadata-only change bumps resourceVersion but not generation.
     let labelled = api
-        .patch(
-            "headroom",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
-        )
+        .patch("headroom", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})))
         .await
         .unwrap();
     assert_eq!(labelled.metadata.generation, Some(3));
@@ -264,11 +177,7 @@ async fn json_patch_with_test_op_and_merge_patch() {
 
     // A no-op patch changes nothing, not even the resourceVersion.
     let same = api
-        .patch(
-            "headroom",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
-        )
+        .patch("headroom", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})))
         .await
         .unwrap();
     assert_eq!(rv(&same), rv(&labelled));
@@ -278,7 +187,9 @@ async fn json_patch_with_test_op_and_merge_patch() {
         api.patch(
             "headroom",
             &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"resourceVersion": rv(&merged)}, "spec": {"role": "AmazonEKSAutoNodeRole"}})),
+            &Patch::Merge(
+                json!({"metadata": {"resourceVersion": rv(&merged)}, "spec": {"role": "AmazonEKSAutoNodeRole"}}),
+            ),
         )
         .await
         .expect_err("stale rv"),
@@ -287,133 +198,73 @@ async fn json_patch_with_test_op_and_merge_patch() {
 
     // Strategic merge patch is not for custom resources.
     let (code, reason, message) = api_error(
-        api.patch(
-            "headroom",
-            &PatchParams::default(),
-            &Patch::Strategic(json!({"spec": {}})),
-        )
-        .await
-        .expect_err("415"),
+        api.patch("headroom", &PatchParams::default(), &Patch::Strategic(json!({"spec": {}}))).await.expect_err("415"),
     );
     assert_eq!((code, reason.as_str()), (415, "UnsupportedMediaType"));
-    assert!(
-        message.contains("application/merge-patch+json"),
-        "{message}"
-    );
+    assert!(message.contains("application/merge-patch+json"), "{message}");
 
     // Server-side apply is not implemented by the fake: 415 too.
     let (code, _, _) = api_error(
-        api.patch(
-            "headroom",
-            &PatchParams::apply("headroom"),
-            &Patch::Apply(nodeclass("headroom")),
-        )
-        .await
-        .expect_err("415"),
+        api.patch("headroom", &PatchParams::apply("headroom"), &Patch::Apply(nodeclass("headroom")))
+            .await
+            .expect_err("415"),
     );
     assert_eq!(code, 415);
 
     // role is immutable.
     let (code, _, message) = api_error(
-        api.patch(
-            "headroom",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"role": "Other"}})),
-        )
-        .await
-        .expect_err("immutable"),
+        api.patch("headroom", &PatchParams::default(), &Patch::Merge(json!({"spec": {"role": "Other"}})))
+            .await
+            .expect_err("immutable"),
     );
     assert_eq!(code, 422);
     assert!(message.contains("spec.role"), "{message}");
 
-    let (code, _, _) = api_error(
-        api.patch("missing", &PatchParams::default(), &Patch::Merge(json!({})))
-            .await
-            .expect_err("404"),
-    );
+    let (code, _, _) =
+        api_error(api.patch("missing", &PatchParams::default(), &Patch::Merge(json!({}))).await.expect_err("404"));
     assert_eq!(code, 404);
 }
 
 #[tokio::test]
 async fn replace_needs_the_current_resource_version() {
     let (_kube, api) = start().await;
-    let created = api
-        .create(&PostParams::default(), &dynamic(nodeclass("headroom")))
-        .await
-        .unwrap();
+    let created = api.create(&PostParams::default(), &dynamic(nodeclass("headroom"))).await.unwrap();
 
     let mut next = created.clone();
     next.data["spec"]["subnetSelectorTerms"] = json!([{"id": "subnet-0b"}]);
-    let replaced = api
-        .replace("headroom", &PostParams::default(), &next)
-        .await
-        .expect("replace");
+    let replaced = api.replace("headroom", &PostParams::default(), &next).await.expect("replace");
     assert_eq!(replaced.metadata.generation, Some(2));
 
     // `next` still carries the old resourceVersion.
-    let (code, reason, message) = api_error(
-        api.replace("headroom", &PostParams::default(), &next)
-            .await
-            .expect_err("stale"),
-    );
+    let (code, reason, message) =
+        api_error(api.replace("headroom", &PostParams::default(), &next).await.expect_err("stale"));
     assert_eq!((code, reason.as_str()), (409, "Conflict"));
-    assert!(
-        message.contains("the object has been modified"),
-        "{message}"
-    );
+    assert!(message.contains("the object has been modified"), "{message}");
 
     let mut unconditional = replaced.clone();
     unconditional.metadata.resource_version = None;
-    let (code, reason, message) = api_error(
-        api.replace("headroom", &PostParams::default(), &unconditional)
-            .await
-            .expect_err("no rv"),
-    );
+    let (code, reason, message) =
+        api_error(api.replace("headroom", &PostParams::default(), &unconditional).await.expect_err("no rv"));
     assert_eq!((code, reason.as_str()), (422, "Invalid"));
-    assert!(
-        message.contains("must be specified for an update"),
-        "{message}"
-    );
+    assert!(message.contains("must be specified for an update"), "{message}");
 }
 
 #[tokio::test]
 async fn concurrent_writer_on_next_get_makes_the_write_race() {
     let (kube, api) = start().await;
-    api.create(&PostParams::default(), &dynamic(nodeclass("headroom")))
-        .await
-        .unwrap();
+    api.create(&PostParams::default(), &dynamic(nodeclass("headroom"))).await.unwrap();
 
     // Read-modify-write loses to the concurrent writer with a 409.
     kube.on_next_get(NODECLASSES, "headroom", |object| {
-        object["spec"]["subnetSelectorTerms"]
-            .as_array_mut()
-            .unwrap()
-            .push(json!({"id": "subnet-0other"}));
+        object["spec"]["subnetSelectorTerms"].as_array_mut().unwrap().push(json!({"id": "subnet-0other"}));
     });
     let mut read = api.get("headroom").await.unwrap();
-    assert_eq!(
-        read.data["spec"]["subnetSelectorTerms"]
-            .as_array()
-            .unwrap()
-            .len(),
-        2,
-        "served before the race"
-    );
-    read.data["spec"]["subnetSelectorTerms"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"id": "subnet-0mine"}));
-    let (code, _, _) = api_error(
-        api.replace("headroom", &PostParams::default(), &read)
-            .await
-            .expect_err("409"),
-    );
+    assert_eq!(read.data["spec"]["subnetSelectorTerms"].as_array().unwrap().len(), 2, "served before the race");
+    read.data["spec"]["subnetSelectorTerms"].as_array_mut().unwrap().push(json!({"id": "subnet-0mine"}));
+    let (code, _, _) = api_error(api.replace("headroom", &PostParams::default(), &read).await.expect_err("409"));
     assert_eq!(code, 409);
     let stored = kube.get_object(NODECLASSES, "headroom").unwrap();
-    assert_eq!(
-        stored["spec"]["subnetSelectorTerms"][2],
-        json!({"id": "subnet-0other"})
-    );
+    assert_eq!(stored["spec"]["subnetSelectorTerms"][2], json!({"id": "subnet-0other"}));
     assert_eq!(stored["metadata"]["generation"], 2);
 
     // A JSON patch guarded by a test op fails with 422 instead.
@@ -425,11 +276,7 @@ async fn concurrent_writer_on_next_get_makes_the_write_race() {
         {"op": "test", "path": "/spec/subnetSelectorTerms", "value": read.data["spec"]["subnetSelectorTerms"]},
         {"op": "add", "path": "/spec/subnetSelectorTerms/-", "value": {"id": "subnet-0mine"}},
     ]));
-    let (code, _, _) = api_error(
-        api.patch("headroom", &PatchParams::default(), &patch)
-            .await
-            .expect_err("422"),
-    );
+    let (code, _, _) = api_error(api.patch("headroom", &PatchParams::default(), &patch).await.expect_err("422"));
     assert_eq!(code, 422);
     // Hooks are one-shot: the next GET is plain.
     let before = kube.resource_version();
@@ -451,46 +298,22 @@ async fn status_is_a_subresource_and_the_resolver_fills_it() {
 
     let mut object = nodeclass("headroom");
     object["status"] = json!({"forged": true});
-    let created = api
-        .create(&PostParams::default(), &dynamic(object))
-        .await
-        .unwrap();
-    assert!(
-        created.data.get("status").is_none(),
-        "create cannot set status"
-    );
-    assert!(
-        kube.get_object(NODECLASSES, "headroom")
-            .unwrap()
-            .get("status")
-            .is_none(),
-        "delayed"
-    );
+    let created = api.create(&PostParams::default(), &dynamic(object)).await.unwrap();
+    assert!(created.data.get("status").is_none(), "create cannot set status");
+    assert!(kube.get_object(NODECLASSES, "headroom").unwrap().get("status").is_none(), "delayed");
 
     let resolved = kube
-        .wait_for(NODECLASSES, "headroom", Duration::from_secs(5), |o| {
-            o.get("status").is_some()
-        })
+        .wait_for(NODECLASSES, "headroom", Duration::from_secs(5), |o| o.get("status").is_some())
         .await
         .expect("status resolved");
-    assert_eq!(
-        resolved["status"],
-        json!({"resolvedTerms": 2, "generation": 1})
-    );
+    assert_eq!(resolved["status"], json!({"resolvedTerms": 2, "generation": 1}));
 
     // Writing status through the main resource is ignored.
     let patched = api
-        .patch(
-            "headroom",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"forged": true}})),
-        )
+        .patch("headroom", &PatchParams::default(), &Patch::Merge(json!({"status": {"forged": true}})))
         .await
         .unwrap();
-    assert_eq!(
-        patched.data["status"],
-        json!({"resolvedTerms": 2, "generation": 1})
-    );
+    assert_eq!(patched.data["status"], json!({"resolvedTerms": 2, "generation": 1}));
 
     // A spec change triggers a new resolution for the new generation.
     api.patch(
@@ -509,23 +332,12 @@ async fn status_is_a_subresource_and_the_resolver_fills_it() {
     // The status subresource itself is writable.
     let status_api: Api<DynamicObject> = api.clone();
     let written = status_api
-        .patch_status(
-            "headroom",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"by": "controller"}})),
-        )
+        .patch_status("headroom", &PatchParams::default(), &Patch::Merge(json!({"status": {"by": "controller"}})))
         .await
         .expect("patch status");
     // A merge patch merges into the existing status.
-    assert_eq!(
-        written.data["status"],
-        json!({"by": "controller", "resolvedTerms": 1, "generation": 2})
-    );
-    assert_eq!(
-        written.metadata.generation,
-        Some(2),
-        "status writes keep the generation"
-    );
+    assert_eq!(written.data["status"], json!({"by": "controller", "resolvedTerms": 1, "generation": 2}));
+    assert_eq!(written.metadata.generation, Some(2), "status writes keep the generation");
 }
 
 #[tokio::test]
@@ -541,19 +353,15 @@ async fn bearer_token_is_required() {
     )
     .await
     .unwrap();
-    let intruder: Api<DynamicObject> = Api::all_with(
-        kube::Client::try_from(config).unwrap(),
-        &nodeclass_api_resource(),
-    );
+    let intruder: Api<DynamicObject> =
+        Api::all_with(kube::Client::try_from(config).unwrap(), &nodeclass_api_resource());
     let (code, reason, _) = api_error(intruder.get("default").await.expect_err("401"));
     assert_eq!((code, reason.as_str()), (401, "Unauthorized"));
 
     // No Authorization header at all.
     let raw = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let uri: http::Uri = format!("{}/apis/eks.amazonaws.com/v1/nodeclasses", kube.url())
-        .parse()
-        .unwrap();
+    let uri: http::Uri = format!("{}/apis/eks.amazonaws.com/v1/nodeclasses", kube.url()).parse().unwrap();
     let response = raw.get(uri).await.unwrap();
     assert_eq!(response.status(), 401);
     let requests = kube.requests();
@@ -567,22 +375,15 @@ async fn kubeconfig_file_and_discovery_work_with_kube_rs() {
     let path = dir.path().join("kubeconfig");
     kube.write_kubeconfig(&path).unwrap();
     let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("kubeconfig parses");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap();
-    assert_eq!(
-        config.cluster_url.to_string().trim_end_matches('/'),
-        kube.url()
-    );
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+    assert_eq!(config.cluster_url.to_string().trim_end_matches('/'), kube.url());
     let client = kube::Client::try_from(config).unwrap();
 
     let version = client.apiserver_version().await.expect("/version");
     assert_eq!(version.major, "1");
 
     let gvk = kube::core::GroupVersionKind::gvk("eks.amazonaws.com", "v1", "NodeClass");
-    let (resource, capabilities) = kube::discovery::pinned_kind(&client, &gvk)
-        .await
-        .expect("discovery");
+    let (resource, capabilities) = kube::discovery::pinned_kind(&client, &gvk).await.expect("discovery");
     assert_eq!(resource.plural, "nodeclasses");
     assert_eq!(capabilities.scope, kube::discovery::Scope::Cluster);
 
@@ -592,23 +393,12 @@ async fn kubeconfig_file_and_discovery_work_with_kube_rs() {
         "apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": {"name": "general"},
         "spec": {"template": {"spec": {"nodeClassRef": {"group": "eks.amazonaws.com", "kind": "NodeClass", "name": "headroom"}}}},
     });
-    pools
-        .create(&PostParams::default(), &dynamic(pool))
-        .await
-        .expect("create NodePool");
+    pools.create(&PostParams::default(), &dynamic(pool)).await.expect("create NodePool");
     let bad = json!({"apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": {"name": "bad"}, "spec": {}});
-    let (code, _, message) = api_error(
-        pools
-            .create(&PostParams::default(), &dynamic(bad))
-            .await
-            .expect_err("422"),
-    );
+    let (code, _, message) = api_error(pools.create(&PostParams::default(), &dynamic(bad)).await.expect_err("422"));
     assert_eq!(code, 422);
     assert!(message.contains("nodeClassRef"), "{message}");
-    pools
-        .delete("general", &DeleteParams::default())
-        .await
-        .expect("delete");
+    pools.delete("general", &DeleteParams::default()).await.expect("delete");
     assert!(kube.get_object(NODEPOOLS, "general").is_none());
 }
 
@@ -617,18 +407,10 @@ async fn ec2_status_resolver_emulates_auto_mode_against_moto() {
     init_test_tracing();
     let aws = LocalAws::start().await.expect("local AWS");
     let ec2 = aws.direct_ec2(DEFAULT_REGION).await;
-    let vpc = ec2
-        .create_vpc()
-        .cidr_block("10.20.0.0/16")
-        .send()
-        .await
-        .unwrap();
+    let vpc = ec2.create_vpc().cidr_block("10.20.0.0/16").send().await.unwrap();
     let vpc_id = vpc.vpc().unwrap().vpc_id().unwrap().to_owned();
     let mut tagged = Vec::new();
-    for (cidr, zone) in [
-        ("10.20.0.0/20", "us-east-1a"),
-        ("10.20.16.0/20", "us-east-1b"),
-    ] {
+    for (cidr, zone) in [("10.20.0.0/20", "us-east-1a"), ("10.20.16.0/20", "us-east-1b")] {
         let subnet = ec2
             .create_subnet()
             .vpc_id(&vpc_id)
@@ -637,12 +419,7 @@ async fn ec2_status_resolver_emulates_auto_mode_against_moto() {
             .tag_specifications(
                 TagSpecification::builder()
                     .resource_type(ResourceType::Subnet)
-                    .tags(
-                        Tag::builder()
-                            .key("headroom.io/cluster")
-                            .value("lab")
-                            .build(),
-                    )
+                    .tags(Tag::builder().key("headroom.io/cluster").value("lab").build())
                     .build(),
             )
             .send()
@@ -669,56 +446,29 @@ async fn ec2_status_resolver_emulates_auto_mode_against_moto() {
 
     let kube = FakeKube::start().await.unwrap();
     kube.set_status_resolver(Some(ec2_status_resolver(ec2.clone())));
-    let api: Api<DynamicObject> =
-        Api::all_with(kube.kube_client().await.unwrap(), &nodeclass_api_resource());
+    let api: Api<DynamicObject> = Api::all_with(kube.kube_client().await.unwrap(), &nodeclass_api_resource());
     let mut object = nodeclass("headroom");
-    object["spec"]["subnetSelectorTerms"] =
-        json!([{"tags": {"headroom.io/cluster": "*"}}, {"id": untagged_id}]);
+    object["spec"]["subnetSelectorTerms"] = json!([{"tags": {"headroom.io/cluster": "*"}}, {"id": untagged_id}]);
     object["spec"]["securityGroupSelectorTerms"] = json!([{"id": sg}]);
-    api.create(&PostParams::default(), &dynamic(object))
-        .await
-        .unwrap();
+    api.create(&PostParams::default(), &dynamic(object)).await.unwrap();
 
     let resolved = kube
-        .wait_for(NODECLASSES, "headroom", Duration::from_secs(10), |o| {
-            o.get("status").is_some()
-        })
+        .wait_for(NODECLASSES, "headroom", Duration::from_secs(10), |o| o.get("status").is_some())
         .await
         .expect("status resolved");
     let status = &resolved["status"];
-    let mut ids: Vec<String> = status["subnets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_owned())
-        .collect();
+    let mut ids: Vec<String> =
+        status["subnets"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_owned()).collect();
     ids.sort();
     let mut expected = tagged.clone();
     expected.push(untagged_id.clone());
     expected.sort();
     assert_eq!(ids, expected);
-    let zones: Vec<&str> = status["subnets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["zone"].as_str().unwrap())
-        .collect();
-    assert!(
-        zones.contains(&"us-east-1a") && zones.contains(&"us-east-1c"),
-        "{zones:?}"
-    );
-    assert!(
-        status["subnets"][0]["zoneID"]
-            .as_str()
-            .is_some_and(|z| !z.is_empty())
-    );
+    let zones: Vec<&str> = status["subnets"].as_array().unwrap().iter().map(|s| s["zone"].as_str().unwrap()).collect();
+    assert!(zones.contains(&"us-east-1a") && zones.contains(&"us-east-1c"), "{zones:?}");
+    assert!(status["subnets"][0]["zoneID"].as_str().is_some_and(|z| !z.is_empty()));
     assert_eq!(status["securityGroups"][0]["id"], json!(sg));
-    let ready = status["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Ready")
-        .unwrap();
+    let ready = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
     assert_eq!(ready["status"], "True");
 
     // A selector that matches nothing leaves the NodeClass not Ready.
@@ -731,18 +481,11 @@ async fn ec2_status_resolver_emulates_auto_mode_against_moto() {
     .unwrap();
     let resolved = kube
         .wait_for(NODECLASSES, "headroom", Duration::from_secs(10), |o| {
-            o["status"]["conditions"]
-                .as_array()
-                .is_some_and(|c| c.iter().any(|c| c["observedGeneration"] == 2))
+            o["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["observedGeneration"] == 2))
         })
         .await
         .expect("re-resolved");
     assert_eq!(resolved["status"]["subnets"], json!([]));
-    let ready = resolved["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Ready")
-        .unwrap();
+    let ready = resolved["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
     assert_eq!(ready["status"], "False");
 }

@@ -28,8 +28,12 @@ fn args() -> Result<Args, String> {
             "--mode" => args.mode = it.next().ok_or("--mode takes nodes or pods")?,
             "--dry-run" => args.dry_run = true,
             "--serve" => args.serve = true,
-            "--latency-ms" => args.latency_ms = it.next().and_then(|v| v.parse().ok()).ok_or("--latency-ms takes a number")?,
-            "-h" | "--help" => return Err("usage: demo [--mode nodes|pods] [--dry-run] [--latency-ms N] [--serve]".into()),
+            "--latency-ms" => {
+                args.latency_ms = it.next().and_then(|v| v.parse().ok()).ok_or("--latency-ms takes a number")?
+            }
+            "-h" | "--help" => {
+                return Err("usage: demo [--mode nodes|pods] [--dry-run] [--latency-ms N] [--serve]".into());
+            }
             other => return Err(format!("unknown argument {other}; see --help")),
         }
     }
@@ -66,7 +70,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("  ✓ {} {} ({how}): {}", change.step, change.resource, change.detail);
         }
         if let Some(v) = &cluster.verification {
-            println!("  verified: {}{}", v.ok, if v.status_pending_subnets.is_empty() { String::new() } else { format!(" (status pending for {:?})", v.status_pending_subnets) });
+            println!(
+                "  verified: {}{}",
+                v.ok,
+                if v.status_pending_subnets.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (status pending for {:?})", v.status_pending_subnets)
+                }
+            );
         }
         println!("  timings (ms): {:?}; AWS calls: {calls}", cluster.timings_ms);
     }
@@ -79,7 +91,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::fs::create_dir_all(&dir)?;
         let kubeconfig = dir.join("kubeconfig");
         harness.kube.write_kubeconfig(&kubeconfig)?;
-        let mut env: Vec<String> = harness.aws.env_vars(lab::REGION).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut env: Vec<String> =
+            harness.aws.env_vars(lab::REGION).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
         env.push(format!("KUBECONFIG={}", kubeconfig.display()));
         env.push(format!("CLUSTER_NAME={}", lab::CLUSTER));
         env.push(format!("SUBNET_MODE={}", args.mode));

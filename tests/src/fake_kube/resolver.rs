@@ -39,34 +39,16 @@ pub fn ec2_status_resolver(ec2: aws_sdk_ec2::Client) -> StatusResolver {
 
 async fn resolve(ec2: &aws_sdk_ec2::Client, nodeclass: &Value) -> Option<Value> {
     let spec = nodeclass.get("spec")?;
-    let generation = nodeclass
-        .get("metadata")
-        .and_then(|m| m.get("generation"))
-        .and_then(Value::as_i64)
-        .unwrap_or(1);
+    let generation = nodeclass.get("metadata").and_then(|m| m.get("generation")).and_then(Value::as_i64).unwrap_or(1);
 
-    let subnets = match ec2
-        .describe_subnets()
-        .into_paginator()
-        .items()
-        .send()
-        .try_collect()
-        .await
-    {
+    let subnets = match ec2.describe_subnets().into_paginator().items().send().try_collect().await {
         Ok(subnets) => subnets,
         Err(error) => {
             tracing::warn!(error = %aws_sdk_ec2::error::DisplayErrorContext(&error), "status resolver: DescribeSubnets failed");
             return None;
         }
     };
-    let groups = match ec2
-        .describe_security_groups()
-        .into_paginator()
-        .items()
-        .send()
-        .try_collect()
-        .await
-    {
+    let groups = match ec2.describe_security_groups().into_paginator().items().send().try_collect().await {
         Ok(groups) => groups,
         Err(error) => {
             tracing::warn!(error = %aws_sdk_ec2::error::DisplayErrorContext(&error), "status resolver: DescribeSecurityGroups failed");
@@ -97,10 +79,7 @@ async fn resolve(ec2: &aws_sdk_ec2::Client, nodeclass: &Value) -> Option<Value> 
 
     let subnets_ok = !node_subnets.is_empty() && pod_subnets.as_ref().is_none_or(|p| !p.is_empty());
     let groups_ok = !node_groups.is_empty() && pod_groups.as_ref().is_none_or(|p| !p.is_empty());
-    let node_zones: Vec<&str> = node_subnets
-        .iter()
-        .filter_map(|s| s["zone"].as_str())
-        .collect();
+    let node_zones: Vec<&str> = node_subnets.iter().filter_map(|s| s["zone"].as_str()).collect();
     let stray_pod_zones: Vec<String> = pod_subnets
         .iter()
         .flatten()
@@ -111,12 +90,7 @@ async fn resolve(ec2: &aws_sdk_ec2::Client, nodeclass: &Value) -> Option<Value> 
     let zones_ok = stray_pod_zones.is_empty();
 
     let mut conditions = vec![
-        condition(
-            "SubnetsReady",
-            subnets_ok,
-            "SubnetsNotFound",
-            "no subnets matched the subnet selector terms".into(),
-        ),
+        condition("SubnetsReady", subnets_ok, "SubnetsNotFound", "no subnets matched the subnet selector terms".into()),
         condition(
             "SecurityGroupsReady",
             groups_ok,
@@ -125,21 +99,14 @@ async fn resolve(ec2: &aws_sdk_ec2::Client, nodeclass: &Value) -> Option<Value> 
         ),
     ];
     let ready_message = if !zones_ok {
-        format!(
-            "pod subnets in zones without a node subnet: {}",
-            stray_pod_zones.join(", ")
-        )
+        format!("pod subnets in zones without a node subnet: {}", stray_pod_zones.join(", "))
     } else {
         "one or more conditions are not ready".into()
     };
     conditions.push(condition(
         "Ready",
         subnets_ok && groups_ok && zones_ok,
-        if zones_ok {
-            "NotReady"
-        } else {
-            "PodSubnetZoneMismatch"
-        },
+        if zones_ok { "NotReady" } else { "PodSubnetZoneMismatch" },
         ready_message,
     ));
 
@@ -158,10 +125,7 @@ async fn resolve(ec2: &aws_sdk_ec2::Client, nodeclass: &Value) -> Option<Value> 
 }
 
 fn terms(value: Option<&Value>) -> &[Value] {
-    value
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
+    value.and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
 }
 
 fn tags_match(term_tags: &Value, tags: &[Tag]) -> bool {
@@ -171,9 +135,7 @@ fn tags_match(term_tags: &Value, tags: &[Tag]) -> bool {
     !wanted.is_empty()
         && wanted.iter().all(|(key, value)| {
             let value = value.as_str().unwrap_or_default();
-            tags.iter().any(|tag| {
-                tag.key() == Some(key.as_str()) && (value == "*" || tag.value() == Some(value))
-            })
+            tags.iter().any(|tag| tag.key() == Some(key.as_str()) && (value == "*" || tag.value() == Some(value)))
         })
 }
 
@@ -254,37 +216,18 @@ mod tests {
     #[test]
     fn subnet_terms_or_and_wildcard() {
         let subnets = [
-            subnet(
-                "subnet-a",
-                "us-east-1a",
-                10,
-                &[("role", "nodes"), ("cluster", "lab")],
-            ),
+            subnet("subnet-a", "us-east-1a", 10, &[("role", "nodes"), ("cluster", "lab")]),
             subnet("subnet-b", "us-east-1b", 50, &[("role", "nodes")]),
-            subnet(
-                "subnet-c",
-                "us-east-1c",
-                5,
-                &[("role", "pods"), ("cluster", "other")],
-            ),
+            subnet("subnet-c", "us-east-1c", 5, &[("role", "pods"), ("cluster", "other")]),
             subnet("subnet-d", "us-east-1a", 5, &[]),
         ];
         let terms = json!([{"tags": {"role": "nodes", "cluster": "*"}}, {"id": "subnet-d"}]);
-        let ids: Vec<Value> = select_subnets(&subnets, Some(&terms))
-            .into_iter()
-            .map(|s| s["id"].clone())
-            .collect();
+        let ids: Vec<Value> = select_subnets(&subnets, Some(&terms)).into_iter().map(|s| s["id"].clone()).collect();
         assert_eq!(ids, [json!("subnet-a"), json!("subnet-d")]);
 
         let terms = json!([{"tags": {"role": "*"}}]);
-        let ids: Vec<Value> = select_subnets(&subnets, Some(&terms))
-            .into_iter()
-            .map(|s| s["id"].clone())
-            .collect();
+        let ids: Vec<Value> = select_subnets(&subnets, Some(&terms)).into_iter().map(|s| s["id"].clone()).collect();
         // Most free IPs first.
-        assert_eq!(
-            ids,
-            [json!("subnet-b"), json!("subnet-a"), json!("subnet-c")]
-        );
+        assert_eq!(ids, [json!("subnet-b"), json!("subnet-a"), json!("subnet-c")]);
     }
 }

@@ -22,24 +22,12 @@ pub(crate) struct FieldError {
 
 impl FieldError {
     pub(crate) fn required(field: impl Into<String>, detail: &str) -> Self {
-        let message = if detail.is_empty() {
-            "Required value".to_owned()
-        } else {
-            format!("Required value: {detail}")
-        };
-        Self {
-            field: field.into(),
-            reason: "FieldValueRequired",
-            message,
-        }
+        let message = if detail.is_empty() { "Required value".to_owned() } else { format!("Required value: {detail}") };
+        Self { field: field.into(), reason: "FieldValueRequired", message }
     }
 
     fn invalid(field: impl Into<String>, value: &str, detail: &str) -> Self {
-        Self {
-            field: field.into(),
-            reason: "FieldValueInvalid",
-            message: format!("Invalid value: {value}: {detail}"),
-        }
+        Self { field: field.into(), reason: "FieldValueInvalid", message: format!("Invalid value: {value}: {detail}") }
     }
 
     fn too_many(field: impl Into<String>, got: usize, max: usize) -> Self {
@@ -65,12 +53,8 @@ fn term_keys(list: &str) -> &'static [&'static str] {
     }
 }
 
-const TERM_LISTS: [&str; 4] = [
-    "subnetSelectorTerms",
-    "securityGroupSelectorTerms",
-    "podSubnetSelectorTerms",
-    "podSecurityGroupSelectorTerms",
-];
+const TERM_LISTS: [&str; 4] =
+    ["subnetSelectorTerms", "securityGroupSelectorTerms", "podSubnetSelectorTerms", "podSecurityGroupSelectorTerms"];
 
 /// Drops unknown keys inside NodeClass selector terms, as the API server's
 /// pruning of a structural schema does: a misspelt key vanishes silently and
@@ -112,37 +96,22 @@ fn validate_nodeclass(object: &Value, old: Option<&Value>) -> Vec<FieldError> {
 
     match spec.get("role") {
         Some(Value::String(role)) if !role.is_empty() => {
-            let old_role = old
-                .and_then(|o| o.get("spec"))
-                .and_then(|s| s.get("role"))
-                .and_then(Value::as_str);
+            let old_role = old.and_then(|o| o.get("spec")).and_then(|s| s.get("role")).and_then(Value::as_str);
             if let Some(old_role) = old_role
                 && old_role != role
             {
-                errors.push(FieldError::invalid(
-                    "spec.role",
-                    "\"string\"",
-                    "role is immutable",
-                ));
+                errors.push(FieldError::invalid("spec.role", "\"string\"", "role is immutable"));
             }
         }
         Some(Value::String(_)) | None | Some(Value::Null) => {
             errors.push(FieldError::required("spec.role", ""));
         }
-        Some(other) => errors.push(FieldError::invalid(
-            "spec.role",
-            &json_type(other),
-            "spec.role in body must be of type string",
-        )),
+        Some(other) => {
+            errors.push(FieldError::invalid("spec.role", &json_type(other), "spec.role in body must be of type string"))
+        }
     }
 
-    check_terms(
-        spec.get("subnetSelectorTerms"),
-        "spec.subnetSelectorTerms",
-        true,
-        Some("subnet-"),
-        &mut errors,
-    );
+    check_terms(spec.get("subnetSelectorTerms"), "spec.subnetSelectorTerms", true, Some("subnet-"), &mut errors);
     check_terms(
         spec.get("securityGroupSelectorTerms"),
         "spec.securityGroupSelectorTerms",
@@ -217,11 +186,7 @@ fn check_terms(
         }
     };
     if terms.is_empty() {
-        errors.push(FieldError::invalid(
-            field,
-            "0",
-            &format!("{field} in body should have at least 1 items"),
-        ));
+        errors.push(FieldError::invalid(field, "0", &format!("{field} in body should have at least 1 items")));
         return;
     }
     if terms.len() > MAX_TERMS {
@@ -232,18 +197,10 @@ fn check_terms(
     for (index, term) in terms.iter().enumerate() {
         let term_field = format!("{field}[{index}]");
         let Some(map) = term.as_object() else {
-            errors.push(FieldError::invalid(
-                &term_field,
-                &json_type(term),
-                "must be of type object",
-            ));
+            errors.push(FieldError::invalid(&term_field, &json_type(term), "must be of type object"));
             continue;
         };
-        let set: Vec<&str> = keys
-            .iter()
-            .copied()
-            .filter(|key| present(map.get(*key)))
-            .collect();
+        let set: Vec<&str> = keys.iter().copied().filter(|key| present(map.get(*key))).collect();
         let expected = format!("['{}']", keys.join("', '"));
         match set.len() {
             0 => errors.push(FieldError::invalid(
@@ -263,9 +220,7 @@ fn check_terms(
                 (Some(id), Some(prefix))
                     if id.len() > prefix.len()
                         && id.starts_with(prefix)
-                        && id[prefix.len()..]
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric()) => {}
+                        && id[prefix.len()..].chars().all(|c| c.is_ascii_alphanumeric()) => {}
                 (Some(id), Some(prefix)) => errors.push(FieldError::invalid(
                     format!("{term_field}.id"),
                     &format!("{id:?}"),
@@ -296,19 +251,11 @@ fn check_terms(
 
 fn check_tags(tags: &Value, field: &str, errors: &mut Vec<FieldError>) {
     let Some(tags) = tags.as_object() else {
-        errors.push(FieldError::invalid(
-            field,
-            &json_type(tags),
-            "must be of type object",
-        ));
+        errors.push(FieldError::invalid(field, &json_type(tags), "must be of type object"));
         return;
     };
     if tags.is_empty() {
-        errors.push(FieldError::invalid(
-            field,
-            "\"object\"",
-            "empty tag keys or values aren't supported",
-        ));
+        errors.push(FieldError::invalid(field, "\"object\"", "empty tag keys or values aren't supported"));
     }
     if tags.len() > MAX_TAGS {
         errors.push(FieldError::too_many(field, tags.len(), MAX_TAGS));
@@ -316,11 +263,7 @@ fn check_tags(tags: &Value, field: &str, errors: &mut Vec<FieldError>) {
     for (key, value) in tags {
         let value_ok = value.as_str().is_some_and(|v| !v.is_empty());
         if key.is_empty() || !value_ok {
-            errors.push(FieldError::invalid(
-                field,
-                "\"object\"",
-                "empty tag keys or values aren't supported",
-            ));
+            errors.push(FieldError::invalid(field, "\"object\"", "empty tag keys or values aren't supported"));
             break;
         }
     }
@@ -332,23 +275,13 @@ fn validate_nodepool(object: &Value) -> Vec<FieldError> {
         errors.push(FieldError::required("spec", ""));
         return errors;
     };
-    let node_class_ref = spec
-        .get("template")
-        .and_then(|t| t.get("spec"))
-        .and_then(|s| s.get("nodeClassRef"));
+    let node_class_ref = spec.get("template").and_then(|t| t.get("spec")).and_then(|s| s.get("nodeClassRef"));
     match node_class_ref.and_then(Value::as_object) {
         None => errors.push(FieldError::required("spec.template.spec.nodeClassRef", "")),
         Some(reference) => {
             for key in ["group", "kind", "name"] {
-                if reference
-                    .get(key)
-                    .and_then(Value::as_str)
-                    .is_none_or(str::is_empty)
-                {
-                    errors.push(FieldError::required(
-                        format!("spec.template.spec.nodeClassRef.{key}"),
-                        "",
-                    ));
+                if reference.get(key).and_then(Value::as_str).is_none_or(str::is_empty) {
+                    errors.push(FieldError::required(format!("spec.template.spec.nodeClassRef.{key}"), ""));
                 }
             }
         }
@@ -391,23 +324,13 @@ mod tests {
 
     #[test]
     fn valid_nodeclass_passes() {
-        assert_eq!(
-            validate(NODECLASSES, &nodeclass(valid_spec()), None),
-            vec![]
-        );
+        assert_eq!(validate(NODECLASSES, &nodeclass(valid_spec()), None), vec![]);
     }
 
     #[test]
     fn required_fields() {
         let errors = validate(NODECLASSES, &nodeclass(json!({})), None);
-        assert_eq!(
-            fields(&errors),
-            [
-                "spec.role",
-                "spec.subnetSelectorTerms",
-                "spec.securityGroupSelectorTerms"
-            ]
-        );
+        assert_eq!(fields(&errors), ["spec.role", "spec.subnetSelectorTerms", "spec.securityGroupSelectorTerms"]);
     }
 
     #[test]
@@ -434,28 +357,14 @@ mod tests {
     #[test]
     fn limits() {
         let mut spec = valid_spec();
-        spec["subnetSelectorTerms"] = Value::Array(
-            (0..31)
-                .map(|i| json!({"id": format!("subnet-{i}")}))
-                .collect(),
-        );
-        let tags: serde_json::Map<String, Value> =
-            (0..21).map(|i| (format!("k{i}"), json!("v"))).collect();
+        spec["subnetSelectorTerms"] = Value::Array((0..31).map(|i| json!({"id": format!("subnet-{i}")})).collect());
+        let tags: serde_json::Map<String, Value> = (0..21).map(|i| (format!("k{i}"), json!("v"))).collect();
         spec["securityGroupSelectorTerms"] = json!([{"tags": tags}]);
         let errors = validate(NODECLASSES, &nodeclass(spec), None);
-        assert_eq!(
-            fields(&errors),
-            [
-                "spec.subnetSelectorTerms",
-                "spec.securityGroupSelectorTerms[0].tags"
-            ]
-        );
+        assert_eq!(fields(&errors), ["spec.subnetSelectorTerms", "spec.securityGroupSelectorTerms[0].tags"]);
         let mut spec = valid_spec();
         spec["subnetSelectorTerms"] = json!([]);
-        assert_eq!(
-            fields(&validate(NODECLASSES, &nodeclass(spec), None)),
-            ["spec.subnetSelectorTerms"]
-        );
+        assert_eq!(fields(&validate(NODECLASSES, &nodeclass(spec), None)), ["spec.subnetSelectorTerms"]);
     }
 
     #[test]
@@ -484,9 +393,6 @@ mod tests {
         object["spec"]["subnetSelectorTerms"] = json!([{"ids": "subnet-1"}]);
         prune(NODECLASSES, &mut object);
         assert_eq!(object["spec"]["subnetSelectorTerms"], json!([{}]));
-        assert_eq!(
-            fields(&validate(NODECLASSES, &object, None)),
-            ["spec.subnetSelectorTerms[0]"]
-        );
+        assert_eq!(fields(&validate(NODECLASSES, &object, None)), ["spec.subnetSelectorTerms[0]"]);
     }
 }
