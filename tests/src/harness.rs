@@ -7,7 +7,7 @@ use headroom::aws::AwsClients;
 use headroom::cluster::ClusterAccess;
 use headroom::{Config, Context};
 
-use crate::lab::{self, Exhaustion, Lab};
+use crate::lab::{self, ClusterVpc, Exhaustion, Lab};
 use crate::{FakeKube, LocalAws, TestbedError, ec2_status_resolver};
 
 pub struct Harness {
@@ -23,12 +23,18 @@ pub struct Harness {
 impl Harness {
     /// moto + proxy + fake API server, seeded with the lab's scenario.
     pub async fn start(exhaustion: Exhaustion) -> Result<Self, TestbedError> {
+        Self::start_with(exhaustion, ClusterVpc::Reported).await
+    }
+
+    /// [`Harness::start`], choosing what DescribeCluster says about the VPC.
+    pub async fn start_with(exhaustion: Exhaustion, cluster_vpc: ClusterVpc) -> Result<Self, TestbedError> {
         let aws = LocalAws::start().await?;
         let direct = aws.direct_sdk_config(lab::REGION).await;
         let direct_ec2 = aws_sdk_ec2::Client::new(&direct);
         let kube = FakeKube::start().await?;
         kube.set_status_resolver(Some(ec2_status_resolver(direct_ec2.clone())));
-        let lab = lab::seed(&direct_ec2, &aws_sdk_eks::Client::new(&direct), &kube.handle(), exhaustion).await?;
+        let eks = aws_sdk_eks::Client::new(&direct);
+        let lab = lab::seed_with(&direct_ec2, &eks, &kube.handle(), exhaustion, cluster_vpc).await?;
         let kubeconfig_dir = tempfile::tempdir()
             .map_err(|source| TestbedError::Io { context: "creating a kubeconfig dir".into(), source })?;
         kube.write_kubeconfig(&kubeconfig_dir.path().join("config"))?;

@@ -115,13 +115,36 @@ async fn fragment(ec2: &aws_sdk_ec2::Client, subnet_id: &str, cidr: Ipv4Net) -> 
     Ok(())
 }
 
-/// Seeds the scenario. `ec2`/`eks` should talk to moto directly (not through
-/// a fault proxy) so seeding is neither counted nor faulted.
+/// What EKS DescribeCluster says about the cluster's VPC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterVpc {
+    /// `resourcesVpcConfig.vpcId`, as AWS answers. moto keeps whatever
+    /// `resourcesVpcConfig` it was sent, so the seed sends the VPC id too.
+    Reported,
+    /// No VPC id, as moto answers when given only what AWS accepts: headroom
+    /// must find the VPC through the cluster's subnets.
+    Omitted,
+}
+
+/// Seeds the scenario, with DescribeCluster reporting the VPC as AWS does.
+/// `ec2`/`eks` should talk to moto directly (not through a fault proxy) so
+/// seeding is neither counted nor faulted.
 pub async fn seed(
     ec2: &aws_sdk_ec2::Client,
     eks: &aws_sdk_eks::Client,
     kube: &FakeKubeHandle,
     exhaustion: Exhaustion,
+) -> Result<Lab, TestbedError> {
+    seed_with(ec2, eks, kube, exhaustion, ClusterVpc::Reported).await
+}
+
+/// [`seed`], choosing what DescribeCluster says about the VPC.
+pub async fn seed_with(
+    ec2: &aws_sdk_ec2::Client,
+    eks: &aws_sdk_eks::Client,
+    kube: &FakeKubeHandle,
+    exhaustion: Exhaustion,
+    cluster_vpc: ClusterVpc,
 ) -> Result<Lab, TestbedError> {
     let vpc = ec2.create_vpc().cidr_block("192.168.0.0/16").send().await.map_err(sdk("CreateVpc"))?;
     let vpc_id = vpc.vpc().and_then(|v| v.vpc_id()).unwrap_or_default().to_string();
@@ -229,6 +252,7 @@ pub async fn seed(
     lab.cluster_security_group = sg.group_id().unwrap_or_default().to_string();
 
     let all_subnets: Vec<String> = lab.private_subnets.iter().chain(&lab.public_subnets).cloned().collect();
+    let reported_vpc = vpc_id.clone();
     eks.create_cluster()
         .name(CLUSTER)
         .role_arn("arn:aws:iam::123456789012:role/demo-cluster-ClusterRole")
@@ -238,6 +262,12 @@ pub async fn seed(
                 .security_group_ids(&lab.cluster_security_group)
                 .build(),
         )
+        .customize()
+        .mutate_request(move |request| {
+            if cluster_vpc == ClusterVpc::Reported {
+                report_vpc_id(request, &reported_vpc);
+            }
+        })
         .send()
         .await
         .map_err(sdk("CreateCluster"))?;
@@ -258,6 +288,19 @@ pub async fn seed(
         }),
     )?;
     Ok(lab)
+}
+
+/// Adds `resourcesVpcConfig.vpcId` to a CreateCluster request: AWS fills it
+/// in itself, moto stores what it is given.
+fn report_vpc_id(request: &mut aws_smithy_runtime_api::http::Request, vpc_id: &str) {
+    let Some(mut body) = request.body().bytes().and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+    else {
+        return;
+    };
+    body["resourcesVpcConfig"]["vpcId"] = json!(vpc_id);
+    let bytes = serde_json::to_vec(&body).expect("JSON serialises");
+    request.headers_mut().insert("content-length", bytes.len().to_string());
+    *request.body_mut() = aws_smithy_types::body::SdkBody::from(bytes);
 }
 
 /// The VPC's subnets that carry `key=value`, through `ec2` (use a direct client).

@@ -81,6 +81,23 @@ async fn the_lab_is_remediated_end_to_end_and_a_second_run_is_a_no_op() {
     assert_eq!(managed_subnets(&harness).await.len(), 3);
 }
 
+/// moto on its own leaves `resourcesVpcConfig.vpcId` out of DescribeCluster:
+/// the VPC is then found through a cluster subnet, at the cost of one call.
+#[tokio::test]
+async fn without_a_vpc_id_from_eks_the_vpc_is_found_through_the_cluster_subnets() {
+    let reads = |harness: &Harness| harness.aws.proxy().calls().get("DescribeSubnets").copied().unwrap_or(0);
+    let reported = Harness::start(Exhaustion::Fragmented).await.unwrap();
+    let report = run(&reported, &[], apply(), RunOptions::default()).await;
+    assert_eq!(report.outcome, Outcome::Applied, "{report:#?}");
+
+    let omitted = Harness::start_with(Exhaustion::Fragmented, lab::ClusterVpc::Omitted).await.unwrap();
+    let report = run(&omitted, &[], apply(), RunOptions::default()).await;
+    assert_eq!(report.outcome, Outcome::Applied, "{report:#?}");
+    assert_eq!(report.clusters[0].vpc_id.as_deref(), Some(omitted.lab.vpc_id.as_str()));
+    assert_eq!(managed_subnets(&omitted).await.len(), 3);
+    assert_eq!(reads(&omitted), reads(&reported) + 1, "one DescribeSubnets more to find the VPC");
+}
+
 #[tokio::test]
 async fn a_vpc_with_five_cidrs_is_refused_without_any_change() {
     let harness = Harness::start(Exhaustion::Fragmented).await.unwrap();
