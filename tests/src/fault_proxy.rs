@@ -236,10 +236,25 @@ struct AssociationSim {
     tracked: HashMap<String, usize>,
 }
 
+/// How the added latency combines with moto's own time to answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LatencyModel {
+    /// The latency elapses before the call reaches moto, so a call takes the
+    /// latency plus moto's time, and moto, which serves calls one at a time,
+    /// adds its time for every call of a concurrent batch.
+    #[default]
+    Added,
+    /// Every call is answered the latency after it arrived, moto's own time
+    /// included, as AWS serves calls side by side; a call moto answers later
+    /// than that is answered when moto answers.
+    CallDuration,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     next_seq: u64,
     latency: Duration,
+    latency_model: LatencyModel,
     throttle_scope: Option<Selector>,
     throttle_every: Option<EveryRule>,
     throttle_fraction: Option<FractionRule>,
@@ -305,6 +320,13 @@ impl Inner {
         chosen
     }
 
+    /// Moves a call's answer time to now (the answer was held back).
+    fn finish_time(&mut self, seq: u64) {
+        if let Some(time) = self.times.iter_mut().rev().find(|t| t.0 == seq && t.2.is_some()) {
+            time.2 = Some(Instant::now());
+        }
+    }
+
     fn finish(&mut self, seq: u64, status: Option<u16>, forwarded: bool) {
         if let Some(record) = self.log.iter_mut().rev().find(|r| r.seq == seq) {
             record.status = status;
@@ -321,12 +343,18 @@ struct Shared {
     upstream_authority: HeaderValue,
     client: PlainClient,
     inner: Mutex<Inner>,
-    /// Held from the rule check of an enforced call until moto answered it,
-    /// so two calls never check the same old state.
-    rules_lock: tokio::sync::Mutex<()>,
+    /// One lock per VPC (CIDR rules) or subnet (route table rules), held from
+    /// the rule check of an enforced call until moto answered it, so two calls
+    /// on one resource never check the same old state, while calls on
+    /// different resources go on side by side, as in AWS.
+    rule_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Shared {
+    fn lock_rule_locks(&self) -> MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        self.rule_locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves plain counters behind; keep going.
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -343,6 +371,12 @@ impl FaultProxyHandle {
     /// Delay added to every call before it is forwarded or faulted.
     pub fn set_latency(&self, latency: Duration) {
         self.shared.lock().latency = latency;
+    }
+
+    /// How the latency of [`set_latency`](Self::set_latency) combines with
+    /// moto's own time ([`LatencyModel::Added`] unless set).
+    pub fn set_latency_model(&self, model: LatencyModel) {
+        self.shared.lock().latency_model = model;
     }
 
     /// Throttles every n-th call (n-th, 2n-th, …), counted from now.
@@ -467,6 +501,7 @@ impl FaultProxyHandle {
     pub fn reset_faults(&self) {
         let mut inner = self.shared.lock();
         inner.latency = Duration::ZERO;
+        inner.latency_model = LatencyModel::Added;
         inner.throttle_scope = None;
         inner.throttle_every = None;
         inner.throttle_fraction = None;
@@ -564,7 +599,7 @@ impl FaultProxy {
             upstream_authority,
             client: plain_client(),
             inner: Mutex::new(Inner::default()),
-            rules_lock: tokio::sync::Mutex::new(()),
+            rule_locks: Mutex::new(HashMap::new()),
         });
         let (listener, addr) = bind_loopback("fault proxy").await?;
         let endpoint = format!("http://{addr}");
@@ -644,7 +679,7 @@ async fn handle(
     };
     let id = identify(&parts.method, &parts.uri, &parts.headers, &body);
 
-    let (seq, fault, latency) = {
+    let (seq, fault, latency, model) = {
         let mut inner = shared.lock();
         inner.next_seq += 1;
         let seq = inner.next_seq;
@@ -658,81 +693,125 @@ async fn handle(
             forwarded: false,
         });
         inner.times.push((seq, Instant::now(), None));
-        (seq, fault, inner.latency)
+        (seq, fault, inner.latency, inner.latency_model)
     };
-    tracing::debug!(seq, service = %id.service, action = %id.action, ?fault, "proxy call");
+    let arrived = Instant::now();
+    // Under `CallDuration` the latency is served at the end instead.
+    let latency_before = if model == LatencyModel::Added { latency } else { Duration::ZERO };
+    let respond = async {
+        tracing::debug!(seq, service = %id.service, action = %id.action, ?fault, "proxy call");
+
+        // AWS's rules moto lacks, for calls that reach moto: checked while the
+        // latency elapses (AWS validates within its own answer time) and held
+        // until moto has acted, under the lock of the resource they change.
+        let rule =
+            matches!(fault, None | Some(Fault::DropAfterForward)).then(|| enforced_rule(&shared, &id, &body)).flatten();
+        let _rule_guard = match rule {
+            Some((rule, key)) => {
+                let lock = Arc::clone(shared.lock_rule_locks().entry(key).or_default());
+                let guard = lock.lock_owned().await;
+                let check = async {
+                    match rule {
+                        Rule::VpcCidr => check_vpc_cidr_rules(&shared, &parts.headers, &body).await,
+                        Rule::RouteTable => check_route_table_rules(&shared, &parts.headers, &body).await,
+                    }
+                };
+                let (violation, ()) = futures::join!(check, sleep_unless_zero(latency_before));
+                if let Some((code, message)) = violation {
+                    tracing::debug!(seq, action = %id.action, code, %message, "refused by an AWS rule the proxy enforces");
+                    let response = ec2_error_response(
+                        StatusCode::BAD_REQUEST,
+                        code,
+                        &message,
+                        &format!("00000000-0000-4000-8000-{seq:012x}"),
+                    );
+                    shared.lock().finish(seq, Some(400), false);
+                    return Ok(response);
+                }
+                Some(guard)
+            }
+            None => {
+                sleep_unless_zero(latency_before).await;
+                None
+            }
+        };
+
+        match fault {
+            Some(Fault::Crashed) => {
+                let response = crashed_response(id.protocol, seq);
+                shared.lock().finish(seq, Some(response.status().as_u16()), false);
+                return Ok(response);
+            }
+            Some(Fault::Throttle) | Some(Fault::ServerError) => {
+                let response = fault_response(id.protocol, fault == Some(Fault::Throttle), seq);
+                shared.lock().finish(seq, Some(response.status().as_u16()), false);
+                return Ok(response);
+            }
+            Some(Fault::DropBeforeForward) => {
+                shared.lock().finish(seq, None, false);
+                return drop_connection(&kill).await;
+            }
+            Some(Fault::DropAfterForward) | None => {}
+        }
+
+        let upstream_response = match forward(&shared, parts, body).await {
+            Ok(response) => response,
+            Err(message) => {
+                tracing::warn!(seq, action = %id.action, %message, "proxy could not reach moto");
+                shared.lock().finish(seq, Some(502), false);
+                return Ok(plain_response(StatusCode::BAD_GATEWAY, &message));
+            }
+        };
+        let (mut response_parts, response_body) = upstream_response;
+        let response_body = simulate_association(&shared, &id.action, response_parts.status, response_body);
+
+        if fault == Some(Fault::DropAfterForward) {
+            shared.lock().finish(seq, None, true);
+            return drop_connection(&kill).await;
+        }
+        strip_hop_headers(&mut response_parts.headers);
+        response_parts.headers.remove(header::CONTENT_LENGTH);
+        shared.lock().finish(seq, Some(response_parts.status.as_u16()), true);
+        Ok(Response::from_parts(response_parts, Full::new(response_body)))
+    };
+    let response = respond.await;
+    if model == LatencyModel::CallDuration {
+        tokio::time::sleep_until((arrived + latency).into()).await;
+        shared.lock().finish_time(seq);
+    }
+    response
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    VpcCidr,
+    RouteTable,
+}
+
+/// The rule an EC2 call is checked against, if enforced, and the resource
+/// whose lock it takes.
+fn enforced_rule(shared: &Shared, id: &CallId, body: &[u8]) -> Option<(Rule, String)> {
+    if id.protocol != Protocol::Ec2Query {
+        return None;
+    }
+    let form = std::str::from_utf8(body).ok()?;
+    let inner = shared.lock();
+    match id.action.as_str() {
+        "AssociateVpcCidrBlock" if inner.enforce_vpc_cidr_rules => {
+            Some((Rule::VpcCidr, format!("vpc:{}", form_value(form, "VpcId")?)))
+        }
+        "AssociateRouteTable" if inner.enforce_route_table_rules => {
+            // Gateway associations (no SubnetId) pass unchecked.
+            Some((Rule::RouteTable, format!("subnet:{}", form_value(form, "SubnetId")?)))
+        }
+        _ => None,
+    }
+}
+
+async fn sleep_unless_zero(latency: Duration) {
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-
-    match fault {
-        Some(Fault::Crashed) => {
-            let response = crashed_response(id.protocol, seq);
-            shared.lock().finish(seq, Some(response.status().as_u16()), false);
-            return Ok(response);
-        }
-        Some(Fault::Throttle) | Some(Fault::ServerError) => {
-            let response = fault_response(id.protocol, fault == Some(Fault::Throttle), seq);
-            shared.lock().finish(seq, Some(response.status().as_u16()), false);
-            return Ok(response);
-        }
-        Some(Fault::DropBeforeForward) => {
-            shared.lock().finish(seq, None, false);
-            return drop_connection(&kill).await;
-        }
-        Some(Fault::DropAfterForward) | None => {}
-    }
-
-    // AWS's rules moto lacks: check and act under one lock.
-    let enforce = id.protocol == Protocol::Ec2Query && {
-        let inner = shared.lock();
-        match id.action.as_str() {
-            "AssociateVpcCidrBlock" => inner.enforce_vpc_cidr_rules,
-            "AssociateRouteTable" => inner.enforce_route_table_rules,
-            _ => false,
-        }
-    };
-    let _rules_guard = if enforce {
-        let guard = shared.rules_lock.lock().await;
-        let violation = match id.action.as_str() {
-            "AssociateVpcCidrBlock" => check_vpc_cidr_rules(&shared, &parts.headers, &body).await,
-            _ => check_route_table_rules(&shared, &parts.headers, &body).await,
-        };
-        if let Some((code, message)) = violation {
-            tracing::debug!(seq, action = %id.action, code, %message, "refused by an AWS rule the proxy enforces");
-            let response = ec2_error_response(
-                StatusCode::BAD_REQUEST,
-                code,
-                &message,
-                &format!("00000000-0000-4000-8000-{seq:012x}"),
-            );
-            shared.lock().finish(seq, Some(400), false);
-            return Ok(response);
-        }
-        Some(guard)
-    } else {
-        None
-    };
-
-    let upstream_response = match forward(&shared, parts, body).await {
-        Ok(response) => response,
-        Err(message) => {
-            tracing::warn!(seq, action = %id.action, %message, "proxy could not reach moto");
-            shared.lock().finish(seq, Some(502), false);
-            return Ok(plain_response(StatusCode::BAD_GATEWAY, &message));
-        }
-    };
-    let (mut response_parts, response_body) = upstream_response;
-    let response_body = simulate_association(&shared, &id.action, response_parts.status, response_body);
-
-    if fault == Some(Fault::DropAfterForward) {
-        shared.lock().finish(seq, None, true);
-        return drop_connection(&kill).await;
-    }
-    strip_hop_headers(&mut response_parts.headers);
-    response_parts.headers.remove(header::CONTENT_LENGTH);
-    shared.lock().finish(seq, Some(response_parts.status.as_u16()), true);
-    Ok(Response::from_parts(response_parts, Full::new(response_body)))
 }
 
 async fn drop_connection(kill: &Notify) -> Result<Response<Full<Bytes>>, Infallible> {

@@ -559,6 +559,24 @@ async fn the_timeline_orders_calls_and_shows_latency() {
 }
 
 #[tokio::test]
+async fn as_call_duration_the_latency_holds_back_each_answer_and_moto_still_answers() {
+    let aws = start().await;
+    let client = ec2(&aws, RetryConfig::disabled()).await;
+    let latency = Duration::from_millis(150);
+    aws.proxy().set_latency(latency);
+    aws.proxy().set_latency_model(headroom_testbed::LatencyModel::CallDuration);
+    let (vpcs, subnets) = futures::join!(client.describe_vpcs().send(), client.describe_subnets().send());
+    assert!(!vpcs.unwrap().vpcs().is_empty(), "moto's default VPC");
+    assert!(!subnets.unwrap().subnets().is_empty());
+    let timeline = aws.proxy().timeline();
+    assert_eq!(timeline.len(), 2);
+    for call in &timeline {
+        let finished = call.finished.expect("answered");
+        assert!(finished - call.arrived >= latency, "{call:?} answered before its latency elapsed");
+    }
+}
+
+#[tokio::test]
 async fn route_table_rules_refuse_a_second_association_like_aws() {
     let aws = start().await;
     let client = ec2(&aws, RetryConfig::disabled()).await;
