@@ -2,7 +2,7 @@
 //! config. The inventory reader (`aws::inventory`, `cluster::nodeclass`)
 //! fills it; tests build it by hand.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use ipnet::Ipv4Net;
 use serde::Serialize;
@@ -168,7 +168,8 @@ impl NetworkSnapshot {
 
     /// The cluster's subnets that exist in this VPC.
     pub fn cluster_subnets(&self) -> impl Iterator<Item = &Subnet> {
-        self.subnets.iter().filter(|s| self.cluster.subnet_ids.iter().any(|id| id == &s.id))
+        let ids: HashSet<&str> = self.cluster.subnet_ids.iter().map(String::as_str).collect();
+        self.subnets.iter().filter(move |s| ids.contains(s.id.as_str()))
     }
 
     /// Subnets headroom created for this cluster.

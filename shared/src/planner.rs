@@ -8,14 +8,14 @@
 //! NodeClass that does not select the subnets yet), because every step is
 //! derived from the difference between the snapshot and the desired state.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ipnet::Ipv4Net;
 
 use crate::capacity::{self, AzCapacity};
 use crate::cidr;
 use crate::config::Config;
-use crate::model::{NetworkSnapshot, Subnet};
+use crate::model::{NetworkSnapshot, RouteTable, Subnet};
 use crate::nodeclass::{self, Extension, NewNodeClassSources, SelectorTarget};
 use crate::plan::{Decision, NodeClassIntent, Plan, Refusal, RefusalCode, Step, SubnetRef};
 
@@ -53,7 +53,19 @@ struct Planner<'a> {
     /// Cluster subnets that can hold nodes and pods (not internet-facing).
     node_subnets: Vec<&'a Subnet>,
     managed_subnets: Vec<&'a Subnet>,
+    /// Each subnet's explicitly associated table, indexed once: looking it up
+    /// in every table's list per subnet made a plan quadratic in subnets.
+    explicit_tables: HashMap<&'a str, &'a RouteTable>,
     notes: Vec<String>,
+}
+
+/// The table a subnet's traffic uses: its explicit association, else the main table.
+fn effective_table<'a>(
+    snapshot: &'a NetworkSnapshot,
+    explicit: &HashMap<&str, &'a RouteTable>,
+    subnet_id: &str,
+) -> Option<&'a RouteTable> {
+    explicit.get(subnet_id).copied().or_else(|| snapshot.main_route_table())
 }
 
 fn refuse(code: RefusalCode, message: impl Into<String>) -> Refusal {
@@ -62,18 +74,31 @@ fn refuse(code: RefusalCode, message: impl Into<String>) -> Refusal {
 
 impl<'a> Planner<'a> {
     fn new(snapshot: &'a NetworkSnapshot, config: &'a Config) -> Self {
+        let mut explicit_tables = HashMap::new();
+        for table in &snapshot.route_tables {
+            for subnet_id in &table.subnet_ids {
+                // The first table listing a subnet wins, as in `explicit_route_table_of`.
+                explicit_tables.entry(subnet_id.as_str()).or_insert(table);
+            }
+        }
         let cluster_subnets: Vec<&Subnet> = snapshot.cluster_subnets().collect();
         let private: Vec<&Subnet> = cluster_subnets
             .iter()
             .copied()
-            .filter(|s| !snapshot.effective_route_table_of(&s.id).is_some_and(|t| t.routes_through_internet_gateway()))
+            .filter(|s| {
+                !effective_table(snapshot, &explicit_tables, &s.id).is_some_and(|t| t.routes_through_internet_gateway())
+            })
             .collect();
         // A cluster on public subnets only still places nodes there.
         let mut node_subnets = if private.is_empty() { cluster_subnets } else { private };
         node_subnets.sort_by_key(|s| (s.availability_zone.clone(), s.cidr));
         let mut managed_subnets: Vec<&Subnet> = snapshot.managed_subnets(&config.managed_tag_key).collect();
         managed_subnets.sort_by_key(|s| (s.availability_zone.clone(), s.cidr));
-        Planner { snapshot, config, node_subnets, managed_subnets, notes: Vec::new() }
+        Planner { snapshot, config, node_subnets, managed_subnets, explicit_tables, notes: Vec::new() }
+    }
+
+    fn effective_route_table_of(&self, subnet_id: &str) -> Option<&'a RouteTable> {
+        effective_table(self.snapshot, &self.explicit_tables, subnet_id)
     }
 
     fn cluster_azs(&self) -> BTreeSet<String> {
@@ -150,7 +175,7 @@ impl<'a> Planner<'a> {
 
         // Managed subnets a crashed run left without their route table.
         for subnet in self.managed_subnets.clone() {
-            if self.snapshot.explicit_route_table_of(&subnet.id).is_none() {
+            if !self.explicit_tables.contains_key(subnet.id.as_str()) {
                 let (route_table_id, main_table_fallback) = self.route_table_for(&subnet.availability_zone)?;
                 steps.push(Step::AssociateRouteTable {
                     route_table_id,
@@ -319,7 +344,7 @@ impl<'a> Planner<'a> {
             .node_subnets
             .iter()
             .filter(|s| s.availability_zone == az)
-            .filter_map(|s| self.snapshot.effective_route_table_of(&s.id))
+            .filter_map(|s| self.effective_route_table_of(&s.id))
             .collect();
         let chosen = tables_in_az
             .iter()
