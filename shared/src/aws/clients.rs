@@ -69,6 +69,7 @@ pub fn https_client_trusting_one_bundle() -> Option<SharedHttpClient> {
 /// (PEM), checked as [`every_certificate_parses`] requires.
 pub fn https_client_trusting(bundle: Vec<u8>) -> Option<SharedHttpClient> {
     if !every_certificate_parses(&bundle) {
+        tracing::warn!("a certificate of the CA bundle does not parse: the SDK's default trust store is kept");
         return None;
     }
     let context = TlsContext::builder()
@@ -89,13 +90,24 @@ pub fn https_client_trusting(bundle: Vec<u8>) -> Option<SharedHttpClient> {
 
 fn system_ca_bundle() -> Option<Vec<u8>> {
     if std::env::var_os("SSL_CERT_DIR").is_some() {
+        tracing::debug!("SSL_CERT_DIR is set: the SDK's default trust store is kept");
         return None;
     }
-    let pem = match std::env::var_os("SSL_CERT_FILE") {
-        Some(path) => std::fs::read(path).ok()?,
-        None => CA_BUNDLES.iter().find_map(|path| std::fs::read(path).ok())?,
+    let candidates: Vec<std::path::PathBuf> = match std::env::var_os("SSL_CERT_FILE") {
+        Some(path) => vec![path.into()],
+        None => CA_BUNDLES.iter().map(Into::into).collect(),
     };
-    Some(pem)
+    let found = candidates.iter().find_map(|path| Some((path, std::fs::read(path).ok()?)));
+    match found {
+        Some((path, pem)) => {
+            tracing::debug!(bundle = %path.display(), "AWS calls trust this CA bundle");
+            Some(pem)
+        }
+        None => {
+            tracing::debug!(tried = ?candidates, "no CA bundle readable: the SDK's default trust store is kept");
+            None
+        }
+    }
 }
 
 /// What the SDK checks, with `expect`, when it builds its trust store.
