@@ -303,6 +303,21 @@ fn report_vpc_id(request: &mut aws_smithy_runtime_api::http::Request, vpc_id: &s
     *request.body_mut() = aws_smithy_types::body::SdkBody::from(bytes);
 }
 
+/// Associates four more /16s with the lab's VPC, straight into moto: with
+/// the primary, the default quota of five IPv4 CIDRs per VPC. Public ranges
+/// are allowed next to a 192.168.0.0/16 primary (aws-facts.md §1).
+pub async fn fill_vpc_cidr_quota(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result<(), TestbedError> {
+    for cidr in ["192.169.0.0/16", "192.170.0.0/16", "192.171.0.0/16", "192.172.0.0/16"] {
+        ec2.associate_vpc_cidr_block()
+            .vpc_id(vpc_id)
+            .cidr_block(cidr)
+            .send()
+            .await
+            .map_err(sdk("AssociateVpcCidrBlock"))?;
+    }
+    Ok(())
+}
+
 /// The VPC's subnets that carry `key=value`, through `ec2` (use a direct client).
 pub async fn subnets_tagged(
     ec2: &aws_sdk_ec2::Client,

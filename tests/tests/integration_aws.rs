@@ -101,16 +101,7 @@ async fn without_a_vpc_id_from_eks_the_vpc_is_found_through_the_cluster_subnets(
 #[tokio::test]
 async fn a_vpc_with_five_cidrs_is_refused_without_any_change() {
     let harness = Harness::start(Exhaustion::Fragmented).await.unwrap();
-    for cidr in ["192.169.0.0/16", "192.170.0.0/16", "192.171.0.0/16", "192.172.0.0/16"] {
-        harness
-            .direct_ec2
-            .associate_vpc_cidr_block()
-            .vpc_id(&harness.lab.vpc_id)
-            .cidr_block(cidr)
-            .send()
-            .await
-            .unwrap();
-    }
+    lab::fill_vpc_cidr_quota(&harness.direct_ec2, &harness.lab.vpc_id).await.unwrap();
     let before = vpc_cidrs(&harness).await;
     harness.aws.proxy().reset_counters();
     let report = run(&harness, &[], apply(), RunOptions::default()).await;

@@ -532,18 +532,7 @@ async fn guardrail_nau_limit_failure_never_expands() {
 #[tokio::test]
 async fn guardrail_vpc_cidr_quota() {
     let harness = harness().await;
-    // Primary + 4 = the default quota of 5. Public ranges: allowed next to a
-    // 192.168.0.0/16 primary (aws-facts.md §1), straight into moto.
-    for cidr in ["192.169.0.0/16", "192.170.0.0/16", "192.171.0.0/16", "192.172.0.0/16"] {
-        harness
-            .direct_ec2
-            .associate_vpc_cidr_block()
-            .vpc_id(&harness.lab.vpc_id)
-            .cidr_block(cidr)
-            .send()
-            .await
-            .expect(cidr);
-    }
+    lab::fill_vpc_cidr_quota(&harness.direct_ec2, &harness.lab.vpc_id).await.expect("four more CIDRs");
     assert_refused(&harness, &[], &apply_event(), Some("cidr-quota"), "quota").await;
 }
 
