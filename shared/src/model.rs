@@ -161,11 +161,6 @@ impl NetworkSnapshot {
         self.route_tables.iter().find(|t| t.subnet_ids.iter().any(|s| s == subnet_id))
     }
 
-    /// The table a subnet's traffic actually uses: its explicit association, else the main table.
-    pub fn effective_route_table_of(&self, subnet_id: &str) -> Option<&RouteTable> {
-        self.explicit_route_table_of(subnet_id).or_else(|| self.main_route_table())
-    }
-
     /// The cluster's subnets that exist in this VPC.
     pub fn cluster_subnets(&self) -> impl Iterator<Item = &Subnet> {
         let ids: HashSet<&str> = self.cluster.subnet_ids.iter().map(String::as_str).collect();
