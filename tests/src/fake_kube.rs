@@ -144,6 +144,8 @@ struct Store {
     status_delay: Duration,
     resolver: Option<StatusResolver>,
     resolver_tasks: Vec<AbortHandle>,
+    /// `Some(n)`: lists return at most n items a page, whatever `limit` asked.
+    max_list_page: Option<usize>,
 }
 
 impl Store {
@@ -227,6 +229,7 @@ impl FakeKube {
                 status_delay: Duration::ZERO,
                 resolver: None,
                 resolver_tasks: Vec::new(),
+                max_list_page: None,
             }),
         });
         let router = Router::new().fallback(handle_request).with_state(Arc::clone(&shared));
@@ -411,8 +414,9 @@ impl FakeKubeHandle {
             .count()
     }
 
-    /// Simulates a concurrent writer: the next GET of this object is answered
-    /// with the current object, then `mutate` is applied to the stored object
+    /// Simulates a concurrent writer: the next GET of this object (or LIST
+    /// that returns it) is answered with the current object, then `mutate`
+    /// is applied to the stored object
     /// and its resourceVersion bumped (generation too if the spec changed), so
     /// the client's following write carries a stale resourceVersion or fails
     /// a JSON Patch `test`. Hooks queue up; each GET consumes one.
@@ -468,6 +472,12 @@ impl FakeKubeHandle {
             task.abort();
         }
         store.next_rv();
+    }
+
+    /// Lists answer at most `n` items a page (`None`: as many as `limit`
+    /// asks), so a client that ignores `continue` misses the rest.
+    pub fn set_max_list_page(&self, n: Option<usize>) {
+        self.shared.lock().max_list_page = n.map(|n| n.max(1));
     }
 
     /// Delay between a NodeClass spec write and the status resolver's run.
@@ -990,32 +1000,70 @@ fn system_write(
     }
 }
 
+/// A list, in name order, paged as the API server pages it: at most
+/// `limit` items (or the forced page size, if smaller), then a `continue`
+/// token that resumes after the last name returned.
 fn list(ctx: &RequestCtx<'_>, rt: &'static ResourceType) -> ApiResult {
     let label_selector = ctx.query_param("labelSelector");
     let field_selector = ctx.query_param("fieldSelector");
-    let store = ctx.shared.lock();
-    let items: Vec<Value> = store
+    let limit = ctx.query_param("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
+    let after = match ctx.query_param("continue").filter(|c| !c.is_empty()) {
+        Some(token) => Some(token.strip_prefix(CONTINUE_PREFIX).map(str::to_owned).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::GONE,
+                "Expired",
+                format!("the provided continue parameter is too old to display a consistent list result: {token}"),
+                None,
+            )
+        })?),
+        None => None,
+    };
+    let mut store = ctx.shared.lock();
+    let page = match (limit, store.max_list_page) {
+        (Some(l), Some(m)) => Some(l.min(m)),
+        (l, m) => l.or(m),
+    };
+    let matching: Vec<(&String, &Value)> = store
         .objects
         .get(rt.plural)
         .map(|objects| {
             objects
-                .values()
-                .filter(|o| label_selector.as_deref().is_none_or(|s| labels_match(o, s)))
-                .filter(|o| field_selector.as_deref().is_none_or(|s| fields_match(o, s)))
-                .cloned()
+                .iter()
+                .filter(|(name, _)| after.as_deref().is_none_or(|after| name.as_str() > after))
+                .filter(|(_, o)| label_selector.as_deref().is_none_or(|s| labels_match(o, s)))
+                .filter(|(_, o)| field_selector.as_deref().is_none_or(|s| fields_match(o, s)))
                 .collect()
         })
         .unwrap_or_default();
+    let taken = page.map_or(matching.len(), |p| p.min(matching.len()));
+    let mut metadata = json!({"resourceVersion": store.resource_version.to_string()});
+    if taken < matching.len() {
+        metadata["continue"] = json!(format!("{CONTINUE_PREFIX}{}", matching[taken - 1].0));
+        metadata["remainingItemCount"] = json!(matching.len() - taken);
+    }
+    let items: Vec<Value> = matching[..taken].iter().map(|(_, o)| (*o).clone()).collect();
+    // A list is a read of each object it returns: concurrent-writer hooks fire.
+    for item in &items {
+        let name = meta_str(item, "name").unwrap_or_default();
+        let hook = store.get_hooks.get_mut(&(rt.plural.to_owned(), name.clone())).and_then(VecDeque::pop_front);
+        if let Some(hook) = hook {
+            let mut changed = item.clone();
+            hook(&mut changed);
+            system_write(ctx.shared, &mut store, rt, &name, item, changed);
+        }
+    }
     Ok((
         StatusCode::OK,
         json!({
             "apiVersion": rt.api_version(),
             "kind": format!("{}List", rt.kind),
-            "metadata": {"resourceVersion": store.resource_version.to_string()},
+            "metadata": metadata,
             "items": items,
         }),
     ))
 }
+
+const CONTINUE_PREFIX: &str = "testbed-after:";
 
 /// Equality-based label selectors: `a=b`, `a==b`, `a!=b`, `a`, `!a`.
 fn labels_match(object: &Value, selector: &str) -> bool {

@@ -489,3 +489,34 @@ async fn ec2_status_resolver_emulates_auto_mode_against_moto() {
     let ready = resolved["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
     assert_eq!(ready["status"], "False");
 }
+
+#[tokio::test]
+async fn lists_are_paged_by_limit_and_continue() {
+    let (kube, api) = start().await;
+    for name in ["a", "b", "c", "d", "e"] {
+        kube.put_object(NODECLASSES, nodeclass(name)).expect("seed");
+    }
+    let first = api.list(&ListParams::default().limit(2)).await.expect("page 1");
+    let names = |l: &kube::api::ObjectList<DynamicObject>| {
+        l.items.iter().filter_map(|o| o.metadata.name.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(names(&first), ["a", "b"]);
+    let token = first.metadata.continue_.clone().expect("a continue token");
+    let second = api.list(&ListParams::default().limit(2).continue_token(&token)).await.expect("page 2");
+    assert_eq!(names(&second), ["c", "d"]);
+    let last = api
+        .list(&ListParams::default().limit(2).continue_token(second.metadata.continue_.as_deref().unwrap()))
+        .await
+        .expect("page 3");
+    assert_eq!(names(&last), ["e"]);
+    assert!(last.metadata.continue_.as_deref().is_none_or(str::is_empty), "the last page has no token");
+
+    // The server may return fewer than the limit; clients must follow the token.
+    kube.set_max_list_page(Some(1));
+    let capped = api.list(&ListParams::default().limit(100)).await.expect("capped");
+    assert_eq!(names(&capped), ["a"]);
+    assert!(capped.metadata.continue_.is_some());
+    // A token the server never issued is 410 Gone, as an expired one is.
+    let (code, reason, _) = api_error(api.list(&ListParams::default().continue_token("bogus")).await.expect_err("410"));
+    assert_eq!((code, reason.as_str()), (410, "Expired"));
+}

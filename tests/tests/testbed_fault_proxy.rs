@@ -652,3 +652,132 @@ async fn compressed_put_metric_data_is_identified() {
     assert_eq!(log.len(), 1);
     assert_eq!((log[0].service.as_str(), log[0].action.as_str()), ("monitoring", "PutMetricData"));
 }
+
+#[tokio::test]
+async fn an_injected_error_code_reaches_the_sdk_in_each_protocol() {
+    let aws = start().await;
+    let client = ec2(&aws, RetryConfig::disabled()).await;
+    aws.proxy().fail_nth("DescribeVpcs", 1, Fault::Reject { status: 400, code: "InvalidVpcID.NotFound" });
+    let err = client.describe_vpcs().send().await.expect_err("rejected");
+    assert_eq!(code(&err).as_deref(), Some("InvalidVpcID.NotFound"));
+    assert!(client.describe_vpcs().send().await.is_ok(), "once only");
+    assert_eq!(aws.proxy().forwarded_count("DescribeVpcs"), 1);
+
+    aws.proxy().fail_nth("CreateSubnet", 1, Fault::Reject { status: 403, code: "UnauthorizedOperation" });
+    let vpc = default_vpc(&aws.direct_ec2(DEFAULT_REGION).await).await;
+    let err = client.create_subnet().vpc_id(&vpc).cidr_block("172.31.201.0/24").send().await.expect_err("denied");
+    assert_eq!(code(&err).as_deref(), Some("UnauthorizedOperation"));
+    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(403));
+
+    let eks = aws_sdk_eks::Client::new(&aws.sdk_config(DEFAULT_REGION).await);
+    aws.proxy().fail_nth("ListClusters", 1, Fault::Reject { status: 403, code: "AccessDeniedException" });
+    let err = eks.list_clusters().send().await.expect_err("denied");
+    assert_eq!(code(&err).as_deref(), Some("AccessDeniedException"));
+}
+
+#[tokio::test]
+async fn ec2_lists_come_in_pages_that_the_paginator_follows() {
+    let aws = start().await;
+    let direct = aws.direct_ec2(DEFAULT_REGION).await;
+    let vpc = direct.create_vpc().cidr_block("10.40.0.0/16").send().await.unwrap();
+    let vpc_id = vpc.vpc().unwrap().vpc_id().unwrap().to_owned();
+    for i in 0..12 {
+        direct.create_subnet().vpc_id(&vpc_id).cidr_block(format!("10.40.{i}.0/24")).send().await.unwrap();
+    }
+    let client = ec2(&aws, RetryConfig::disabled()).await;
+    aws.proxy().set_page_size(Some(5));
+    let by_vpc = || Filter::builder().name("vpc-id").values(&vpc_id).build();
+    // One call sees the first page only, with a token for the rest ...
+    let first = client.describe_subnets().filters(by_vpc()).max_results(1000).send().await.unwrap();
+    assert_eq!(first.subnets().len(), 5);
+    assert!(first.next_token().is_some());
+    // ... and the paginator reads them all.
+    aws.proxy().reset_counters();
+    let all: Vec<_> = client
+        .describe_subnets()
+        .filters(by_vpc())
+        .into_paginator()
+        .page_size(1000)
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .unwrap();
+    let cidrs: std::collections::BTreeSet<String> = all.iter().map(|s| s.cidr_block().unwrap().to_owned()).collect();
+    assert_eq!(cidrs.len(), 12);
+    assert_eq!(aws.proxy().call_count("DescribeSubnets"), 3);
+    aws.proxy().set_page_size(None);
+    let whole = client.describe_subnets().filters(by_vpc()).send().await.unwrap();
+    assert_eq!(whole.subnets().len(), 12);
+}
+
+#[tokio::test]
+async fn eks_compute_config_and_access_entries_are_emulated() {
+    let aws = start().await;
+    let direct = aws_sdk_eks::Client::new(&aws.direct_sdk_config(DEFAULT_REGION).await);
+    let subnet = aws.direct_ec2(DEFAULT_REGION).await.describe_subnets().send().await.unwrap().subnets()[0]
+        .subnet_id()
+        .unwrap()
+        .to_owned();
+    direct
+        .create_cluster()
+        .name("emulated")
+        .role_arn("arn:aws:iam::123456789012:role/ClusterRole")
+        .resources_vpc_config(aws_sdk_eks::types::VpcConfigRequest::builder().subnet_ids(subnet).build())
+        .send()
+        .await
+        .unwrap();
+    let eks = aws_sdk_eks::Client::new(&aws.sdk_config(DEFAULT_REGION).await);
+    let described = eks.describe_cluster().name("emulated").send().await.unwrap();
+    assert!(described.cluster().unwrap().compute_config().is_none(), "moto alone reports no Auto Mode");
+
+    aws.proxy().set_compute_config(
+        "emulated",
+        serde_json::json!({"enabled": true, "nodeRoleArn": "arn:aws:iam::123456789012:role/AutoNode"}),
+    );
+    let described = eks.describe_cluster().name("emulated").send().await.unwrap();
+    let compute = described.cluster().unwrap().compute_config().expect("computeConfig");
+    assert_eq!(compute.node_role_arn(), Some("arn:aws:iam::123456789012:role/AutoNode"));
+    assert_eq!(described.cluster().unwrap().name(), Some("emulated"), "moto's answer is kept");
+
+    for i in 0..3 {
+        aws.proxy().put_access_entry("emulated", &format!("arn:aws:iam::123456789012:role/R{i}"), "STANDARD");
+    }
+    eks.create_access_entry()
+        .cluster_name("emulated")
+        .principal_arn("arn:aws:iam::123456789012:role/NodeRole")
+        .r#type("EC2")
+        .send()
+        .await
+        .unwrap();
+    let listed: Vec<String> = eks
+        .list_access_entries()
+        .cluster_name("emulated")
+        .into_paginator()
+        .page_size(2)
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 4);
+    assert_eq!(aws.proxy().call_count("ListAccessEntries"), 2, "two pages of two");
+    let entry = eks
+        .describe_access_entry()
+        .cluster_name("emulated")
+        .principal_arn("arn:aws:iam::123456789012:role/NodeRole")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(entry.access_entry().unwrap().r#type(), Some("EC2"));
+    let missing =
+        eks.describe_access_entry().cluster_name("emulated").principal_arn("arn:aws:iam::1:role/None").send().await;
+    assert_eq!(code(&missing.expect_err("absent")).as_deref(), Some("ResourceNotFoundException"));
+
+    aws.reset().await.unwrap();
+    assert_eq!(
+        eks.list_access_entries().cluster_name("emulated").send().await.map(|o| o.access_entries().len()).unwrap_or(0),
+        0,
+        "a reset forgets them"
+    );
+}

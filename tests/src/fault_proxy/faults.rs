@@ -20,6 +20,11 @@ pub enum Fault {
     /// of backing off against an endpoint nobody is calling any more. Every
     /// call after [`FaultProxyHandle::crash_at_nth_mutating`] fires gets it.
     Crashed,
+    /// Answer with this service error, in the protocol's shape, without
+    /// forwarding: e.g. `Reject { status: 400, code: "InvalidSubnetID.NotFound" }`
+    /// (EC2 has not caught up with a new subnet yet) or `Reject { status:
+    /// 403, code: "UnauthorizedOperation" }` (the role lacks a permission).
+    Reject { status: u16, code: &'static str },
 }
 
 /// Which calls a rule applies to.
@@ -264,7 +269,8 @@ mod tests {
 
     #[test]
     fn throttle_every_counts_from_offset() {
-        let mut inner = FaultRules { throttle_every: Some(EveryRule { n: 2, offset: 1, seen: 0 }), ..FaultRules::default() };
+        let mut inner =
+            FaultRules { throttle_every: Some(EveryRule { n: 2, offset: 1, seen: 0 }), ..FaultRules::default() };
         let throttled: Vec<bool> = (0..7).map(|_| inner.decide("ec2", "DescribeVpcs").is_some()).collect();
         assert_eq!(throttled, [false, false, true, false, true, false, true]);
     }

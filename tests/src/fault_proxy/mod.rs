@@ -1,7 +1,7 @@
 //! A fault-injecting HTTP proxy between the AWS SDK and moto.
 //!
 //! moto answers every call at once and never fails the way AWS does
-//! (aws-facts.md §6). Clients pointed at [`FaultProxy::endpoint`] go through
+//! (docs/design.md, "What the local emulator gets wrong"). Clients pointed at [`FaultProxy::endpoint`] go through
 //! this proxy, which identifies each call's service and action, counts it,
 //! and can add latency, throttle, answer 500, drop the connection before or
 //! after moto acts, and make a new VPC CIDR association look slow or failed.
@@ -42,12 +42,15 @@ use association::simulate_association;
 use aws_rules::{Rule, check_route_table_rules, check_vpc_cidr_rules, enforced_rule};
 use faults::{EveryRule, FaultRules, FractionRule, NthRule, SplitMix64};
 use identify::identify;
-use protocol::{crashed_response, ec2_error_response, fault_response, plain_response};
+use protocol::Protocol;
+use protocol::{crashed_response, ec2_error_response, error_response, fault_response, plain_response};
 
 mod association;
 mod aws_rules;
+mod eks;
 mod faults;
 mod identify;
+mod paging;
 mod protocol;
 
 pub use aws_rules::VPC_CIDR_QUOTA;
@@ -104,6 +107,10 @@ struct Inner {
     latency_model: LatencyModel,
     faults: FaultRules,
     association: AssociationSim,
+    /// AWS behaviour the proxy adds; not cleared by `reset_faults`.
+    eks: eks::EksState,
+    /// `Some(n)`: EC2 lists come in pages of n items.
+    page_size: Option<usize>,
     /// These two survive `reset_faults`: they are rules of AWS, not faults.
     enforce_vpc_cidr_rules: bool,
     enforce_route_table_rules: bool,
@@ -301,6 +308,40 @@ impl FaultProxyHandle {
         inner.faults.crash = None;
         inner.faults.crashed = false;
         inner.association = AssociationSim::default();
+    }
+
+    /// EC2 list calls (DescribeSubnets, DescribeRouteTables,
+    /// DescribeNetworkInterfaces, DescribeVpcs, DescribeVpcPeeringConnections,
+    /// GetSubnetCidrReservations) answer in pages of `size` items with a
+    /// `nextToken`, whatever `MaxResults` asked; `None` answers in one page.
+    pub fn set_page_size(&self, size: Option<usize>) {
+        self.shared.lock().page_size = size.map(|n| n.max(1));
+    }
+
+    /// DescribeCluster of `cluster` reports this `computeConfig`, as EKS
+    /// does for an Auto Mode cluster (moto reports none).
+    pub fn set_compute_config(&self, cluster: &str, compute_config: serde_json::Value) {
+        self.shared.lock().eks.compute_config.insert(cluster.to_owned(), compute_config);
+    }
+
+    /// Adds an EKS access entry (`EC2`, `STANDARD`, …) to `cluster`; the
+    /// proxy serves access entries, which moto does not have.
+    pub fn put_access_entry(&self, cluster: &str, principal_arn: &str, kind: &str) {
+        let entry = eks::AccessEntry { principal_arn: principal_arn.to_owned(), kind: kind.to_owned() };
+        self.shared
+            .lock()
+            .eks
+            .access_entries
+            .entry(cluster.to_owned())
+            .or_default()
+            .insert(principal_arn.to_owned(), entry);
+    }
+
+    /// Forgets the EKS state the proxy keeps (for a moto reset) and the page size.
+    pub fn reset_emulation(&self) {
+        let mut inner = self.shared.lock();
+        inner.eks = eks::EksState::default();
+        inner.page_size = None;
     }
 
     /// Forgets the calls seen so far (the log, the counts and the timeline).
@@ -525,12 +566,39 @@ async fn handle(
                 shared.lock().finish(seq, Some(response.status().as_u16()), false);
                 return Ok(response);
             }
+            Some(Fault::Reject { status, code }) => {
+                let message = format!("{code} injected by the testbed's fault proxy");
+                let response = error_response(id.protocol, status, code, &message, seq);
+                shared.lock().finish(seq, Some(status), false);
+                return Ok(response);
+            }
             Some(Fault::DropBeforeForward) => {
                 shared.lock().finish(seq, None, false);
                 return drop_connection(&kill).await;
             }
             Some(Fault::DropAfterForward) | None => {}
         }
+
+        // EKS calls moto does not know are answered here.
+        if id.protocol == Protocol::RestJson {
+            let served = eks::serve(&mut shared.lock().eks, &id.action, &parts.method, &parts.uri, &body, seq);
+            if let Some(response) = served {
+                shared.lock().finish(seq, Some(response.status().as_u16()), false);
+                return Ok(response);
+            }
+        }
+        let paged = (id.protocol == Protocol::Ec2Query)
+            .then(|| shared.lock().page_size)
+            .flatten()
+            .and_then(|size| paging::item_set(&id.action).map(|set| (set, size)));
+        let (body, page) = match (paged, std::str::from_utf8(&body)) {
+            (Some(_), Ok(form)) => {
+                let (page, form) = paging::strip_paging(form);
+                (Bytes::from(form), page)
+            }
+            _ => (body, 0),
+        };
+        let uri = parts.uri.clone();
 
         let upstream_response = match forward(&shared, parts, body).await {
             Ok(response) => response,
@@ -541,7 +609,15 @@ async fn handle(
             }
         };
         let (mut response_parts, response_body) = upstream_response;
-        let response_body = simulate_association(&shared, &id.action, response_parts.status, response_body);
+        let mut response_body = simulate_association(&shared, &id.action, response_parts.status, response_body);
+        if response_parts.status.is_success() {
+            if let (Some((set, size)), Ok(xml)) = (paged, std::str::from_utf8(&response_body)) {
+                response_body = Bytes::from(paging::page_of(xml, set, page, size));
+            }
+            if id.action == "DescribeCluster" {
+                response_body = eks::decorate_describe_cluster(&shared.lock().eks, &uri, response_body);
+            }
+        }
 
         if fault == Some(Fault::DropAfterForward) {
             shared.lock().finish(seq, None, true);

@@ -100,30 +100,46 @@ pub(super) fn xml_escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
+/// A service error with `code`, in each protocol's shape.
+pub(super) fn error_response(
+    protocol: Protocol,
+    status: u16,
+    code: &str,
+    message: &str,
+    seq: u64,
+) -> Response<Full<Bytes>> {
+    let request_id = format!("00000000-0000-4000-8000-{seq:012x}");
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    match protocol {
+        Protocol::Ec2Query => ec2_error_response(status, code, message, &request_id),
+        Protocol::AwsQuery => {
+            let kind = if status.is_server_error() { "Receiver" } else { "Sender" };
+            let body = query_error(kind, code, &xml_escape(message), &request_id);
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            *response.status_mut() = status;
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+            response
+        }
+        Protocol::RestJson => {
+            let body = serde_json::json!({ "message": message }).to_string();
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            *response.status_mut() = status;
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            if let Ok(value) = HeaderValue::from_str(code) {
+                headers.insert("x-amzn-errortype", value);
+            }
+            response
+        }
+    }
+}
+
 /// [`Fault::Crashed`]: a client error in each protocol's shape, with a code
 /// no SDK retry classifier knows.
 pub(super) fn crashed_response(protocol: Protocol, seq: u64) -> Response<Full<Bytes>> {
     const CODE: &str = "TestbedClientCrashed";
     const MESSAGE: &str = "the testbed simulates that the caller crashed before this call";
-    let request_id = format!("00000000-0000-4000-8000-{seq:012x}");
-    match protocol {
-        Protocol::Ec2Query => ec2_error_response(StatusCode::BAD_REQUEST, CODE, MESSAGE, &request_id),
-        Protocol::AwsQuery => {
-            let mut response = Response::new(Full::new(Bytes::from(query_error("Sender", CODE, MESSAGE, &request_id))));
-            *response.status_mut() = StatusCode::BAD_REQUEST;
-            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
-            response
-        }
-        Protocol::RestJson => {
-            let body = format!(r#"{{"message":"{MESSAGE}"}}"#);
-            let mut response = Response::new(Full::new(Bytes::from(body)));
-            *response.status_mut() = StatusCode::BAD_REQUEST;
-            let headers = response.headers_mut();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            headers.insert("x-amzn-errortype", HeaderValue::from_static(CODE));
-            response
-        }
-    }
+    error_response(protocol, 400, CODE, MESSAGE, seq)
 }
 
 pub(super) fn query_error(kind: &str, code: &str, message: &str, request_id: &str) -> String {
