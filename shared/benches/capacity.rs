@@ -5,10 +5,11 @@
 //! - `subnet_capacity/1000_subnets_50k_used`: `capacity::subnet_capacity`
 //!   for 1,000 /24 subnets holding 50,000 used addresses between them:
 //!   20,000 ENI private IPs, 1,250 ENI /28 prefixes (20,000 addresses) and
-//!   625 /28 subnet CIDR reservations (10,000 addresses), placed by a seeded
+//!   625 /28 explicit subnet CIDR reservations (10,000 addresses), placed by a seeded
 //!   PRNG (overlaps happen, as in a real inventory);
 //! - `plan/1000_subnets`: `planner::plan` on a snapshot of those 1,000
-//!   subnets, all of them the cluster's, in three AZs, each explicitly
+//!   subnets, all of them the cluster's and listed in the `status.subnets`
+//!   of the NodeClass the NodePool uses, in three AZs, each explicitly
 //!   associated with its AZ's NAT route table, every AZ below the thresholds:
 //!   the planner finds the node subnets and their tables, sums capacity per
 //!   AZ, searches the pool for a new CIDR and places three subnets;
@@ -24,10 +25,10 @@ use std::hint::black_box;
 use std::net::Ipv4Addr;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use headroom::capacity::{self, AddressUsage};
+use headroom::capacity::{self, AddressUsage, Reservation};
 use headroom::config::{Config, Thresholds};
 use headroom::model::{
-    CidrAssociation, CidrState, Cluster, NetworkSnapshot, NodeClasses, Route, RouteTable, Subnet, Vpc,
+    AutoModeObjects, CidrAssociation, CidrState, Cluster, ClusterApi, NetworkSnapshot, Route, RouteTable, Subnet, Vpc,
 };
 use headroom::plan::Decision;
 use headroom::planner::{self, Demand};
@@ -82,7 +83,8 @@ fn usage() -> Vec<(Ipv4Net, AddressUsage)> {
     for _ in 0..RESERVATIONS {
         let (cidr, u) = &mut usage[rng.below(SUBNETS as u64) as usize];
         let block = 1 + rng.below(14) as u32;
-        u.reservations.push(Ipv4Net::new(Ipv4Addr::from(base(cidr) + block * 16), 28).expect("valid"));
+        u.reservations
+            .push(Reservation::explicit(Ipv4Net::new(Ipv4Addr::from(base(cidr) + block * 16), 28).expect("valid")));
     }
     let occupied: usize =
         usage.iter().map(|(_, u)| u.private_ips.len() + 16 * (u.prefixes.len() + u.reservations.len())).sum();
@@ -133,6 +135,8 @@ fn snapshot(usage: &[(Ipv4Net, AddressUsage)]) -> NetworkSnapshot {
             status_message: None,
         })
         .collect();
+    let status_subnets: Vec<serde_json::Value> =
+        subnets.iter().map(|s| json!({"id": s.id, "zone": s.availability_zone})).collect();
     NetworkSnapshot {
         region: "us-west-2".into(),
         cluster: Cluster {
@@ -140,13 +144,14 @@ fn snapshot(usage: &[(Ipv4Net, AddressUsage)]) -> NetworkSnapshot {
             subnet_ids: subnets.iter().map(|s| s.id.clone()).collect(),
             security_group_ids: Vec::new(),
             cluster_security_group_id: Some("sg-cluster".into()),
+            node_role_arn: Some("arn:aws:iam::123456789012:role/AmazonEKSAutoNodeRole".into()),
         },
         vpc: Vpc { id: "vpc-big".into(), primary_cidr: "10.0.0.0/16".parse().expect("valid"), cidr_associations },
         subnets,
         route_tables,
-        nodeclasses: NodeClasses {
-            managed: None,
-            default: Some(json!({
+        peerings: Vec::new(),
+        cluster_api: ClusterApi::Read(AutoModeObjects {
+            nodeclasses: vec![json!({
                 "apiVersion": "eks.amazonaws.com/v1",
                 "kind": "NodeClass",
                 "metadata": {"name": "default", "resourceVersion": "1"},
@@ -154,10 +159,18 @@ fn snapshot(usage: &[(Ipv4Net, AddressUsage)]) -> NetworkSnapshot {
                     "role": "AmazonEKSAutoNodeRole",
                     "subnetSelectorTerms": [{"tags": {"kubernetes.io/role/internal-elb": "1"}}],
                     "securityGroupSelectorTerms": [{"id": "sg-cluster"}]
-                }
-            })),
-            nodepool_exists: None,
-        },
+                },
+                // Auto Mode resolved the selector to every node subnet.
+                "status": {"subnets": status_subnets}
+            })],
+            nodepools: vec![json!({
+                "apiVersion": "karpenter.sh/v1",
+                "kind": "NodePool",
+                "metadata": {"name": "general-purpose"},
+                "spec": {"template": {"spec": {"nodeClassRef": {"group": "eks.amazonaws.com", "kind": "NodeClass", "name": "default"}}}}
+            })],
+        }),
+        node_role_access_entries: None,
     }
 }
 

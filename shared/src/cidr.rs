@@ -1,4 +1,4 @@
-//! Which secondary VPC CIDR to add: the restriction table of aws-facts.md §1
+//! Which secondary VPC CIDR to add: the restriction table of docs/aws-rules.md, "Secondary VPC CIDRs"
 //! and the search for the lowest usable block in the pool.
 //!
 //! moto accepts restricted ranges, overlaps and route conflicts without a
@@ -7,7 +7,7 @@
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
-use crate::model::{CidrAssociation, RouteTable};
+use crate::model::{CidrAssociation, Peering, RouteTable};
 
 fn net(s: &str) -> Ipv4Net {
     s.parse().expect("static CIDR")
@@ -88,6 +88,7 @@ pub enum Rejection {
     Restricted,
     OverlapsVpcCidr,
     ConflictsWithRoute,
+    OverlapsPeeredVpc,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -96,6 +97,7 @@ pub struct SearchOutcome {
     pub restricted: usize,
     pub overlapping: usize,
     pub route_conflicts: usize,
+    pub peering_conflicts: usize,
 }
 
 /// Every aligned block of `prefix_len` in the pool, lowest address first.
@@ -108,13 +110,17 @@ pub fn pool_blocks(pool: &[Ipv4Net], prefix_len: u8) -> impl Iterator<Item = Ipv
         .flat_map(move |entry| entry.subnets(prefix_len).expect("prefix checked above"))
 }
 
-/// Checks one block against the VPC's associations and routes.
-pub fn check_block(
-    block: Ipv4Net,
-    primary: Ipv4Net,
-    associations: &[CidrAssociation],
-    route_tables: &[RouteTable],
-) -> Result<(), Rejection> {
+/// What a new block must not collide with, besides the restriction table.
+#[derive(Debug, Clone, Copy)]
+pub struct Neighbours<'a> {
+    pub associations: &'a [CidrAssociation],
+    pub route_tables: &'a [RouteTable],
+    pub peerings: &'a [Peering],
+}
+
+/// Checks one block against the VPC's associations, routes and peers.
+pub fn check_block(block: Ipv4Net, primary: Ipv4Net, neighbours: Neighbours<'_>) -> Result<(), Rejection> {
+    let Neighbours { associations, route_tables, peerings } = neighbours;
     if restriction(primary, block).is_err() {
         return Err(Rejection::Restricted);
     }
@@ -138,6 +144,11 @@ pub fn check_block(
     {
         return Err(Rejection::ConflictsWithRoute);
     }
+    // A peered VPC's CIDRs, routed to or not: AWS refuses overlapping blocks
+    // while the peering is active, and traffic to the peer would be lost.
+    if peerings.iter().flat_map(|p| &p.peer_cidrs).any(|c| overlaps(*c, block)) {
+        return Err(Rejection::OverlapsPeeredVpc);
+    }
     Ok(())
 }
 
@@ -147,12 +158,11 @@ pub fn choose_vpc_cidr(
     pool: &[Ipv4Net],
     prefix_len: u8,
     primary: Ipv4Net,
-    associations: &[CidrAssociation],
-    route_tables: &[RouteTable],
+    neighbours: Neighbours<'_>,
 ) -> SearchOutcome {
     let mut outcome = SearchOutcome::default();
     for block in pool_blocks(pool, prefix_len) {
-        match check_block(block, primary, associations, route_tables) {
+        match check_block(block, primary, neighbours) {
             Ok(()) => {
                 outcome.chosen = Some(block);
                 break;
@@ -160,6 +170,7 @@ pub fn choose_vpc_cidr(
             Err(Rejection::Restricted) => outcome.restricted += 1,
             Err(Rejection::OverlapsVpcCidr) => outcome.overlapping += 1,
             Err(Rejection::ConflictsWithRoute) => outcome.route_conflicts += 1,
+            Err(Rejection::OverlapsPeeredVpc) => outcome.peering_conflicts += 1,
         }
     }
     outcome
@@ -172,6 +183,36 @@ mod tests {
 
     fn assoc(cidr: &str, state: CidrState) -> CidrAssociation {
         CidrAssociation { association_id: format!("assoc-{cidr}"), cidr: net(cidr), state, status_message: None }
+    }
+
+    fn around<'a>(
+        associations: &'a [CidrAssociation],
+        route_tables: &'a [RouteTable],
+        peerings: &'a [Peering],
+    ) -> Neighbours<'a> {
+        Neighbours { associations, route_tables, peerings }
+    }
+
+    fn peering(cidrs: &[&str]) -> Peering {
+        Peering {
+            connection_id: "pcx-1".into(),
+            peer_vpc_id: "vpc-peer".into(),
+            peer_cidrs: cidrs.iter().map(|c| net(c)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_peered_vpc_blocks_every_overlapping_block_without_any_route() {
+        let pool = [net("100.64.0.0/10")];
+        let primary = net("192.168.0.0/16");
+        let peers = [peering(&["100.64.0.0/16", "100.65.128.0/17"])];
+        let out = choose_vpc_cidr(&pool, 16, primary, around(&[], &[], &peers));
+        assert_eq!(out.chosen, Some(net("100.66.0.0/16")));
+        assert_eq!(out.peering_conflicts, 2, "100.64/16 equal, 100.65/16 holding a peer /17");
+        assert_eq!(
+            check_block(net("100.64.0.0/16"), primary, around(&[], &[], &peers)),
+            Err(Rejection::OverlapsPeeredVpc)
+        );
     }
 
     fn table_with_route(destination: &str, target: &str) -> RouteTable {
@@ -228,8 +269,12 @@ mod tests {
     #[test]
     fn chooses_the_lowest_free_block() {
         let pool = [net("100.64.0.0/10")];
-        let out =
-            choose_vpc_cidr(&pool, 16, net("192.168.0.0/16"), &[assoc("192.168.0.0/16", CidrState::Associated)], &[]);
+        let out = choose_vpc_cidr(
+            &pool,
+            16,
+            net("192.168.0.0/16"),
+            around(&[assoc("192.168.0.0/16", CidrState::Associated)], &[], &[]),
+        );
         assert_eq!(out.chosen, Some(net("100.64.0.0/16")));
     }
 
@@ -244,11 +289,12 @@ mod tests {
             CidrState::Failing,
             CidrState::Failed,
         ] {
-            let out = choose_vpc_cidr(&pool, 16, primary, &[assoc("100.64.0.0/16", state)], &[]);
+            let out = choose_vpc_cidr(&pool, 16, primary, around(&[assoc("100.64.0.0/16", state)], &[], &[]));
             assert_eq!(out.chosen, Some(net("100.65.0.0/16")), "{state:?}");
             assert_eq!(out.overlapping, 1);
         }
-        let out = choose_vpc_cidr(&pool, 16, primary, &[assoc("100.64.0.0/16", CidrState::Disassociated)], &[]);
+        let out =
+            choose_vpc_cidr(&pool, 16, primary, around(&[assoc("100.64.0.0/16", CidrState::Disassociated)], &[], &[]));
         assert_eq!(out.chosen, Some(net("100.64.0.0/16")));
     }
 
@@ -256,12 +302,14 @@ mod tests {
     fn a_route_destination_blocks_equal_inner_and_outer_blocks() {
         let pool = [net("100.64.0.0/10")];
         let primary = net("192.168.0.0/16");
-        let out = choose_vpc_cidr(&pool, 16, primary, &[], &[table_with_route("100.64.0.0/16", "tgw-1")]);
+        let out = choose_vpc_cidr(&pool, 16, primary, around(&[], &[table_with_route("100.64.0.0/16", "tgw-1")], &[]));
         assert_eq!(out.chosen, Some(net("100.65.0.0/16")));
         assert_eq!(out.route_conflicts, 1);
-        let inner = choose_vpc_cidr(&pool, 16, primary, &[], &[table_with_route("100.64.10.0/24", "pcx-1")]);
+        let inner =
+            choose_vpc_cidr(&pool, 16, primary, around(&[], &[table_with_route("100.64.10.0/24", "pcx-1")], &[]));
         assert_eq!(inner.chosen, Some(net("100.65.0.0/16")));
-        let outer = choose_vpc_cidr(&pool, 16, primary, &[], &[table_with_route("100.64.0.0/15", "vgw-1")]);
+        let outer =
+            choose_vpc_cidr(&pool, 16, primary, around(&[], &[table_with_route("100.64.0.0/15", "vgw-1")], &[]));
         assert_eq!(outer.chosen, Some(net("100.66.0.0/16")));
     }
 
@@ -269,13 +317,13 @@ mod tests {
     fn local_and_default_routes_do_not_block() {
         let pool = [net("100.64.0.0/10")];
         let tables = [table_with_route("0.0.0.0/0", "nat-1"), table_with_route("100.64.0.0/16", "local")];
-        let out = choose_vpc_cidr(&pool, 16, net("192.168.0.0/16"), &[], &tables);
+        let out = choose_vpc_cidr(&pool, 16, net("192.168.0.0/16"), around(&[], &tables, &[]));
         assert_eq!(out.chosen, Some(net("100.64.0.0/16")));
     }
 
     #[test]
     fn a_restricted_pool_yields_nothing_and_says_why() {
-        let out = choose_vpc_cidr(&[net("10.0.0.0/14")], 16, net("192.168.0.0/16"), &[], &[]);
+        let out = choose_vpc_cidr(&[net("10.0.0.0/14")], 16, net("192.168.0.0/16"), around(&[], &[], &[]));
         assert_eq!(out.chosen, None);
         assert_eq!(out.restricted, 4);
     }

@@ -55,8 +55,12 @@ pub struct Config {
     /// Clusters this deployment manages. Empty: the event must name one.
     pub clusters: Vec<String>,
     pub nodeclass_name: String,
-    /// Created (never modified) when set and absent.
-    pub nodepool_name: Option<String>,
+    /// The NodePool created for the NodeClass when no NodePool references it
+    /// (and `create_nodepool`); never modified.
+    pub nodepool_name: String,
+    /// Whether headroom may create `nodepool_name`. Without it, a NodePool
+    /// that references the NodeClass must exist, or headroom refuses to act.
+    pub create_nodepool: bool,
     pub subnet_mode: SubnetMode,
     pub cidr_pool: Vec<Ipv4Net>,
     pub vpc_cidr_prefix: u8,
@@ -74,6 +78,9 @@ pub struct Config {
     pub security_group_ids: Vec<String>,
     pub association_timeout: Duration,
     pub nodeclass_ready_timeout: Duration,
+    /// How long an `Invalid…ID.NotFound` answer about a resource this run
+    /// created or just read is retried (EC2 is eventually consistent).
+    pub consistency_wait: Duration,
 }
 
 /// One documented setting: name, default, meaning. The README table is
@@ -85,6 +92,7 @@ pub struct Setting {
 }
 
 pub const DEFAULT_NODECLASS_NAME: &str = "headroom";
+pub const DEFAULT_NODEPOOL_NAME: &str = "headroom";
 
 pub const SETTINGS: &[Setting] = &[
     Setting {
@@ -99,8 +107,13 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "NODEPOOL_NAME",
-        default: "",
-        meaning: "When set, a NodePool of this name referencing the NodeClass is created if absent (never modified).",
+        default: DEFAULT_NODEPOOL_NAME,
+        meaning: "The NodePool headroom creates, referencing the NodeClass, when no NodePool references it. Never modified; `general-purpose` and `system` are refused.",
+    },
+    Setting {
+        name: "CREATE_NODEPOOL",
+        default: "true",
+        meaning: "`false`: never create a NodePool. A NodePool that references NODECLASS_NAME must then exist, or headroom refuses to expand: a NodeClass no NodePool uses launches no node.",
     },
     Setting {
         name: "SUBNET_MODE",
@@ -116,12 +129,12 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "SUBNET_PREFIX",
         default: "19",
-        meaning: "Prefix length of each new subnet; longer than VPC_CIDR_PREFIX, at most 28.",
+        meaning: "Prefix length of each new subnet; longer than VPC_CIDR_PREFIX, at most 28. A new subnet must clear both thresholds on its own, or the setting is refused at start (a /27 or /28 never holds 16 free prefixes).",
     },
     Setting {
         name: "MIN_FREE_IPS_PER_AZ",
         default: "512",
-        meaning: "An AZ with fewer free IPs than this across the cluster's subnets gets more space.",
+        meaning: "An AZ with fewer free IPs than this across the subnets its nodes and pods use gets more space.",
     },
     Setting {
         name: "MIN_FREE_PREFIXES_PER_AZ",
@@ -169,6 +182,11 @@ pub const SETTINGS: &[Setting] = &[
         default: "60",
         meaning: "How long to wait for the NodeClass status to list the new subnets.",
     },
+    Setting {
+        name: "CONSISTENCY_WAIT_SECONDS",
+        default: "30",
+        meaning: "How long an `Invalid…ID.NotFound` answer about a resource this run created or just read is retried: EC2 is eventually consistent.",
+    },
 ];
 
 fn default_of(name: &str) -> &'static str {
@@ -215,20 +233,17 @@ impl Config {
             ));
         }
 
-        let (setting, nodepool) = get("NODEPOOL_NAME");
-        let nodepool_name = if nodepool.is_empty() {
-            None
-        } else {
-            validate_object_name(&nodepool).map_err(|reason| invalid(setting, &nodepool, reason))?;
-            if nodepool == "general-purpose" || nodepool == "system" {
-                return Err(invalid(
-                    setting,
-                    &nodepool,
-                    "built-in NodePools are managed by EKS; name a custom NodePool",
-                ));
-            }
-            Some(nodepool)
-        };
+        let (setting, nodepool_name) = get("NODEPOOL_NAME");
+        validate_object_name(&nodepool_name).map_err(|reason| invalid(setting, &nodepool_name, reason))?;
+        if nodepool_name == "general-purpose" || nodepool_name == "system" {
+            return Err(invalid(
+                setting,
+                &nodepool_name,
+                "built-in NodePools are managed by EKS; name a custom NodePool such as `headroom`",
+            ));
+        }
+        let (setting, create) = get("CREATE_NODEPOOL");
+        let create_nodepool = parse_bool(&create).ok_or_else(|| invalid(setting, &create, "must be true or false"))?;
 
         let (setting, mode) = get("SUBNET_MODE");
         let subnet_mode = mode.parse().map_err(|reason| invalid(setting, &mode, reason))?;
@@ -281,6 +296,8 @@ impl Config {
             min_free_prefixes_per_az: parse_number(get("MIN_FREE_PREFIXES_PER_AZ"))?,
         };
 
+        check_convergence(subnet_prefix, thresholds)?;
+
         let (setting, dry) = get("DRY_RUN");
         let dry_run = parse_bool(&dry).ok_or_else(|| invalid(setting, &dry, "must be true or false"))?;
 
@@ -322,11 +339,13 @@ impl Config {
 
         let association_timeout = Duration::from_secs(parse_number(get("ASSOCIATION_TIMEOUT_SECONDS"))?);
         let nodeclass_ready_timeout = Duration::from_secs(parse_number(get("NODECLASS_READY_TIMEOUT_SECONDS"))?);
+        let consistency_wait = Duration::from_secs(parse_number(get("CONSISTENCY_WAIT_SECONDS"))?);
 
         Ok(Config {
             clusters,
             nodeclass_name,
             nodepool_name,
+            create_nodepool,
             subnet_mode,
             cidr_pool,
             vpc_cidr_prefix,
@@ -341,6 +360,7 @@ impl Config {
             security_group_ids,
             association_timeout,
             nodeclass_ready_timeout,
+            consistency_wait,
         })
     }
 
@@ -361,6 +381,32 @@ impl Config {
             ))),
         }
     }
+}
+
+/// Refuses settings under which expanding can never bring an AZ back above
+/// its thresholds, so that every run would add another subnet: one new,
+/// empty subnet must clear both thresholds. (Whether one VPC CIDR holds a
+/// subnet for each of the cluster's AZs depends on the cluster; the planner
+/// checks it before anything is associated.)
+fn check_convergence(subnet_prefix: u8, thresholds: Thresholds) -> Result<()> {
+    let subnet = Ipv4Net::new(std::net::Ipv4Addr::UNSPECIFIED, subnet_prefix).expect("prefix checked");
+    let empty = crate::capacity::subnet_capacity(subnet, &crate::capacity::AddressUsage::default());
+    if empty.free_ips < thresholds.min_free_ips_per_az || empty.free_prefixes < thresholds.min_free_prefixes_per_az {
+        return Err(invalid(
+            "SUBNET_PREFIX",
+            &subnet_prefix.to_string(),
+            format!(
+                "a new /{subnet_prefix} subnet holds {} free IPs and {} free /28 prefixes, below MIN_FREE_IPS_PER_AZ ({}) \
+                 or MIN_FREE_PREFIXES_PER_AZ ({}), so no expansion could ever clear them; use a shorter SUBNET_PREFIX \
+                 (the default /19 holds 8,187 IPs and 510 prefixes) or lower the thresholds",
+                empty.free_ips,
+                empty.free_prefixes,
+                thresholds.min_free_ips_per_az,
+                thresholds.min_free_prefixes_per_az
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn invalid(setting: &'static str, value: &str, reason: impl Into<String>) -> Error {
@@ -433,7 +479,8 @@ mod tests {
         assert!(c.clusters.is_empty());
         assert_eq!(c.nodeclass_name, "headroom");
         assert_ne!(c.nodeclass_name, "default");
-        assert_eq!(c.nodepool_name, None);
+        assert_eq!(c.nodepool_name, "headroom");
+        assert!(c.create_nodepool, "out of the box, a NodePool uses the new subnets");
         assert_eq!(c.subnet_mode, SubnetMode::Nodes);
         assert_eq!(c.cidr_pool, vec!["100.64.0.0/10".parse::<Ipv4Net>().unwrap()]);
         assert_eq!((c.vpc_cidr_prefix, c.subnet_prefix), (16, 19));
@@ -444,6 +491,7 @@ mod tests {
         assert_eq!(c.managed_tag_key, "headroom.io/cluster");
         assert_eq!((c.max_managed_cidrs, c.vpc_cidr_quota), (2, 5));
         assert_eq!(c.association_timeout, Duration::from_secs(120));
+        assert_eq!(c.consistency_wait, Duration::from_secs(30));
     }
 
     #[test]
@@ -467,10 +515,14 @@ mod tests {
             ("SECURITY_GROUP_IDS", "sg-1,sg-2"),
             ("ASSOCIATION_TIMEOUT_SECONDS", "5"),
             ("NODECLASS_READY_TIMEOUT_SECONDS", "0"),
+            ("CREATE_NODEPOOL", "false"),
+            ("CONSISTENCY_WAIT_SECONDS", "5"),
         ])
         .unwrap();
         assert_eq!(c.clusters, vec!["a", "b"]);
-        assert_eq!(c.nodepool_name.as_deref(), Some("extra-ips"));
+        assert_eq!(c.nodepool_name, "extra-ips");
+        assert!(!c.create_nodepool);
+        assert_eq!(c.consistency_wait, Duration::from_secs(5));
         assert_eq!(c.subnet_mode, SubnetMode::Pods);
         assert_eq!(c.cidr_pool.len(), 2);
         assert_eq!((c.vpc_cidr_prefix, c.subnet_prefix), (18, 21));
@@ -499,6 +551,7 @@ mod tests {
         assert_eq!(rejected_setting(&[("VPC_CIDR_PREFIX", "sixteen")]), "VPC_CIDR_PREFIX");
         assert_eq!(rejected_setting(&[("SUBNET_PREFIX", "16")]), "SUBNET_PREFIX");
         assert_eq!(rejected_setting(&[("SUBNET_PREFIX", "29")]), "SUBNET_PREFIX");
+        assert_eq!(rejected_setting(&[("CREATE_NODEPOOL", "maybe")]), "CREATE_NODEPOOL");
         assert_eq!(rejected_setting(&[("MIN_FREE_IPS_PER_AZ", "-1")]), "MIN_FREE_IPS_PER_AZ");
         assert_eq!(rejected_setting(&[("DRY_RUN", "maybe")]), "DRY_RUN");
         assert_eq!(rejected_setting(&[("METRIC_NAMESPACE", "AWS/EC2")]), "METRIC_NAMESPACE");
@@ -508,6 +561,20 @@ mod tests {
         assert_eq!(rejected_setting(&[("NODECLASS_NAME", "Upper")]), "NODECLASS_NAME");
         assert_eq!(rejected_setting(&[("NODEPOOL_NAME", "system")]), "NODEPOOL_NAME");
         assert_eq!(rejected_setting(&[("SECURITY_GROUP_IDS", "default")]), "SECURITY_GROUP_IDS");
+    }
+
+    #[test]
+    fn settings_that_can_never_converge_are_refused_at_start() {
+        // A /27 or /28 subnet can never hold 16 free prefixes: every run would add another.
+        for prefix in ["27", "28"] {
+            let err = config(&[("SUBNET_PREFIX", prefix)]).unwrap_err();
+            assert!(matches!(err, Error::Config { setting: "SUBNET_PREFIX", .. }), "{err}");
+            assert!(err.to_string().contains("MIN_FREE_PREFIXES_PER_AZ"), "{err}");
+            assert!(!err.is_retryable());
+        }
+        // A /24 holds 14 prefixes: fine once the thresholds ask no more than it holds.
+        assert_eq!(rejected_setting(&[("SUBNET_PREFIX", "24")]), "SUBNET_PREFIX");
+        config(&[("SUBNET_PREFIX", "24"), ("MIN_FREE_IPS_PER_AZ", "200"), ("MIN_FREE_PREFIXES_PER_AZ", "8")]).unwrap();
     }
 
     #[test]

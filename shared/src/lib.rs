@@ -6,7 +6,8 @@
 //! |---|---|---|
 //! | parse the event | [`trigger`] | no |
 //! | read settings | [`config`] | once, at start-up |
-//! | read the network | [`aws::inventory`], [`cluster`] | yes |
+//! | read the network | [`snapshot`] over [`aws::inventory`], [`cluster`] | yes |
+//! | which subnets nodes use | [`node_subnets`] | no |
 //! | count free space | [`capacity`] | no |
 //! | choose a CIDR | [`cidr`] | no |
 //! | decide | [`planner`] → [`plan`] | no |
@@ -19,14 +20,17 @@ pub mod capacity;
 pub mod cidr;
 pub mod cluster;
 pub mod config;
+pub mod context;
 pub mod error;
 pub mod lambda;
 pub mod model;
+pub mod node_subnets;
 pub mod nodeclass;
 pub mod plan;
 pub mod planner;
 pub mod remediate;
 pub mod report;
+pub mod snapshot;
 pub mod trigger;
 pub mod verify;
 

@@ -119,22 +119,91 @@ impl RouteTable {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Cluster {
     pub name: String,
+    /// `resourcesVpcConfig.subnetIds`: where the control plane places its
+    /// ENIs. Node capacity is judged on them only when the cluster's API
+    /// cannot be read (docs/aws-rules.md, "Which subnets nodes use").
     pub subnet_ids: Vec<String>,
     pub security_group_ids: Vec<String>,
     pub cluster_security_group_id: Option<String>,
+    /// `computeConfig.nodeRoleArn`: the Auto Mode node role, if EKS reports one.
+    pub node_role_arn: Option<String>,
 }
 
-/// The NodeClasses the planner looks at, as raw JSON objects: headroom only
-/// reads and extends a few fields and must keep every other one intact.
+/// A VPC peering connection of the cluster's VPC, from either side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Peering {
+    pub connection_id: String,
+    /// The VPC on the other side.
+    pub peer_vpc_id: String,
+    /// Every IPv4 CIDR of the peer VPC: a new block may overlap none of them.
+    pub peer_cidrs: Vec<Ipv4Net>,
+}
+
+/// NodeClasses and NodePools as the cluster's API returned them, as raw JSON
+/// objects: headroom reads a few fields, extends a few lists, and must keep
+/// every other field intact.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct NodeClasses {
-    /// The configured NodeClass, if it exists.
-    pub managed: Option<Value>,
-    /// The built-in `default` NodeClass, if it exists: the source of `role`
-    /// and selectors for a new NodeClass.
-    pub default: Option<Value>,
-    /// Whether the configured NodePool exists (None: no NodePool configured).
-    pub nodepool_exists: Option<bool>,
+pub struct AutoModeObjects {
+    pub nodeclasses: Vec<Value>,
+    pub nodepools: Vec<Value>,
+}
+
+fn name_of(object: &Value) -> Option<&str> {
+    object.pointer("/metadata/name").and_then(Value::as_str)
+}
+
+impl AutoModeObjects {
+    pub fn nodeclass(&self, name: &str) -> Option<&Value> {
+        self.nodeclasses.iter().find(|o| name_of(o) == Some(name))
+    }
+
+    pub fn nodepool(&self, name: &str) -> Option<&Value> {
+        self.nodepools.iter().find(|o| name_of(o) == Some(name))
+    }
+
+    /// Names of the NodePools whose `spec.template.spec.nodeClassRef` names
+    /// the NodeClass `nodeclass`, sorted.
+    pub fn nodepools_using(&self, nodeclass: &str) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .nodepools
+            .iter()
+            .filter(|pool| crate::nodeclass::nodeclass_ref(pool) == Some(nodeclass))
+            .filter_map(name_of)
+            .collect();
+        names.sort_unstable();
+        names
+    }
+}
+
+/// What headroom learnt from the cluster's Kubernetes API.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum ClusterApi {
+    Read(AutoModeObjects),
+    /// The API could not be read: capacity falls back to the cluster's
+    /// subnets and nothing is planned.
+    Unreadable {
+        reason: String,
+    },
+}
+
+impl ClusterApi {
+    pub fn objects(&self) -> Option<&AutoModeObjects> {
+        match self {
+            ClusterApi::Read(objects) => Some(objects),
+            ClusterApi::Unreadable { .. } => None,
+        }
+    }
+}
+
+/// An EKS access entry of the cluster (ListAccessEntries, DescribeAccessEntry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessEntry {
+    pub principal_arn: String,
+    /// `STANDARD`, `EC2`, `EC2_LINUX`, …
+    pub kind: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -145,7 +214,13 @@ pub struct NetworkSnapshot {
     /// All subnets of the VPC.
     pub subnets: Vec<Subnet>,
     pub route_tables: Vec<RouteTable>,
-    pub nodeclasses: NodeClasses,
+    /// Active peering connections, with the VPC as requester or accepter.
+    pub peerings: Vec<Peering>,
+    pub cluster_api: ClusterApi,
+    /// The access entries of the node role a NodeClass of headroom's would
+    /// use, read only when that role is not the cluster's Auto Mode node
+    /// role (`None`: not read).
+    pub node_role_access_entries: Option<Vec<AccessEntry>>,
 }
 
 impl NetworkSnapshot {

@@ -1,12 +1,15 @@
-//! The NodeClass rules of aws-facts.md §4, with no I/O: does a selector list
-//! select a subnet, what a new NodeClass looks like, and the JSON Patch that
-//! extends an existing one without touching anything the user set.
+//! The NodeClass and NodePool rules (docs/aws-rules.md, "NodeClasses and
+//! NodePools"), with no I/O: does a selector list select a subnet, which
+//! NodeClass a NodePool launches from, what a new NodeClass and NodePool look
+//! like, and the JSON Patch that extends an existing NodeClass without
+//! touching anything the user set.
 
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::config::SubnetMode;
+use crate::config::{Config, SubnetMode};
+use crate::model::AutoModeObjects;
 use crate::plan::NodeClassIntent;
 
 pub const NODECLASS_GROUP: &str = "eks.amazonaws.com";
@@ -187,26 +190,89 @@ pub fn new_nodeclass(name: &str, intent: &NodeClassIntent, sources: &NewNodeClas
     }))
 }
 
-/// A NodePool that uses the NodeClass, shaped like the lab's.
+/// Weight of the NodePool headroom creates. Karpenter tries NodePools in
+/// descending weight and the built-in ones set none (0), so new general
+/// nodes come from this NodePool first, into the subnets that have room,
+/// while the built-in NodePools stay as they are for whatever this one
+/// cannot place.
+pub const NODEPOOL_WEIGHT: u32 = 10;
+
+/// A NodePool that launches from the NodeClass. Its requirements are those
+/// of the built-in `general-purpose` NodePool (on-demand, c/m/r, generation
+/// 5 and later, amd64, Linux), so every pod that NodePool can place, this
+/// one can place too; it has no taint, unlike `system`. Nodes carry
+/// `headroom.io/nodepool: <name>` so that they can be found.
 pub fn new_nodepool(name: &str, nodeclass: &str) -> Value {
     json!({
         "apiVersion": format!("{NODEPOOL_GROUP}/{NODEPOOL_VERSION}"),
         "kind": NODEPOOL_KIND,
         "metadata": { "name": name, "labels": { MANAGED_BY_LABEL.0: MANAGED_BY_LABEL.1 } },
         "spec": {
-            "disruption": { "consolidationPolicy": "WhenEmpty", "consolidateAfter": "5m" },
+            "weight": NODEPOOL_WEIGHT,
+            "disruption": {
+                "consolidationPolicy": "WhenEmptyOrUnderutilized",
+                "consolidateAfter": "30s",
+                "budgets": [{ "nodes": "10%" }]
+            },
             "template": {
-                "metadata": { "labels": { "role": name } },
+                "metadata": { "labels": { "headroom.io/nodepool": name } },
                 "spec": {
                     "nodeClassRef": { "group": NODECLASS_GROUP, "kind": NODECLASS_KIND, "name": nodeclass },
+                    "expireAfter": "336h",
                     "requirements": [
                         { "key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"] },
-                        { "key": "eks.amazonaws.com/instance-category", "operator": "In", "values": ["c", "m", "r"] }
+                        { "key": "eks.amazonaws.com/instance-category", "operator": "In", "values": ["c", "m", "r"] },
+                        { "key": "eks.amazonaws.com/instance-generation", "operator": "Gt", "values": ["4"] },
+                        { "key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"] },
+                        { "key": "kubernetes.io/os", "operator": "In", "values": ["linux"] }
                     ]
                 }
             }
         }
     })
+}
+
+/// The NodeClass a NodePool launches from: `spec.template.spec.nodeClassRef`,
+/// when it refers to an EKS Auto Mode NodeClass.
+pub fn nodeclass_ref(nodepool: &Value) -> Option<&str> {
+    let reference = nodepool.pointer("/spec/template/spec/nodeClassRef")?;
+    let field = |key: &str| reference.get(key).and_then(Value::as_str);
+    let group_ok = field("group").is_none_or(|g| g == NODECLASS_GROUP);
+    let kind_ok = field("kind").is_none_or(|k| k == NODECLASS_KIND);
+    if group_ok && kind_ok { field("name") } else { None }
+}
+
+/// `spec.role`: the IAM role of the nodes a NodeClass launches.
+pub fn role_of(nodeclass: &Value) -> Option<&str> {
+    nodeclass.pointer("/spec/role").and_then(Value::as_str).filter(|r| !r.is_empty())
+}
+
+/// The role name of a role name or role ARN (`arn:aws:iam::1:role/path/Name` → `Name`).
+pub fn role_name(role: &str) -> &str {
+    role.rsplit('/').next().unwrap_or(role)
+}
+
+/// Whether nodes launched with `role` need an EKS access entry of type EC2
+/// to join: every role but the cluster's Auto Mode node role does.
+pub fn needs_access_entry(role: &str, cluster_node_role_arn: Option<&str>) -> bool {
+    cluster_node_role_arn.is_none_or(|arn| role_name(arn) != role_name(role))
+}
+
+/// The role the nodes of headroom's NodeClass launch with: the NodeClass's
+/// own if it exists, else the one a new NodeClass would copy (the `default`
+/// NodeClass's, else NODE_ROLE), as [`new_nodeclass`] picks it.
+pub fn managed_node_role<'a>(objects: &'a AutoModeObjects, config: &'a Config) -> Option<&'a str> {
+    match objects.nodeclass(&config.nodeclass_name) {
+        Some(existing) => role_of(existing),
+        None => objects.nodeclass(DEFAULT_NODECLASS).and_then(role_of).or(config.node_role.as_deref()),
+    }
+}
+
+/// `status.subnets[].id`, or `None` while the status has no subnet list
+/// (the controller has not resolved the selectors yet).
+pub fn status_subnets(nodeclass: &Value) -> Option<Vec<&str>> {
+    let listed = nodeclass.pointer("/status/subnets")?.as_array()?;
+    Some(listed.iter().filter_map(|s| s.get("id").and_then(Value::as_str)).collect())
 }
 
 /// Subnet ids listed in `status.subnets` (what Auto Mode actually resolved).

@@ -55,8 +55,18 @@ pub enum RefusalCode {
     NoNodeRole,
     /// The NodeClass selector list is full (30 terms) or otherwise cannot be extended.
     NodeClassUnextendable,
-    /// The cluster has no subnets headroom can read.
-    NoClusterSubnets,
+    /// No NodePool uses a NodeClass with subnets in the cluster's VPC.
+    NoNodeSubnets,
+    /// No NodePool references the NodeClass and headroom may not create one:
+    /// new subnets would be counted without any node using them.
+    NoNodePool,
+    /// The NodeClass's role is not the cluster's node role and has no EKS
+    /// access entry of type EC2: its nodes could not join.
+    NodeRoleNotAuthorized,
+    /// One VPC CIDR cannot hold a subnet for each of the cluster's AZs.
+    CannotConverge,
+    /// The cluster's Kubernetes API could not be read.
+    ClusterApiUnreadable,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

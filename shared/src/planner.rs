@@ -15,7 +15,8 @@ use ipnet::Ipv4Net;
 use crate::capacity::{self, AzCapacity};
 use crate::cidr;
 use crate::config::Config;
-use crate::model::{NetworkSnapshot, RouteTable, Subnet};
+use crate::model::{AutoModeObjects, NetworkSnapshot, RouteTable, Subnet};
+use crate::node_subnets::{self, NodeSubnets, node_subnets};
 use crate::nodeclass::{self, Extension, NewNodeClassSources, SelectorTarget};
 use crate::plan::{Decision, NodeClassIntent, Plan, Refusal, RefusalCode, Step, SubnetRef};
 
@@ -35,37 +36,25 @@ pub fn plan(snapshot: &NetworkSnapshot, config: &Config, demand: Demand) -> Deci
     }
 }
 
-/// Per-AZ capacity the thresholds are checked against: the cluster's node
-/// subnets plus headroom's own.
+/// Per-AZ capacity the thresholds are checked against: the subnets the
+/// cluster's nodes and pods use ([`node_subnets`]).
 pub fn az_capacity(snapshot: &NetworkSnapshot, config: &Config) -> BTreeMap<String, AzCapacity> {
-    Planner::new(snapshot, config).az_capacity()
-}
-
-/// The subnets whose free space counts: the cluster's node subnets (private
-/// ones; all of them if it has no private subnet) and headroom's, each once.
-pub fn capacity_subnets<'a>(snapshot: &'a NetworkSnapshot, config: &'a Config) -> Vec<&'a Subnet> {
-    Planner::new(snapshot, config).capacity_subnets()
+    capacity::by_az(node_subnets(snapshot, config).subnets)
 }
 
 struct Planner<'a> {
     snapshot: &'a NetworkSnapshot,
     config: &'a Config,
-    /// Cluster subnets that can hold nodes and pods (not internet-facing).
-    node_subnets: Vec<&'a Subnet>,
+    /// The subnets the cluster's nodes and pods use: capacity counts these.
+    used: NodeSubnets<'a>,
+    /// Used subnets headroom did not create, by AZ: new subnets copy their
+    /// route table from these.
+    route_sources: Vec<&'a Subnet>,
     managed_subnets: Vec<&'a Subnet>,
     /// Each subnet's explicitly associated table, indexed once: looking it up
     /// in every table's list per subnet made a plan quadratic in subnets.
     explicit_tables: HashMap<&'a str, &'a RouteTable>,
     notes: Vec<String>,
-}
-
-/// The table a subnet's traffic uses: its explicit association, else the main table.
-fn effective_table<'a>(
-    snapshot: &'a NetworkSnapshot,
-    explicit: &HashMap<&str, &'a RouteTable>,
-    subnet_id: &str,
-) -> Option<&'a RouteTable> {
-    explicit.get(subnet_id).copied().or_else(|| snapshot.main_route_table())
 }
 
 fn refuse(code: RefusalCode, message: impl Into<String>) -> Refusal {
@@ -74,44 +63,18 @@ fn refuse(code: RefusalCode, message: impl Into<String>) -> Refusal {
 
 impl<'a> Planner<'a> {
     fn new(snapshot: &'a NetworkSnapshot, config: &'a Config) -> Self {
-        let mut explicit_tables = HashMap::new();
-        for table in &snapshot.route_tables {
-            for subnet_id in &table.subnet_ids {
-                // The first table listing a subnet wins, as in `explicit_route_table_of`.
-                explicit_tables.entry(subnet_id.as_str()).or_insert(table);
-            }
-        }
-        let cluster_subnets: Vec<&Subnet> = snapshot.cluster_subnets().collect();
-        let private: Vec<&Subnet> = cluster_subnets
-            .iter()
-            .copied()
-            .filter(|s| {
-                !effective_table(snapshot, &explicit_tables, &s.id).is_some_and(|t| t.routes_through_internet_gateway())
-            })
-            .collect();
-        // A cluster on public subnets only still places nodes there.
-        let mut node_subnets = if private.is_empty() { cluster_subnets } else { private };
-        node_subnets.sort_by_key(|s| (s.availability_zone.clone(), s.cidr));
+        let explicit_tables = node_subnets::explicit_tables(&snapshot.route_tables);
+        let used = node_subnets(snapshot, config);
+        let is_managed = |s: &Subnet| s.tags.get(&config.managed_tag_key).is_some_and(|v| v == &snapshot.cluster.name);
+        let route_sources = used.subnets.iter().copied().filter(|s| !is_managed(s)).collect();
         let mut managed_subnets: Vec<&Subnet> = snapshot.managed_subnets(&config.managed_tag_key).collect();
         managed_subnets.sort_by_key(|s| (s.availability_zone.clone(), s.cidr));
-        Planner { snapshot, config, node_subnets, managed_subnets, explicit_tables, notes: Vec::new() }
+        Planner { snapshot, config, used, route_sources, managed_subnets, explicit_tables, notes: Vec::new() }
     }
 
+    /// The table a subnet's traffic uses: its explicit association, else the main table.
     fn effective_route_table_of(&self, subnet_id: &str) -> Option<&'a RouteTable> {
-        effective_table(self.snapshot, &self.explicit_tables, subnet_id)
-    }
-
-    fn cluster_azs(&self) -> BTreeSet<String> {
-        self.node_subnets.iter().map(|s| s.availability_zone.clone()).collect()
-    }
-
-    fn capacity_subnets(&self) -> Vec<&'a Subnet> {
-        let mut seen = BTreeSet::new();
-        self.node_subnets.iter().chain(&self.managed_subnets).copied().filter(|s| seen.insert(s.id.as_str())).collect()
-    }
-
-    fn az_capacity(&self) -> BTreeMap<String, AzCapacity> {
-        capacity::by_az(self.capacity_subnets())
+        self.explicit_tables.get(subnet_id).copied().or_else(|| self.snapshot.main_route_table())
     }
 
     fn has_headroom(&self, subnet: &Subnet) -> bool {
@@ -121,19 +84,33 @@ impl<'a> Planner<'a> {
 
     fn run(mut self, demand: Demand) -> Result<Decision, Refusal> {
         let cluster = &self.snapshot.cluster.name;
-        if self.node_subnets.is_empty() {
+        let Some(objects) = self.snapshot.cluster_api.objects() else {
+            // The shell stops before planning when the API can't be read; this keeps the planner safe on its own.
             return Err(refuse(
-                RefusalCode::NoClusterSubnets,
+                RefusalCode::ClusterApiUnreadable,
                 format!(
-                    "none of the cluster's subnets ({}) is in VPC {}; check the cluster's resourcesVpcConfig",
-                    self.snapshot.cluster.subnet_ids.join(", "),
+                    "the Kubernetes API of cluster {cluster} could not be read, so nothing shows which NodePools would use new subnets"
+                ),
+            ));
+        };
+        if self.used.subnets.is_empty() {
+            let counted = match &self.used.basis {
+                node_subnets::CapacityBasis::NodeClasses { nodeclasses, .. } if !nodeclasses.is_empty() => {
+                    format!("the NodeClasses NodePools reference ({}) select", nodeclasses.join(", "))
+                }
+                _ => "no NodePool references a NodeClass that selects".to_string(),
+            };
+            return Err(refuse(
+                RefusalCode::NoNodeSubnets,
+                format!(
+                    "{counted} no subnet in VPC {}, so no node of cluster {cluster} runs here and there is no capacity to measure; check the NodePools and NodeClasses",
                     self.snapshot.vpc.id
                 ),
             ));
         }
 
         let thresholds = self.config.thresholds;
-        let capacity = self.az_capacity();
+        let capacity = capacity::by_az(self.used.subnets.iter().copied());
         let starved: Vec<String> = capacity
             .iter()
             .filter(|(_, c)| {
@@ -143,13 +120,27 @@ impl<'a> Planner<'a> {
             .collect();
 
         let expand_azs: Vec<String> = if demand == Demand::Force || !starved.is_empty() {
-            self.cluster_azs()
+            self.used
+                .azs()
                 .into_iter()
                 .filter(|az| !self.managed_subnets.iter().any(|s| &s.availability_zone == az && self.has_headroom(s)))
                 .collect()
         } else {
             Vec::new()
         };
+
+        let azs = self.used.azs().len();
+        let per_cidr = 1usize << (self.config.subnet_prefix - self.config.vpc_cidr_prefix);
+        if !expand_azs.is_empty() && azs > per_cidr {
+            return Err(refuse(
+                RefusalCode::CannotConverge,
+                format!(
+                    "cluster {cluster} uses {azs} AZs, but one /{} VPC CIDR (VPC_CIDR_PREFIX) holds only {per_cidr} /{} subnets \
+                     (SUBNET_PREFIX), so no expansion could serve every AZ; make VPC_CIDR_PREFIX shorter or SUBNET_PREFIX longer",
+                    self.config.vpc_cidr_prefix, self.config.subnet_prefix
+                ),
+            ));
+        }
 
         let mut steps = Vec::new();
         let placements = self.place_subnets(&expand_azs, &mut steps)?;
@@ -185,8 +176,19 @@ impl<'a> Planner<'a> {
             }
         }
 
-        let nodeclass_steps = self.nodeclass_steps(&placements)?;
+        let nodeclass_steps = self.nodeclass_steps(objects, &placements)?;
         steps.extend(nodeclass_steps);
+
+        // Capacity counts only if nodes can use it: some NodePool must launch
+        // from the NodeClass, and its nodes must be able to join.
+        let creates_pool = steps.iter().any(|s| matches!(s, Step::CreateNodePool { .. }));
+        let name = &self.config.nodeclass_name;
+        if (!steps.is_empty() || !starved.is_empty()) && objects.nodepools_using(name).is_empty() && !creates_pool {
+            return Err(self.no_nodepool_refusal(objects));
+        }
+        if !steps.is_empty() {
+            self.check_node_role(&steps)?;
+        }
 
         if steps.is_empty() {
             let reason = if starved.is_empty() {
@@ -284,8 +286,11 @@ impl<'a> Planner<'a> {
                 &config.cidr_pool,
                 config.vpc_cidr_prefix,
                 vpc.primary_cidr,
-                &vpc.cidr_associations,
-                &snapshot.route_tables,
+                cidr::Neighbours {
+                    associations: &vpc.cidr_associations,
+                    route_tables: &snapshot.route_tables,
+                    peerings: &snapshot.peerings,
+                },
             );
             match search.chosen {
                 Some(new_cidr) => {
@@ -306,7 +311,8 @@ impl<'a> Planner<'a> {
                 }
                 None => {
                     let pool = config.cidr_pool.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-                    Some(if search.restricted > 0 && search.overlapping == 0 && search.route_conflicts == 0 {
+                    let collisions = search.overlapping + search.route_conflicts + search.peering_conflicts;
+                    Some(if search.restricted > 0 && collisions == 0 {
                         refuse(
                             RefusalCode::RestrictedRange,
                             format!(
@@ -318,8 +324,12 @@ impl<'a> Planner<'a> {
                         refuse(
                             RefusalCode::PoolExhausted,
                             format!(
-                                "no /{} block of CIDR_POOL ({pool}) is free: {} overlap VPC CIDRs, {} collide with route destinations, {} are restricted; widen CIDR_POOL",
-                                config.vpc_cidr_prefix, search.overlapping, search.route_conflicts, search.restricted
+                                "no /{} block of CIDR_POOL ({pool}) is free: {} overlap VPC CIDRs, {} collide with route destinations, {} overlap peered VPCs, {} are restricted; widen CIDR_POOL",
+                                config.vpc_cidr_prefix,
+                                search.overlapping,
+                                search.route_conflicts,
+                                search.peering_conflicts,
+                                search.restricted
                             ),
                         )
                     })
@@ -337,11 +347,11 @@ impl<'a> Planner<'a> {
         Ok(placements)
     }
 
-    /// The route table a managed subnet in `az` should use: that of the
-    /// cluster's private subnet there (NAT first), else the main table, explicitly.
+    /// The route table a managed subnet in `az` should use: that of a
+    /// private node subnet there (NAT first), else the main table, explicitly.
     fn route_table_for(&mut self, az: &str) -> Result<(String, bool), Refusal> {
         let tables_in_az: Vec<_> = self
-            .node_subnets
+            .route_sources
             .iter()
             .filter(|s| s.availability_zone == az)
             .filter_map(|s| self.effective_route_table_of(&s.id))
@@ -356,7 +366,7 @@ impl<'a> Planner<'a> {
         match self.snapshot.main_route_table() {
             Some(main) => {
                 let note = format!(
-                    "{az}: no private cluster subnet to copy a route table from; using the main table {}",
+                    "{az}: no private node subnet to copy a route table from; using the main table {}",
                     main.id
                 );
                 if !self.notes.contains(&note) {
@@ -366,12 +376,16 @@ impl<'a> Planner<'a> {
             }
             None => Err(refuse(
                 RefusalCode::NoRouteTable,
-                format!("{az} has no private cluster subnet and VPC {} has no main route table", self.snapshot.vpc.id),
+                format!("{az} has no private node subnet and VPC {} has no main route table", self.snapshot.vpc.id),
             )),
         }
     }
 
-    fn nodeclass_steps(&self, placements: &[(String, Ipv4Net)]) -> Result<Vec<Step>, Refusal> {
+    fn nodeclass_steps(
+        &self,
+        objects: &AutoModeObjects,
+        placements: &[(String, Ipv4Net)],
+    ) -> Result<Vec<Step>, Refusal> {
         let config = self.config;
         let cluster = &self.snapshot.cluster.name;
         let managed_tags: BTreeMap<String, String> = [(config.managed_tag_key.clone(), cluster.clone())].into();
@@ -399,8 +413,7 @@ impl<'a> Planner<'a> {
         }
 
         let mut steps = Vec::new();
-        let nodeclasses = &self.snapshot.nodeclasses;
-        let node_terms = match &nodeclasses.managed {
+        let node_terms = match objects.nodeclass(name) {
             Some(current) => {
                 match nodeclass::extension(current, &intent, &targets) {
                     Extension::AlreadySelected => {}
@@ -414,9 +427,9 @@ impl<'a> Planner<'a> {
                 current.pointer("/spec/subnetSelectorTerms").cloned()
             }
             None => {
-                let cluster_subnet_ids: Vec<String> = self.node_subnets.iter().map(|s| s.id.clone()).collect();
+                let cluster_subnet_ids: Vec<String> = self.route_sources.iter().map(|s| s.id.clone()).collect();
                 let sources = NewNodeClassSources {
-                    default_nodeclass: nodeclasses.default.as_ref(),
+                    default_nodeclass: objects.nodeclass(nodeclass::DEFAULT_NODECLASS),
                     configured_role: config.node_role.as_deref(),
                     configured_security_groups: &config.security_group_ids,
                     cluster_security_group: self.snapshot.cluster.cluster_security_group_id.as_deref(),
@@ -461,10 +474,78 @@ impl<'a> Planner<'a> {
             }
         }
 
-        if let (Some(pool), Some(false)) = (&config.nodepool_name, nodeclasses.nodepool_exists) {
+        // A NodeClass that no NodePool references launches nothing: create
+        // the configured NodePool, unless one by that name exists already
+        // (headroom never modifies a NodePool).
+        let pool = &config.nodepool_name;
+        if config.create_nodepool && objects.nodepools_using(name).is_empty() && objects.nodepool(pool).is_none() {
             steps.push(Step::CreateNodePool { name: pool.clone(), object: nodeclass::new_nodepool(pool, name) });
         }
         Ok(steps)
+    }
+
+    /// Why nothing would use new subnets, and what to set.
+    fn no_nodepool_refusal(&self, objects: &AutoModeObjects) -> Refusal {
+        let config = self.config;
+        let (name, pool) = (&config.nodeclass_name, &config.nodepool_name);
+        let message = match objects.nodepool(pool).map(nodeclass::nodeclass_ref) {
+            Some(other) if config.create_nodepool => format!(
+                "no NodePool references NodeClass {name}, so Auto Mode would launch no node into new subnets; NodePool \
+                 {pool} exists but launches from NodeClass {}, and headroom never modifies a NodePool: set NODEPOOL_NAME \
+                 (template parameter NodePoolName) to an unused name, or point a NodePool at NodeClass {name}",
+                other.unwrap_or("(none)")
+            ),
+            _ => format!(
+                "no NodePool references NodeClass {name} (spec.template.spec.nodeClassRef.name), so Auto Mode would \
+                 launch no node into new subnets and the addresses would be counted without being usable; set \
+                 CREATE_NODEPOOL=true (template parameter CreateNodePool) so that headroom creates NodePool {pool}, \
+                 or create a NodePool that references NodeClass {name}"
+            ),
+        };
+        refuse(RefusalCode::NoNodePool, message)
+    }
+
+    /// Nodes join only with the cluster's Auto Mode node role, or with a role
+    /// that has an EKS access entry of type EC2 (docs/aws-rules.md, "Node roles").
+    fn check_node_role(&self, steps: &[Step]) -> Result<(), Refusal> {
+        let role = steps.iter().find_map(|s| match s {
+            Step::CreateNodeClass { object, .. } => nodeclass::role_of(object),
+            _ => None,
+        });
+        let role = match role.or_else(|| {
+            self.snapshot
+                .cluster_api
+                .objects()
+                .and_then(|o| o.nodeclass(&self.config.nodeclass_name))
+                .and_then(nodeclass::role_of)
+        }) {
+            Some(role) => role,
+            None => return Ok(()),
+        };
+        let cluster_role = self.snapshot.cluster.node_role_arn.as_deref();
+        if !nodeclass::needs_access_entry(role, cluster_role) {
+            return Ok(());
+        }
+        let name = &self.config.nodeclass_name;
+        let entries = self.snapshot.node_role_access_entries.as_deref().unwrap_or_default();
+        let has_entry = entries
+            .iter()
+            .any(|e| nodeclass::role_name(&e.principal_arn) == nodeclass::role_name(role) && e.kind == "EC2");
+        if has_entry {
+            return Ok(());
+        }
+        let cluster_role =
+            cluster_role.map_or("none reported".to_string(), |arn| nodeclass::role_name(arn).to_string());
+        Err(refuse(
+            RefusalCode::NodeRoleNotAuthorized,
+            format!(
+                "NodeClass {name} launches nodes with role {role}, which is not the cluster's Auto Mode node role \
+                 ({cluster_role}) and has no EKS access entry of type EC2, so its nodes could not join cluster {}; \
+                 create one: aws eks create-access-entry --cluster-name {} --principal-arn <arn of {role}> --type EC2, \
+                 then associate the AmazonEKSAutoNodePolicy access policy with it (docs/deploy.md)",
+                self.snapshot.cluster.name, self.snapshot.cluster.name
+            ),
+        ))
     }
 }
 

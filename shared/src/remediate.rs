@@ -8,40 +8,21 @@ use std::time::Instant;
 use futures::future;
 use tracing::Instrument;
 
-use crate::aws::executor::{self, Applied};
-use crate::aws::{AwsClients, inventory, metrics};
-use crate::cluster::ClusterAccess;
+use crate::aws::executor::{Applied, Ec2Executor};
+use crate::aws::{inventory, metrics};
 use crate::cluster::nodeclass::NodeClassApi;
 use crate::config::Config;
+pub use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::model::NetworkSnapshot;
+use crate::node_subnets::node_subnets;
 use crate::nodeclass::SelectorTarget;
 use crate::plan::{Decision, Plan, Step, SubnetRef};
 use crate::planner::{self, Demand};
 use crate::report::{ClusterReport, Outcome, Report, Verification};
+use crate::snapshot;
 use crate::trigger::{Trigger, TriggerAction, TriggerKind};
 use crate::verify;
-
-/// Everything an invocation needs, built once per process. Building it opens
-/// no connection and resolves no credentials.
-pub struct Context {
-    pub config: Config,
-    pub aws: AwsClients,
-    pub clusters: ClusterAccess,
-}
-
-impl Context {
-    pub async fn from_env() -> Result<Self> {
-        let config = Config::from_env()?;
-        let aws = AwsClients::from_env().await;
-        let clusters = ClusterAccess::new(&aws.sdk_config);
-        Ok(Context { config, aws, clusters })
-    }
-
-    pub fn new(config: Config, aws: AwsClients, clusters: ClusterAccess) -> Self {
-        Context { config, aws, clusters }
-    }
-}
 
 /// What the calling function adds to the trigger.
 #[derive(Debug, Clone, Copy, Default)]
@@ -123,38 +104,6 @@ fn elapsed_ms(since: Instant) -> u64 {
     since.elapsed().as_millis() as u64
 }
 
-/// Reads the cluster's network and NodeClasses at once.
-pub async fn read_snapshot(
-    ctx: &Context,
-    cluster: &str,
-    known: Option<&inventory::ClusterInfo>,
-) -> Result<(inventory::ClusterInfo, NetworkSnapshot)> {
-    read_snapshot_to(ctx, cluster, known, inventory::Depth::WithCapacity).await
-}
-
-async fn read_snapshot_to(
-    ctx: &Context,
-    cluster: &str,
-    known: Option<&inventory::ClusterInfo>,
-    depth: inventory::Depth,
-) -> Result<(inventory::ClusterInfo, NetworkSnapshot)> {
-    let info = match known {
-        Some(info) => info.clone(),
-        None => inventory::describe_cluster(&ctx.aws.eks, cluster).await?,
-    };
-    let region = ctx.aws.region();
-    let network = inventory::read_network(&ctx.aws.ec2, &region, &info, &ctx.config, depth);
-    let nodeclasses = async {
-        let client = ctx.clusters.client_for(cluster).await?;
-        NodeClassApi::new(client).read(&ctx.config.nodeclass_name, ctx.config.nodepool_name.as_deref()).await
-    };
-    let (mut snapshot, nodeclasses) = future::try_join(network, nodeclasses).await?;
-    snapshot.nodeclasses = nodeclasses;
-    let mut info = info;
-    info.vpc_id = Some(snapshot.vpc.id.clone());
-    Ok((info, snapshot))
-}
-
 /// One invocation's settings for every cluster it concerns.
 struct ClusterRun<'a> {
     ctx: &'a Context,
@@ -178,27 +127,39 @@ impl ClusterRun<'_> {
     async fn remediate_into(&self, cluster: &str, report: &mut ClusterReport) -> Result<()> {
         let ClusterRun { ctx, demand, dry_run, options, subnet_hints } = *self;
         let t = Instant::now();
-        let (info, snapshot) = read_snapshot(ctx, cluster, None).await?;
+        let reading = snapshot::read(ctx, cluster, None, inventory::Depth::WithCapacity).await?;
+        let (info, snapshot) = (&reading.info, &reading.snapshot);
         report.timings_ms.insert("read", elapsed_ms(t));
         report.vpc_id = Some(snapshot.vpc.id.clone());
         tracing::Span::current().record("vpc", snapshot.vpc.id.as_str());
-        report.capacity = planner::az_capacity(&snapshot, &ctx.config);
+        let used = node_subnets(snapshot, &ctx.config);
+        report.capacity = crate::capacity::by_az(used.subnets.iter().copied());
+        report.capacity_basis = Some(used.basis.clone());
 
         let publishing = async {
             if !options.publish_metrics {
                 return Ok(None);
             }
             let t = Instant::now();
-            let points = metrics::capacity_metrics(&snapshot, &ctx.config);
+            let points = metrics::capacity_metrics(snapshot, &ctx.config);
             let calls = metrics::publish(&ctx.aws.cloudwatch, &ctx.config.metric_namespace, &points).await?;
             tracing::info!(points = points.len(), calls, "capacity metrics published");
             Ok::<_, Error>(Some((points.len(), elapsed_ms(t))))
         };
+        // Without the cluster's API nothing shows which NodePools would use
+        // new subnets: publish what the cluster's subnets hold, then fail.
+        if let Some(error) = reading.cluster_api_error {
+            if let Some((points, ms)) = publishing.await? {
+                report.metrics_published = Some(points);
+                report.timings_ms.insert("metrics", ms);
+            }
+            return Err(error);
+        }
 
         let t = Instant::now();
-        let decision = match foreign_subnets(&snapshot, &ctx.config, subnet_hints) {
+        let decision = match foreign_subnets(snapshot, &ctx.config, subnet_hints) {
             Some(reason) => Decision::NoOp { reason },
-            None => planner::plan(&snapshot, &ctx.config, demand),
+            None => planner::plan(snapshot, &ctx.config, demand),
         };
         report.timings_ms.insert("plan", elapsed_ms(t));
         report.set_decision(&decision);
@@ -206,7 +167,7 @@ impl ClusterRun<'_> {
 
         let applying = async {
             match (&decision, dry_run) {
-                (Decision::Plan(plan), false) => Some(apply_and_verify(ctx, &info, &snapshot, plan).await),
+                (Decision::Plan(plan), false) => Some(apply_and_verify(ctx, info, snapshot, plan).await),
                 _ => None,
             }
         };
@@ -235,8 +196,8 @@ fn foreign_subnets(snapshot: &NetworkSnapshot, config: &Config, hints: &[String]
     if hints.is_empty() {
         return None;
     }
-    let ours = planner::capacity_subnets(snapshot, config);
-    if hints.iter().any(|h| ours.iter().any(|s| &s.id == h)) {
+    let ours = node_subnets(snapshot, config);
+    if hints.iter().any(|h| ours.subnets.iter().any(|s| &s.id == h)) {
         return None;
     }
     Some(format!(
@@ -272,16 +233,22 @@ async fn apply_and_verify(
 /// end of its phase, so what is in flight finishes and the next run resumes.
 pub async fn execute(ctx: &Context, before: &NetworkSnapshot, plan: &Plan) -> (Vec<Applied>, Result<()>) {
     let mut changes = Vec::new();
-    let timeout = ctx.config.association_timeout;
-    let ec2 = &ctx.aws.ec2;
+    let ec2 = Ec2Executor {
+        ec2: &ctx.aws.ec2,
+        association_timeout: ctx.config.association_timeout,
+        consistency_wait: ctx.config.consistency_wait,
+        managed_tag_key: &ctx.config.managed_tag_key,
+    };
 
     for step in &plan.steps {
         let result = match step {
-            Step::AssociateVpcCidr { vpc_id, cidr } => executor::associate_vpc_cidr(ec2, vpc_id, *cidr, timeout)
+            Step::AssociateVpcCidr { vpc_id, cidr } => ec2
+                .associate_vpc_cidr(vpc_id, *cidr)
                 .instrument(tracing::info_span!("step", step = step.name(), %cidr))
                 .await
                 .map(Some),
-            Step::AwaitVpcCidr { vpc_id, cidr } => executor::wait_for_association(ec2, vpc_id, *cidr, timeout)
+            Step::AwaitVpcCidr { vpc_id, cidr } => ec2
+                .wait_for_association(vpc_id, *cidr)
                 .instrument(tracing::info_span!("step", step = step.name(), %cidr))
                 .await
                 .map(|()| None),
@@ -309,10 +276,10 @@ pub async fn execute(ctx: &Context, before: &NetworkSnapshot, plan: &Plan) -> (V
             let span = tracing::info_span!("step", step = "create-subnet", az = %availability_zone, %cidr);
             Some(
                 async move {
-                    let created = executor::create_subnet(ec2, step, managed_key).await?;
+                    let created = ec2.create_subnet(step).await?;
                     let mut done = vec![created.clone()];
                     if let Some(table) = table {
-                        done.push(executor::associate_route_table(ec2, &table, &created.resource).await?);
+                        done.push(ec2.associate_route_table(&table, &created.resource).await?);
                     }
                     Ok::<_, Error>(done)
                 }
@@ -323,7 +290,7 @@ pub async fn execute(ctx: &Context, before: &NetworkSnapshot, plan: &Plan) -> (V
     });
     let routes = plan.steps.iter().filter_map(|step| match step {
         Step::AssociateRouteTable { route_table_id, subnet: SubnetRef::Existing(id), .. } => Some(
-            async move { executor::associate_route_table(ec2, route_table_id, id).await.map(|a| vec![a]) }
+            async move { ec2.associate_route_table(route_table_id, id).await.map(|a| vec![a]) }
                 .instrument(tracing::info_span!("step", step = "associate-route-table", subnet = %id)),
         ),
         _ => None,
@@ -407,8 +374,11 @@ async fn verify_applied(
     changes: &[Applied],
 ) -> Result<Verification> {
     // Capacity is not what is verified: skip the ENI and reservation reads.
-    let (_, after) = read_snapshot_to(ctx, &plan.cluster, Some(info), inventory::Depth::Structure).await?;
-    let problems = verify::problems(plan, &after, &ctx.config);
+    let after = snapshot::read(ctx, &plan.cluster, Some(info), inventory::Depth::Structure).await?;
+    if let Some(error) = after.cluster_api_error {
+        return Err(error);
+    }
+    let problems = verify::problems(plan, &after.snapshot, &ctx.config);
     if !problems.is_empty() {
         return Err(Error::Verification(problems.join("; ")));
     }

@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::aws::executor::Applied;
 use crate::capacity::AzCapacity;
 use crate::error::Error;
+use crate::node_subnets::CapacityBasis;
 use crate::plan::{Decision, Plan, RefusalCode};
 use crate::trigger::Trigger;
 
@@ -60,8 +61,12 @@ pub struct ClusterReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<Plan>,
     pub changes: Vec<Applied>,
-    /// Per-AZ capacity when read (before any change).
+    /// Per-AZ capacity when read (before any change), over the subnets the
+    /// cluster's nodes and pods use.
     pub capacity: BTreeMap<String, AzCapacity>,
+    /// Which subnets `capacity` counts, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity_basis: Option<CapacityBasis>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -82,6 +87,7 @@ impl ClusterReport {
             plan: None,
             changes: Vec::new(),
             capacity: BTreeMap::new(),
+            capacity_basis: None,
             verification: None,
             metrics_published: None,
             error: None,

@@ -52,7 +52,7 @@ pub fn problems(plan: &Plan, after: &NetworkSnapshot, config: &Config) -> Vec<St
                     .managed_subnets(&config.managed_tag_key)
                     .map(|s| SelectorTarget { id: Some(s.id.clone()), tags: s.tags.clone() })
                     .collect();
-                match &after.nodeclasses.managed {
+                match after.cluster_api.objects().and_then(|o| o.nodeclass(name)) {
                     None => problems.push(format!("NodeClass {name} does not exist")),
                     Some(current) => {
                         if nodeclass::extension(current, intent, &targets) != Extension::AlreadySelected {
@@ -62,8 +62,16 @@ pub fn problems(plan: &Plan, after: &NetworkSnapshot, config: &Config) -> Vec<St
                 }
             }
             Step::CreateNodePool { name, .. } => {
-                if after.nodeclasses.nodepool_exists != Some(true) {
-                    problems.push(format!("NodePool {name} does not exist"));
+                let launches_from =
+                    after.cluster_api.objects().and_then(|o| o.nodepool(name)).map(nodeclass::nodeclass_ref);
+                match launches_from {
+                    None => problems.push(format!("NodePool {name} does not exist")),
+                    Some(Some(class)) if class == config.nodeclass_name => {}
+                    Some(other) => problems.push(format!(
+                        "NodePool {name} launches from NodeClass {}, not {}",
+                        other.unwrap_or("(none)"),
+                        config.nodeclass_name
+                    )),
                 }
             }
         }

@@ -35,10 +35,22 @@ impl Harness {
         kube.set_status_resolver(Some(ec2_status_resolver(direct_ec2.clone())));
         let eks = aws_sdk_eks::Client::new(&direct);
         let lab = lab::seed_with(&direct_ec2, &eks, &kube.handle(), exhaustion, cluster_vpc).await?;
+        lab::seed_auto_mode(&aws.proxy().handle());
         let kubeconfig_dir = tempfile::tempdir()
             .map_err(|source| TestbedError::Io { context: "creating a kubeconfig dir".into(), source })?;
         kube.write_kubeconfig(&kubeconfig_dir.path().join("config"))?;
         Ok(Harness { kube, aws, lab, direct_ec2, kubeconfig_dir })
+    }
+
+    /// Wipes moto, the proxy's state and the API server, and seeds the lab
+    /// again, keeping the processes: several times faster than a new harness.
+    pub async fn reseed(&mut self, exhaustion: Exhaustion) -> Result<(), TestbedError> {
+        self.aws.reset().await?;
+        self.kube.reset();
+        let eks = aws_sdk_eks::Client::new(&self.aws.direct_sdk_config(lab::REGION).await);
+        self.lab = lab::seed(&self.direct_ec2, &eks, &self.kube.handle(), exhaustion).await?;
+        lab::seed_auto_mode(&self.aws.proxy().handle());
+        Ok(())
     }
 
     pub fn kubeconfig_path(&self) -> PathBuf {

@@ -4,21 +4,31 @@
 //! gateway and private route table per AZ, an EKS cluster on those subnets,
 //! and the built-in `default` NodeClass.
 //!
-//! moto has no prefix delegation, so exhaustion is modelled the way
-//! aws-facts.md §6 suggests: prefix-type subnet CIDR reservations fill most
-//! of each private subnet and leave the rest fragmented, with free IPs but
-//! not one free aligned /28.
+//! The cluster is an Auto Mode one: DescribeCluster reports its node role
+//! (`computeConfig`, kept by the fault proxy, since moto drops it), and the
+//! built-in `general-purpose` and `system` NodePools launch from `default`.
+//!
+//! moto has no prefix delegation, so exhaustion is modelled with subnet CIDR
+//! reservations, read by type as EC2 uses them (docs/aws-rules.md): an
+//! `explicit` reservation is withheld from every automatic use, a `prefix`
+//! one from single IPs only, and /28 prefixes go inside it. `explicit`
+//! reservations fill most of each private subnet and leave the rest
+//! fragmented (an explicit /29 in each /28): free IPs, but not one free
+//! aligned /28.
 
 use aws_sdk_ec2::types::{Filter, SubnetCidrReservationType};
 use ipnet::Ipv4Net;
 use serde_json::json;
 
-use crate::{FakeKubeHandle, TestbedError};
+use crate::{FakeKubeHandle, FaultProxyHandle, TestbedError};
 
 pub const CLUSTER: &str = "demo-cluster";
 pub const REGION: &str = "us-west-2";
 pub const AZS: [&str; 3] = ["us-west-2a", "us-west-2b", "us-west-2c"];
 pub const NODE_ROLE: &str = "AmazonEKSAutoNodeRole";
+pub const NODE_ROLE_ARN: &str = "arn:aws:iam::123456789012:role/AmazonEKSAutoNodeRole";
+/// The Auto Mode NodePools EKS creates, both launching from `default`.
+pub const BUILT_IN_NODEPOOLS: [&str; 2] = ["general-purpose", "system"];
 
 #[derive(Debug, Clone)]
 pub struct Lab {
@@ -34,8 +44,14 @@ pub struct Lab {
 /// How full the private subnets are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exhaustion {
-    /// Free addresses left only as scattered 8-address holes: no /28 prefix.
+    /// `explicit` reservations everywhere but 8-address holes, one per /28
+    /// of the last /23: 255 free IPs and no /28 prefix per subnet.
     Fragmented,
+    /// The only prefix capacity sits in an empty `prefix` reservation: a
+    /// /23 of it (32 free /28 prefixes), next to a fragmented /21 (1,023
+    /// free IPs, no prefix), the rest `explicit`. Above both default
+    /// thresholds: nothing needs doing.
+    PrefixReserved,
     /// Nothing reserved: plenty of room.
     None,
 }
@@ -91,28 +107,76 @@ async fn route_table(ec2: &aws_sdk_ec2::Client, vpc: &str, name: &str) -> Result
     Ok(id)
 }
 
-/// Reserves (type prefix) everything in `subnet` but 8-address holes, one per /28 of its last /23.
-async fn fragment(ec2: &aws_sdk_ec2::Client, subnet_id: &str, cidr: Ipv4Net) -> Result<(), TestbedError> {
-    let reserve = |net: Ipv4Net| {
-        ec2.create_subnet_cidr_reservation()
-            .subnet_id(subnet_id)
-            .cidr(net.to_string())
-            .reservation_type(SubnetCidrReservationType::Prefix)
-            .description("lab: taken by other workloads")
-            .send()
-    };
-    // The first 15/16 of the subnet: whole.
+async fn reserve(
+    ec2: &aws_sdk_ec2::Client,
+    subnet_id: &str,
+    net: Ipv4Net,
+    kind: SubnetCidrReservationType,
+) -> Result<(), TestbedError> {
+    ec2.create_subnet_cidr_reservation()
+        .subnet_id(subnet_id)
+        .cidr(net.to_string())
+        .reservation_type(kind)
+        .description("lab: taken by other workloads")
+        .send()
+        .await
+        .map_err(sdk("CreateSubnetCidrReservation"))?;
+    Ok(())
+}
+
+/// Reserves (`explicit`) all of `net` but the upper half of each /28 in it:
+/// free single IPs, no free aligned /28.
+async fn fragment_block(ec2: &aws_sdk_ec2::Client, subnet_id: &str, net: Ipv4Net) -> Result<(), TestbedError> {
+    let holes = net.subnets(29).expect("valid prefix").step_by(2);
+    futures::future::try_join_all(holes.map(|hole| reserve(ec2, subnet_id, hole, SubnetCidrReservationType::Explicit)))
+        .await?;
+    Ok(())
+}
+
+/// Halves `cidr` down to `/stop`, reserving (`explicit`) each lower half;
+/// returns the last upper half, left free.
+async fn reserve_down_to(
+    ec2: &aws_sdk_ec2::Client,
+    subnet_id: &str,
+    cidr: Ipv4Net,
+    stop: u8,
+) -> Result<Ipv4Net, TestbedError> {
     let mut rest = cidr;
-    while rest.prefix_len() < 23 {
+    while rest.prefix_len() < stop {
         let mut halves = rest.subnets(rest.prefix_len() + 1).expect("valid prefix");
         let (low, high) = (halves.next().expect("two halves"), halves.next().expect("two halves"));
-        reserve(low).await.map_err(sdk("CreateSubnetCidrReservation"))?;
+        reserve(ec2, subnet_id, low, SubnetCidrReservationType::Explicit).await?;
         rest = high;
     }
-    // The last /23: the first half of every /28, so no /28 is whole.
-    let holes = rest.subnets(29).expect("valid prefix").step_by(2);
-    futures::future::try_join_all(holes.map(reserve)).await.map_err(sdk("CreateSubnetCidrReservation"))?;
-    Ok(())
+    Ok(rest)
+}
+
+/// Fills a private subnet as `exhaustion` says.
+async fn exhaust(
+    ec2: &aws_sdk_ec2::Client,
+    subnet_id: &str,
+    cidr: Ipv4Net,
+    exhaustion: Exhaustion,
+) -> Result<(), TestbedError> {
+    match exhaustion {
+        Exhaustion::None => Ok(()),
+        // The first 15/16 whole, then the last /23 fragmented.
+        Exhaustion::Fragmented => {
+            let rest = reserve_down_to(ec2, subnet_id, cidr, 23).await?;
+            fragment_block(ec2, subnet_id, rest).await
+        }
+        // The first 3/4 whole but one /23, kept for prefixes; the last /21 fragmented.
+        Exhaustion::PrefixReserved => {
+            let mut quarters = cidr.subnets(cidr.prefix_len() + 2).expect("valid prefix");
+            let (q0, q1, q2, q3) = (quarters.next(), quarters.next(), quarters.next(), quarters.next());
+            let (q0, q1, q2, q3) = (q0.expect("four"), q1.expect("four"), q2.expect("four"), q3.expect("four"));
+            reserve(ec2, subnet_id, q0, SubnetCidrReservationType::Explicit).await?;
+            reserve(ec2, subnet_id, q1, SubnetCidrReservationType::Explicit).await?;
+            let kept = reserve_down_to(ec2, subnet_id, q2, q2.prefix_len() + 2).await?;
+            reserve(ec2, subnet_id, kept, SubnetCidrReservationType::Prefix).await?;
+            fragment_block(ec2, subnet_id, q3).await
+        }
+    }
 }
 
 /// What EKS DescribeCluster says about the cluster's VPC.
@@ -233,9 +297,7 @@ pub async fn seed_with(
             .send()
             .await
             .map_err(sdk("AssociateRouteTable"))?;
-        if exhaustion == Exhaustion::Fragmented {
-            fragment(ec2, &private, private_cidr).await?;
-        }
+        exhaust(ec2, &private, private_cidr, exhaustion).await?;
         lab.public_subnets.push(public);
         lab.private_subnets.push(private);
         lab.private_route_tables.push(table);
@@ -287,7 +349,50 @@ pub async fn seed_with(
             }
         }),
     )?;
+    for name in BUILT_IN_NODEPOOLS {
+        kube.put_object(crate::fake_kube::NODEPOOLS, built_in_nodepool(name))?;
+    }
     Ok(lab)
+}
+
+/// A built-in Auto Mode NodePool as EKS creates it: `general-purpose` for
+/// workloads, `system` (tainted `CriticalAddonsOnly`) for add-ons.
+fn built_in_nodepool(name: &str) -> serde_json::Value {
+    let mut pool = json!({
+        "apiVersion": "karpenter.sh/v1",
+        "kind": "NodePool",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "eks"}},
+        "spec": {
+            "disruption": {"budgets": [{"nodes": "10%"}], "consolidateAfter": "30s", "consolidationPolicy": "WhenEmptyOrUnderutilized"},
+            "template": {"spec": {
+                "expireAfter": "336h",
+                "nodeClassRef": {"group": "eks.amazonaws.com", "kind": "NodeClass", "name": "default"},
+                "requirements": [
+                    {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
+                    {"key": "eks.amazonaws.com/instance-category", "operator": "In", "values": ["c", "m", "r"]},
+                    {"key": "eks.amazonaws.com/instance-generation", "operator": "Gt", "values": ["4"]},
+                    {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+                    {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]}
+                ]
+            }}
+        }
+    });
+    if name == "system" {
+        pool["spec"]["template"]["spec"]["taints"] =
+            json!([{"key": "CriticalAddonsOnly", "value": "true", "effect": "NoSchedule"}]);
+        pool["spec"]["template"]["spec"]["requirements"][3]["values"] = json!(["amd64", "arm64"]);
+    }
+    pool
+}
+
+/// What EKS knows of the lab's cluster that moto does not keep: it is an
+/// Auto Mode cluster with its node role. Set on the proxy, which adds it
+/// to DescribeCluster.
+pub fn seed_auto_mode(proxy: &FaultProxyHandle) {
+    proxy.set_compute_config(
+        CLUSTER,
+        json!({"enabled": true, "nodePools": BUILT_IN_NODEPOOLS, "nodeRoleArn": NODE_ROLE_ARN}),
+    );
 }
 
 /// Adds `resourcesVpcConfig.vpcId` to a CreateCluster request: AWS fills it
@@ -305,7 +410,7 @@ fn report_vpc_id(request: &mut aws_smithy_runtime_api::http::Request, vpc_id: &s
 
 /// Associates four more /16s with the lab's VPC, straight into moto: with
 /// the primary, the default quota of five IPv4 CIDRs per VPC. Public ranges
-/// are allowed next to a 192.168.0.0/16 primary (aws-facts.md §1).
+/// are allowed next to a 192.168.0.0/16 primary (docs/aws-rules.md, "Secondary VPC CIDRs").
 pub async fn fill_vpc_cidr_quota(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result<(), TestbedError> {
     for cidr in ["192.169.0.0/16", "192.170.0.0/16", "192.171.0.0/16", "192.172.0.0/16"] {
         ec2.associate_vpc_cidr_block()

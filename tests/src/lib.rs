@@ -114,6 +114,7 @@ impl LocalAws {
     pub async fn reset(&self) -> Result<(), TestbedError> {
         self.proxy.reset_faults();
         self.proxy.reset_counters();
+        self.proxy.reset_emulation();
         self.moto.reset().await
     }
 

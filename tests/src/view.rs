@@ -4,7 +4,8 @@ use std::fmt::Write as _;
 
 use headroom::Config;
 use headroom::model::NetworkSnapshot;
-use headroom::planner;
+use headroom::node_subnets::{CapacityBasis, node_subnets};
+use headroom::nodeclass;
 
 pub fn render(snapshot: &NetworkSnapshot, config: &Config) -> String {
     let mut out = String::new();
@@ -25,9 +26,8 @@ pub fn render(snapshot: &NetworkSnapshot, config: &Config) -> String {
         "  {:<26} {:<11} {:<17} {:>9} {:>10}  route table",
         "subnet", "AZ", "CIDR", "free IPs", "free /28s"
     );
-    let mut subnets = planner::capacity_subnets(snapshot, config);
-    subnets.sort_by(|a, b| (&a.availability_zone, a.cidr).cmp(&(&b.availability_zone, b.cidr)));
-    for s in subnets {
+    let used = node_subnets(snapshot, config);
+    for s in &used.subnets {
         let managed =
             if s.tags.get(&config.managed_tag_key) == Some(&snapshot.cluster.name) { " [headroom]" } else { "" };
         let table = match (snapshot.explicit_route_table_of(&s.id), snapshot.main_route_table()) {
@@ -45,8 +45,18 @@ pub fn render(snapshot: &NetworkSnapshot, config: &Config) -> String {
             s.capacity.free_prefixes
         );
     }
-    let _ = writeln!(out, "  per AZ (cluster node subnets + headroom's):");
-    for (az, c) in planner::az_capacity(snapshot, config) {
+    match &used.basis {
+        CapacityBasis::NodeClasses { nodeclasses, notes } => {
+            let _ = writeln!(out, "  per AZ (subnets of the NodeClasses NodePools use: {}):", nodeclasses.join(", "));
+            for note in notes {
+                let _ = writeln!(out, "    note: {note}");
+            }
+        }
+        CapacityBasis::ClusterSubnets { reason } => {
+            let _ = writeln!(out, "  per AZ ({reason}):");
+        }
+    }
+    for (az, c) in headroom::capacity::by_az(used.subnets.iter().copied()) {
         let _ = writeln!(
             out,
             "    {az}: {} free IPs, {} free /28 prefixes, {:.1}% used",
@@ -55,7 +65,10 @@ pub fn render(snapshot: &NetworkSnapshot, config: &Config) -> String {
             c.utilisation_percent()
         );
     }
-    match &snapshot.nodeclasses.managed {
+    let Some(objects) = snapshot.cluster_api.objects() else {
+        return out;
+    };
+    match objects.nodeclass(&config.nodeclass_name) {
         None => {
             let _ = writeln!(out, "  NodeClass {}: absent", config.nodeclass_name);
         }
@@ -73,11 +86,17 @@ pub fn render(snapshot: &NetworkSnapshot, config: &Config) -> String {
                     let _ = writeln!(out, "    {field}: {v}");
                 }
             }
-            let status: Vec<String> = headroom::nodeclass::status_subnet_ids(nc);
-            if !status.is_empty() {
+            if let Some(status) = nodeclass::status_subnets(nc) {
                 let _ = writeln!(out, "    status.subnets: {}", status.join(", "));
             }
         }
+    }
+    let _ = writeln!(out, "  NodePools:");
+    for pool in &objects.nodepools {
+        let name = pool.pointer("/metadata/name").and_then(|n| n.as_str()).unwrap_or("?");
+        let class = nodeclass::nodeclass_ref(pool).unwrap_or("?");
+        let weight = pool.pointer("/spec/weight").map_or(String::new(), |w| format!(", weight {w}"));
+        let _ = writeln!(out, "    {name} → NodeClass {class}{weight}");
     }
     out
 }

@@ -151,7 +151,7 @@ async fn a_dry_run_changes_nothing_and_returns_the_plan() {
     assert_eq!(report.outcome, Outcome::Planned, "{report:#?}");
     assert!(report.dry_run);
     let plan = report.clusters[0].plan.as_ref().expect("the plan");
-    assert_eq!(plan.steps.len(), 8, "{plan}");
+    assert_eq!(plan.steps.len(), 9, "CIDR, 3 subnets, 3 routes, NodeClass, NodePool: {plan}");
     assert!(report.clusters[0].changes.is_empty());
     assert!(mutating_calls(&harness).is_empty(), "{:?}", mutating_calls(&harness));
     assert!(harness.kube.requests().iter().all(|r| !r.is_write()));

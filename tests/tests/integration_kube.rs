@@ -48,7 +48,7 @@ fn user_nodeclass(subnet_terms: Value) -> Value {
         "kind": "NodeClass",
         "metadata": {"name": "headroom"},
         "spec": {
-            "role": "UserRole",
+            "role": lab::NODE_ROLE,
             "subnetSelectorTerms": subnet_terms,
             "securityGroupSelectorTerms": [{"tags": {"team": "platform"}}],
             "ephemeralStorage": {"size": "120Gi"}
@@ -108,7 +108,7 @@ async fn a_users_nodeclass_is_extended_and_keeps_every_field() {
     assert_eq!(report.outcome, Outcome::Applied, "{report:#?}");
     let nc = nodeclass(&harness);
     assert_eq!(nc["spec"]["subnetSelectorTerms"], json!([{"id": harness.lab.private_subnets[0]}, MANAGED_TERM()]));
-    assert_eq!(nc["spec"]["role"], "UserRole");
+    assert_eq!(nc["spec"]["role"], lab::NODE_ROLE);
     assert_eq!(nc["spec"]["securityGroupSelectorTerms"], json!([{"tags": {"team": "platform"}}]));
     assert_eq!(nc["spec"]["ephemeralStorage"], json!({"size": "120Gi"}));
     // One write landed. (A status update by the controller between our read
@@ -117,7 +117,12 @@ async fn a_users_nodeclass_is_extended_and_keeps_every_field() {
         .kube
         .requests()
         .into_iter()
-        .filter(|r| r.is_write() && r.name.as_deref() == Some("headroom") && r.status < 300)
+        .filter(|r| {
+            r.is_write()
+                && r.plural.as_deref() == Some(NODECLASSES)
+                && r.name.as_deref() == Some("headroom")
+                && r.status < 300
+        })
         .count();
     assert_eq!(landed, 1);
     assert_safe_writes(&harness);
@@ -144,7 +149,9 @@ async fn a_concurrent_writer_between_read_and_write_loses_nothing() {
         .kube
         .requests()
         .iter()
-        .filter(|r| r.method == "PATCH" && r.name.as_deref() == Some("headroom"))
+        .filter(|r| {
+            r.method == "PATCH" && r.plural.as_deref() == Some(NODECLASSES) && r.name.as_deref() == Some("headroom")
+        })
         .map(|r| r.status)
         .collect();
     assert_eq!(patches, vec![422, 200], "the stale patch is refused by its test op, the recomputed one lands");

@@ -246,21 +246,26 @@ async fn init_makes_no_call_before_the_first_event_and_bad_config_fails_init() {
         assert_clean_logs(function, &harness);
     }
 
-    // A setting that does not validate stops the process before its first
-    // poll, with the reason in its log, and without touching AWS.
+    // A setting that does not validate, or one that could never converge (a
+    // /28 subnet never holds 16 free prefixes), stops the process before its
+    // first poll, with the setting named in its log, and without touching AWS.
     harness.aws.proxy().reset_counters();
-    let api = RuntimeApi::start_for("capacity-check").await.expect("starting the Runtime API");
-    let mut bad = FunctionCommand::function("capacity-check", &api)
-        .expect("the binary")
-        .harness(&harness)
-        .env("NODECLASS_NAME", "default")
-        .spawn()
-        .expect("spawning");
-    let status =
-        bad.wait_exit(READY).await.unwrap_or_else(|| panic!("still running with an invalid setting\n{}", bad.output()));
-    assert!(!status.success(), "exited successfully with an invalid setting");
-    assert_eq!(api.polls(), 0, "polled for an event despite the invalid setting");
-    assert!(bad.output().contains("NODECLASS_NAME"), "the error does not name the setting:\n{}", bad.output());
+    for (setting, value) in [("NODECLASS_NAME", "default"), ("SUBNET_PREFIX", "28")] {
+        let api = RuntimeApi::start_for("capacity-check").await.expect("starting the Runtime API");
+        let mut bad = FunctionCommand::function("capacity-check", &api)
+            .expect("the binary")
+            .harness(&harness)
+            .env(setting, value)
+            .spawn()
+            .expect("spawning");
+        let status = bad
+            .wait_exit(READY)
+            .await
+            .unwrap_or_else(|| panic!("still running with {setting}={value}\n{}", bad.output()));
+        assert!(!status.success(), "exited successfully with {setting}={value}");
+        assert_eq!(api.polls(), 0, "polled for an event despite {setting}={value}");
+        assert!(bad.output().contains(setting), "the error does not name {setting}:\n{}", bad.output());
+    }
     assert!(harness.aws.proxy().calls().is_empty(), "{:?}", harness.aws.proxy().calls());
 }
 

@@ -69,12 +69,7 @@ fn describe(report: &Report) -> String {
 /// Wipes moto and the API server and seeds the lab again, keeping the
 /// processes: several times faster than a new harness.
 async fn reseed(harness: &mut Harness) {
-    harness.aws.reset().await.expect("moto reset");
-    harness.kube.reset();
-    let eks = aws_sdk_eks::Client::new(&harness.aws.direct_sdk_config(lab::REGION).await);
-    harness.lab = lab::seed(&harness.direct_ec2, &eks, &harness.kube.handle(), Exhaustion::Fragmented)
-        .await
-        .expect("lab reseeded");
+    harness.reseed(Exhaustion::Fragmented).await.expect("lab reseeded");
 }
 
 // --- The end state, normalised so two harnesses compare equal -------------
@@ -250,7 +245,7 @@ fn assert_expected_shape(state: &EndState) {
     }
     let spec = &state.nodeclasses["headroom"];
     assert_eq!(spec["subnetSelectorTerms"], json!([{"tags": {"headroom.io/cluster": lab::CLUSTER}}]), "{spec}");
-    assert_eq!(state.nodepools, [NODEPOOL]);
+    assert_eq!(state.nodepools, ["general-purpose", NODEPOOL, "system"], "the built-in ones and headroom's");
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -14,6 +14,14 @@ pub fn error_code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&s
     }
 }
 
+/// `Invalid…ID.NotFound` and its kin (`InvalidSubnetID.NotFound`,
+/// `InvalidRouteTableID.NotFound`, `InvalidGroup.NotFound`, …): EC2 does
+/// not know the id, which right after the id was created or described means
+/// it has not caught up yet (docs/aws-rules.md, "Eventual consistency").
+pub fn is_not_found<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    error_code(err).is_some_and(|code| code.starts_with("Invalid") && code.ends_with(".NotFound"))
+}
+
 /// Error codes AWS SDKs retry as throttling or transient
 /// (aws-runtime `THROTTLING_ERRORS` and `TRANSIENT_ERRORS`).
 const RETRYABLE_CODES: &[&str] = &[
@@ -84,9 +92,14 @@ pub fn aws_error<E>(operation: &'static str, err: SdkError<E, aws_smithy_runtime
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let retryable = is_retryable(&err);
+    // A NotFound that outlived the consistency wait: the next run reads the
+    // network again and plans from what is really there.
+    let retryable = is_retryable(&err) || is_not_found(&err);
     let message = message(&err);
     let hint = match error_code(&err) {
+        Some(_) if is_not_found(&err) => {
+            "; EC2 still did not know the id after CONSISTENCY_WAIT_SECONDS; the next run reads the network again"
+        }
         Some("UnauthorizedOperation" | "AccessDenied" | "AccessDeniedException") => {
             "; the function role lacks this permission (see infra/template.yaml)"
         }

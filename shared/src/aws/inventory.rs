@@ -1,22 +1,42 @@
 //! Reads one cluster's network into a [`NetworkSnapshot`].
 //!
+//! Every Describe, Get and List call follows its `NextToken` to the end,
+//! with a page size set where the API takes one (EC2 refuses `MaxResults`
+//! with explicit ids, so lookups by id are single calls).
+//!
 //! Independent reads run concurrently: after DescribeCluster (and, where the
 //! API omits the VPC id, one DescribeSubnets to find it), the VPC, its
-//! subnets, route tables and network interfaces are read at once, and the
-//! subnet CIDR reservations follow the subnets without waiting for the rest.
+//! subnets, route tables, network interfaces and peering connections are
+//! read at once, and the subnet CIDR reservations of the subnets known to
+//! matter follow without waiting for the rest. [`Occupancy`] then reads the
+//! reservations of any other subnet the capacity needs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
-use aws_sdk_ec2::types::Filter;
+use aws_sdk_ec2::types::{Filter, SubnetCidrReservationType};
 use futures::future;
 use ipnet::Ipv4Net;
 
 use super::errors::aws_error;
-use crate::capacity::{self, AddressUsage};
+use super::retry;
+use crate::capacity::{self, AddressUsage, Reservation, ReservationKind};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::model::{CidrAssociation, CidrState, Cluster, NetworkSnapshot, NodeClasses, Route, RouteTable, Subnet, Vpc};
+use crate::model::{
+    AccessEntry, CidrAssociation, CidrState, Cluster, ClusterApi, NetworkSnapshot, Peering, Route, RouteTable, Subnet,
+    Vpc,
+};
+
+/// Page sizes: the most each API returns per call.
+pub const SUBNET_PAGE: i32 = 1000;
+pub const ROUTE_TABLE_PAGE: i32 = 100;
+pub const INTERFACE_PAGE: i32 = 1000;
+pub const VPC_PAGE: i32 = 1000;
+pub const PEERING_PAGE: i32 = 1000;
+pub const RESERVATION_PAGE: i32 = 1000;
+pub const ACCESS_ENTRY_PAGE: i32 = 100;
 
 /// What DescribeCluster tells us.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +47,8 @@ pub struct ClusterInfo {
     pub subnet_ids: Vec<String>,
     pub security_group_ids: Vec<String>,
     pub cluster_security_group_id: Option<String>,
+    /// `computeConfig.nodeRoleArn`: the Auto Mode node role.
+    pub node_role_arn: Option<String>,
 }
 
 pub async fn describe_cluster(eks: &aws_sdk_eks::Client, name: &str) -> Result<ClusterInfo> {
@@ -42,6 +64,11 @@ pub async fn describe_cluster(eks: &aws_sdk_eks::Client, name: &str) -> Result<C
         subnet_ids: vpc.map(|v| v.subnet_ids().to_vec()).unwrap_or_default(),
         security_group_ids: vpc.map(|v| v.security_group_ids().to_vec()).unwrap_or_default(),
         cluster_security_group_id: vpc.and_then(|v| v.cluster_security_group_id()).map(String::from),
+        node_role_arn: cluster
+            .compute_config()
+            .and_then(|c| c.node_role_arn())
+            .filter(|r| !r.is_empty())
+            .map(String::from),
     })
 }
 
@@ -59,7 +86,7 @@ fn parse_net(context: &str, cidr: Option<&str>) -> Result<Ipv4Net> {
 }
 
 /// The VPC of the cluster: from DescribeCluster, else from its first subnet.
-async fn vpc_id_of(ec2: &aws_sdk_ec2::Client, cluster: &ClusterInfo) -> Result<String> {
+async fn vpc_id_of(ec2: &aws_sdk_ec2::Client, cluster: &ClusterInfo, wait: Duration) -> Result<String> {
     if let Some(id) = &cluster.vpc_id {
         return Ok(id.clone());
     }
@@ -67,19 +94,22 @@ async fn vpc_id_of(ec2: &aws_sdk_ec2::Client, cluster: &ClusterInfo) -> Result<S
         cluster: cluster.name.clone(),
         reason: "DescribeCluster lists no subnets and no VPC".into(),
     })?;
-    let out = ec2.describe_subnets().subnet_ids(first).send().await.map_err(|e| aws_error("DescribeSubnets", e))?;
+    let out = retry::read("DescribeSubnets", wait, || ec2.describe_subnets().subnet_ids(first).send()).await?;
     out.subnets().first().and_then(|s| s.vpc_id()).map(String::from).ok_or_else(|| Error::Inventory {
         cluster: cluster.name.clone(),
         reason: format!("subnet {first} of the cluster does not exist"),
     })
 }
 
-pub async fn read_vpc(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result<Vpc> {
-    let out = ec2.describe_vpcs().vpc_ids(vpc_id).send().await.map_err(|e| aws_error("DescribeVpcs", e))?;
+/// The VPC and its CIDR associations. By id, because the id comes from
+/// DescribeCluster and a describe by id tells a VPC EC2 does not know yet
+/// (`InvalidVpcID.NotFound`, retried within `wait`) from one that is gone.
+pub async fn read_vpc(ec2: &aws_sdk_ec2::Client, vpc_id: &str, wait: Duration) -> Result<Vpc> {
+    let out = retry::read("DescribeVpcs", wait, || ec2.describe_vpcs().vpc_ids(vpc_id).send()).await?;
     let vpc = out.vpcs().first().ok_or_else(|| Error::Aws {
         operation: "DescribeVpcs",
         message: format!("VPC {vpc_id} not found"),
-        retryable: false,
+        retryable: true,
     })?;
     let primary_cidr = parse_net(vpc_id, vpc.cidr_block())?;
     let mut cidr_associations = Vec::new();
@@ -114,6 +144,7 @@ pub async fn read_subnets(ec2: &aws_sdk_ec2::Client, filters: Vec<Filter>) -> Re
         .describe_subnets()
         .set_filters(Some(filters))
         .into_paginator()
+        .page_size(SUBNET_PAGE)
         .items()
         .send()
         .try_collect()
@@ -145,6 +176,7 @@ async fn read_route_tables(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result<Ve
         .describe_route_tables()
         .filters(filter("vpc-id", vpc_id))
         .into_paginator()
+        .page_size(ROUTE_TABLE_PAGE)
         .items()
         .send()
         .try_collect()
@@ -193,6 +225,7 @@ async fn read_interface_usage(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result
         .describe_network_interfaces()
         .filters(filter("vpc-id", vpc_id))
         .into_paginator()
+        .page_size(INTERFACE_PAGE)
         .items()
         .send()
         .try_collect()
@@ -210,24 +243,115 @@ async fn read_interface_usage(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result
     Ok(usage)
 }
 
-async fn read_reservations(ec2: &aws_sdk_ec2::Client, subnet_id: &str) -> Result<Vec<Ipv4Net>> {
+/// A subnet's CIDR reservations, each with its type. The subnet id comes
+/// from a describe, so `InvalidSubnetID.NotFound` is retried within `wait`.
+async fn read_reservations(ec2: &aws_sdk_ec2::Client, subnet_id: &str, wait: Duration) -> Result<Vec<Reservation>> {
     let mut reservations = Vec::new();
     let mut token: Option<String> = None;
     loop {
-        let out = ec2
-            .get_subnet_cidr_reservations()
-            .subnet_id(subnet_id)
-            .set_next_token(token.take())
-            .send()
-            .await
-            .map_err(|e| aws_error("GetSubnetCidrReservations", e))?;
-        reservations
-            .extend(out.subnet_ipv4_cidr_reservations().iter().filter_map(|r| r.cidr()?.parse::<Ipv4Net>().ok()));
+        let out = retry::read("GetSubnetCidrReservations", wait, || {
+            ec2.get_subnet_cidr_reservations()
+                .subnet_id(subnet_id)
+                .max_results(RESERVATION_PAGE)
+                .set_next_token(token.clone())
+                .send()
+        })
+        .await?;
+        reservations.extend(out.subnet_ipv4_cidr_reservations().iter().filter_map(|r| {
+            let cidr = r.cidr()?.parse::<Ipv4Net>().ok()?.trunc();
+            // An unknown future type is treated as the stricter one.
+            let kind = match r.reservation_type() {
+                Some(SubnetCidrReservationType::Prefix) => ReservationKind::Prefix,
+                _ => ReservationKind::Explicit,
+            };
+            Some(Reservation { cidr, kind })
+        }));
         match out.next_token() {
             Some(next) if !next.is_empty() => token = Some(next.to_string()),
             _ => return Ok(reservations),
         }
     }
+}
+
+/// Active peering connections of the VPC, from either side. Two reads (a
+/// filter cannot say "requester or accepter"); the answers are checked
+/// again here, so an API that ignores filters still gives the right set.
+async fn read_peerings(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result<Vec<Peering>> {
+    let side = |side: &'static str| {
+        ec2.describe_vpc_peering_connections()
+            .filters(filter(&format!("{side}-vpc-info.vpc-id"), vpc_id))
+            .filters(filter("status-code", "active"))
+            .into_paginator()
+            .page_size(PEERING_PAGE)
+            .items()
+            .send()
+            .try_collect()
+    };
+    let (as_requester, as_accepter): (Vec<aws_sdk_ec2::types::VpcPeeringConnection>, Vec<_>) =
+        future::try_join(side("requester"), side("accepter"))
+            .await
+            .map_err(|e| aws_error("DescribeVpcPeeringConnections", e))?;
+    let mut peerings: BTreeMap<String, Peering> = BTreeMap::new();
+    for connection in as_requester.into_iter().chain(as_accepter) {
+        let active = connection.status().and_then(|s| s.code()).is_some_and(|c| c.as_str() == "active");
+        let (Some(id), true) = (connection.vpc_peering_connection_id(), active) else { continue };
+        let (requester, accepter) = (connection.requester_vpc_info(), connection.accepter_vpc_info());
+        let peer = match (requester.and_then(|r| r.vpc_id()), accepter.and_then(|a| a.vpc_id())) {
+            (Some(r), _) if r == vpc_id => accepter,
+            (_, Some(a)) if a == vpc_id => requester,
+            _ => continue,
+        };
+        let Some(peer) = peer else { continue };
+        let mut peer_cidrs: Vec<Ipv4Net> = peer
+            .cidr_block_set()
+            .iter()
+            .filter_map(|b| b.cidr_block())
+            .chain(peer.cidr_block())
+            .filter_map(|c| c.parse::<Ipv4Net>().ok().map(|n| n.trunc()))
+            .collect();
+        peer_cidrs.sort_unstable();
+        peer_cidrs.dedup();
+        peerings.insert(
+            id.to_string(),
+            Peering {
+                connection_id: id.to_string(),
+                peer_vpc_id: peer.vpc_id().unwrap_or_default().to_string(),
+                peer_cidrs,
+            },
+        );
+    }
+    Ok(peerings.into_values().collect())
+}
+
+/// The access entries of the cluster whose principal is the IAM role
+/// `role` (a name or an ARN; matched by name, since entries carry the
+/// role's ARN without its path), each with its type.
+pub async fn read_access_entries_for(eks: &aws_sdk_eks::Client, cluster: &str, role: &str) -> Result<Vec<AccessEntry>> {
+    let principals: Vec<String> = eks
+        .list_access_entries()
+        .cluster_name(cluster)
+        .into_paginator()
+        .page_size(ACCESS_ENTRY_PAGE)
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| aws_error("ListAccessEntries", e))?;
+    let wanted = crate::nodeclass::role_name(role);
+    let matching =
+        principals.into_iter().filter(|arn| arn.contains(":role/") && crate::nodeclass::role_name(arn) == wanted);
+    let described = matching.map(|arn| async move {
+        let out = eks
+            .describe_access_entry()
+            .cluster_name(cluster)
+            .principal_arn(&arn)
+            .send()
+            .await
+            .map_err(|e| aws_error("DescribeAccessEntry", e))?;
+        let kind = out.access_entry().and_then(|e| e.r#type()).unwrap_or_default().to_string();
+        Ok::<_, Error>(AccessEntry { principal_arn: arn, kind })
+    });
+    future::try_join_all(described).await
 }
 
 /// How much of the network to read.
@@ -239,37 +363,122 @@ pub enum Depth {
     Structure,
 }
 
-/// Reservations of each subnet, read concurrently.
-async fn read_reservations_of(
-    ec2: &aws_sdk_ec2::Client,
-    subnet_ids: &[String],
-) -> Result<HashMap<String, Vec<Ipv4Net>>> {
-    let reads =
-        subnet_ids.iter().map(|id| async move { Ok::<_, Error>((id.clone(), read_reservations(ec2, id).await?)) });
-    Ok(future::try_join_all(reads).await?.into_iter().collect())
+/// What occupies each subnet, as far as it has been read: the ENI IPs and
+/// prefixes of every subnet of the VPC, the CIDR reservations of the
+/// subnets asked for so far, and EC2's own free count.
+#[derive(Debug, Default)]
+pub struct Occupancy {
+    usage: HashMap<String, AddressUsage>,
+    reservations_read: HashSet<String>,
+    reported_free: HashMap<String, Option<u64>>,
+    wait: Duration,
 }
 
-/// The whole network of one cluster. NodeClasses are read separately
-/// (`cluster::nodeclass`); this leaves them empty.
+impl Occupancy {
+    /// Reads the CIDR reservations of the `subnet_ids` not read yet, concurrently.
+    pub async fn read_reservations<'a>(
+        &mut self,
+        ec2: &aws_sdk_ec2::Client,
+        subnet_ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<()> {
+        let wait = self.wait;
+        let missing: Vec<&str> = subnet_ids
+            .into_iter()
+            .filter(|id| self.reported_free.contains_key(*id) && !self.reservations_read.contains(*id))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let reads =
+            missing.iter().map(|id| async move { Ok::<_, Error>((*id, read_reservations(ec2, id, wait).await?)) });
+        for (id, reservations) in future::try_join_all(reads).await? {
+            self.usage.entry(id.to_string()).or_default().reservations = reservations;
+            self.reservations_read.insert(id.to_string());
+        }
+        Ok(())
+    }
+
+    /// Sets each subnet's capacity from what has been read. A subnet whose
+    /// reservations were not read counts its ENIs only: only subnets that
+    /// no capacity figure uses are left so.
+    pub fn apply(&self, subnets: &mut [Subnet]) {
+        let none = AddressUsage::default();
+        for subnet in subnets {
+            let usage = self.usage.get(&subnet.id).unwrap_or(&none);
+            let reported = self.reported_free.get(&subnet.id).copied().flatten();
+            subnet.capacity = capacity::subnet_capacity(subnet.cidr, usage).capped_by_reported_free(reported);
+        }
+    }
+}
+
+/// The cluster's VPC as EC2 describes it.
+#[derive(Debug)]
+pub struct Network {
+    pub vpc: Vpc,
+    /// Every subnet of the VPC, capacity set as far as [`Occupancy`] allows.
+    pub subnets: Vec<Subnet>,
+    pub route_tables: Vec<RouteTable>,
+    pub peerings: Vec<Peering>,
+}
+
+impl Network {
+    /// The snapshot of `cluster`, with what its Kubernetes API said.
+    pub fn into_snapshot(
+        self,
+        region: &str,
+        cluster: &ClusterInfo,
+        cluster_api: ClusterApi,
+        node_role_access_entries: Option<Vec<AccessEntry>>,
+    ) -> NetworkSnapshot {
+        NetworkSnapshot {
+            region: region.to_string(),
+            cluster: Cluster {
+                name: cluster.name.clone(),
+                subnet_ids: cluster.subnet_ids.clone(),
+                security_group_ids: cluster.security_group_ids.clone(),
+                cluster_security_group_id: cluster.cluster_security_group_id.clone(),
+                node_role_arn: cluster.node_role_arn.clone(),
+            },
+            vpc: self.vpc,
+            subnets: self.subnets,
+            route_tables: self.route_tables,
+            peerings: self.peerings,
+            cluster_api,
+            node_role_access_entries,
+        }
+    }
+}
+
+/// The whole network of one cluster; the NodeClasses are read by the
+/// caller (`cluster::nodeclass`), side by side.
 ///
 /// Two chains run side by side, so the critical path is DescribeCluster
 /// (done by the caller), then one round of reads (two where the VPC id must
 /// first be looked up):
-/// - the cluster subnets' CIDR reservations (their ids are already known);
+/// - the cluster subnets' CIDR reservations (their ids are already known,
+///   and they usually are the node subnets);
 /// - the VPC id if needed, then the VPC, its subnets (then the reservations of
-///   headroom's own subnets), route tables and network interfaces at once.
+///   headroom's own subnets), route tables, network interfaces and peering
+///   connections at once.
 pub async fn read_network(
     ec2: &aws_sdk_ec2::Client,
-    region: &str,
     cluster: &ClusterInfo,
     config: &Config,
     depth: Depth,
-) -> Result<NetworkSnapshot> {
+) -> Result<(Network, Occupancy)> {
     let with_capacity = depth == Depth::WithCapacity;
-    let cluster_reservations =
-        async { if with_capacity { read_reservations_of(ec2, &cluster.subnet_ids).await } else { Ok(HashMap::new()) } };
+    let wait = config.consistency_wait;
+    let cluster_reservations = async {
+        if !with_capacity {
+            return Ok(Vec::new());
+        }
+        let reads = cluster
+            .subnet_ids
+            .iter()
+            .map(|id| async move { Ok::<_, Error>((id.clone(), read_reservations(ec2, id, wait).await?)) });
+        future::try_join_all(reads).await
+    };
     let vpc_reads = async {
-        let vpc_id = vpc_id_of(ec2, cluster).await?;
+        let vpc_id = vpc_id_of(ec2, cluster, wait).await?;
         let subnets = async {
             let subnets = read_subnets(ec2, vec![filter("vpc-id", vpc_id.clone())]).await?;
             let managed: Vec<String> = subnets
@@ -278,46 +487,47 @@ pub async fn read_network(
                 .filter(|s| s.tags.get(&config.managed_tag_key).is_some_and(|v| v == &cluster.name))
                 .map(|s| s.id.clone())
                 .collect();
-            let reservations = if with_capacity { read_reservations_of(ec2, &managed).await? } else { HashMap::new() };
+            let reads = managed
+                .iter()
+                .filter(|_| with_capacity)
+                .map(|id| async move { Ok::<_, Error>((id.clone(), read_reservations(ec2, id, wait).await?)) });
+            let reservations = future::try_join_all(reads).await?;
             Ok::<_, Error>((subnets, reservations))
         };
         let usage = async { if with_capacity { read_interface_usage(ec2, &vpc_id).await } else { Ok(HashMap::new()) } };
-        future::try_join4(read_vpc(ec2, &vpc_id), subnets, read_route_tables(ec2, &vpc_id), usage).await
+        future::try_join5(
+            read_vpc(ec2, &vpc_id, wait),
+            subnets,
+            read_route_tables(ec2, &vpc_id),
+            usage,
+            read_peerings(ec2, &vpc_id),
+        )
+        .await
     };
-    let ((vpc, (subnets, mut reservations), route_tables, mut usage), cluster_reservations) =
+    let ((vpc, (subnets, managed_reservations), route_tables, usage, peerings), cluster_reservations) =
         future::try_join(vpc_reads, cluster_reservations).await?;
-    reservations.extend(cluster_reservations);
 
-    let subnets = subnets
+    let mut occupancy = Occupancy { usage, wait, ..Occupancy::default() };
+    for raw in &subnets {
+        occupancy.reported_free.insert(raw.id.clone(), raw.available_ip_address_count);
+    }
+    for (id, reservations) in cluster_reservations.into_iter().chain(managed_reservations) {
+        occupancy.usage.entry(id.clone()).or_default().reservations = reservations;
+        occupancy.reservations_read.insert(id);
+    }
+    let mut subnets: Vec<Subnet> = subnets
         .into_iter()
-        .map(|raw| {
-            let mut occupants = usage.remove(&raw.id).unwrap_or_default();
-            occupants.reservations = reservations.remove(&raw.id).unwrap_or_default();
-            let capacity = capacity::subnet_capacity(raw.cidr, &occupants);
-            Subnet {
-                capacity: capacity.capped_by_reported_free(raw.available_ip_address_count),
-                id: raw.id,
-                availability_zone: raw.availability_zone,
-                availability_zone_id: raw.availability_zone_id,
-                cidr: raw.cidr,
-                tags: raw.tags,
-            }
+        .map(|raw| Subnet {
+            id: raw.id,
+            availability_zone: raw.availability_zone,
+            availability_zone_id: raw.availability_zone_id,
+            cidr: raw.cidr,
+            tags: raw.tags,
+            capacity: Default::default(),
         })
         .collect();
-
-    Ok(NetworkSnapshot {
-        region: region.to_string(),
-        cluster: Cluster {
-            name: cluster.name.clone(),
-            subnet_ids: cluster.subnet_ids.clone(),
-            security_group_ids: cluster.security_group_ids.clone(),
-            cluster_security_group_id: cluster.cluster_security_group_id.clone(),
-        },
-        vpc,
-        subnets,
-        route_tables,
-        nodeclasses: NodeClasses::default(),
-    })
+    occupancy.apply(&mut subnets);
+    Ok((Network { vpc, subnets, route_tables, peerings }, occupancy))
 }
 
 /// The subnet and VPC of a network interface named by a failure event.

@@ -1,7 +1,7 @@
 //! Capacity metrics for CloudWatch: per subnet, per AZ and per cluster.
 //!
 //! There is no native per-subnet free-IP metric and nothing at all shows
-//! prefix fragmentation (aws-facts.md §3), so the capacity check publishes
+//! prefix fragmentation (docs/aws-rules.md, "Signals"), so the capacity check publishes
 //! both. Dimensions name the cluster and the AZ, so an alarm can say where.
 //! The `MinAz*` metrics are the ones the template's alarms watch: one alarm
 //! per cluster covers every AZ.
@@ -13,7 +13,7 @@ use super::errors::aws_error;
 use crate::config::Config;
 use crate::error::Result;
 use crate::model::NetworkSnapshot;
-use crate::planner;
+use crate::node_subnets::node_subnets;
 use crate::trigger::{AZ_DIMENSION, CLUSTER_DIMENSION, SUBNET_DIMENSION};
 
 pub const FREE_IPS: &str = "FreeIpAddresses";
@@ -40,7 +40,8 @@ pub fn capacity_metrics(snapshot: &NetworkSnapshot, config: &Config) -> Vec<Metr
     let mut point = |name, dimensions: Vec<(&'static str, String)>, value: f64, percent| {
         metrics.push(Metric { name, dimensions, value, percent });
     };
-    let mut subnets = planner::capacity_subnets(snapshot, config);
+    let used = node_subnets(snapshot, config);
+    let mut subnets = used.subnets.clone();
     subnets.sort_by(|a, b| a.id.cmp(&b.id));
     for subnet in subnets {
         let dims = vec![
@@ -52,7 +53,7 @@ pub fn capacity_metrics(snapshot: &NetworkSnapshot, config: &Config) -> Vec<Metr
         point(FREE_PREFIXES, dims.clone(), subnet.capacity.free_prefixes as f64, false);
         point(UTILISATION, dims, subnet.capacity.utilisation_percent(), true);
     }
-    let by_az = planner::az_capacity(snapshot, config);
+    let by_az = crate::capacity::by_az(used.subnets.iter().copied());
     for (az, capacity) in &by_az {
         let dims = vec![(CLUSTER_DIMENSION, cluster.clone()), (AZ_DIMENSION, az.clone())];
         point(FREE_IPS, dims.clone(), capacity.free_ips as f64, false);

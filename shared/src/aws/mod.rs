@@ -6,5 +6,6 @@ pub mod errors;
 pub mod executor;
 pub mod inventory;
 pub mod metrics;
+pub mod retry;
 
 pub use clients::AwsClients;

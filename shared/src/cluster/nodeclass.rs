@@ -8,14 +8,17 @@
 
 use std::time::{Duration, Instant};
 
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
 use serde_json::Value;
 
 use crate::aws::executor::Applied;
 use crate::error::{Error, Result};
-use crate::model::NodeClasses;
+use crate::model::AutoModeObjects;
 use crate::nodeclass::{self, Extension, SelectorTarget};
 use crate::plan::NodeClassIntent;
+
+/// Objects per list page: the API server returns a `continue` token past it.
+pub const LIST_PAGE: u32 = 100;
 
 /// Attempts at read-modify-write before giving up on a busy NodeClass.
 const MAX_CONFLICT_RETRIES: usize = 5;
@@ -34,7 +37,8 @@ fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource
 pub(crate) fn kube_error(operation: &'static str, err: kube::Error) -> Error {
     let (message, retryable) = match &err {
         kube::Error::Api(status) => {
-            let retryable = status.code == 429 || status.code >= 500 || status.is_conflict();
+            // 410: a list's continue token expired; the next run lists afresh.
+            let retryable = status.code == 429 || status.code == 410 || status.code >= 500 || status.is_conflict();
             let hint = match status.code {
                 401 => "; the token was refused: check the function's EKS access entry",
                 403 => "; RBAC forbids it: apply infra/rbac.yaml and map the access entry to its group",
@@ -49,6 +53,26 @@ pub(crate) fn kube_error(operation: &'static str, err: kube::Error) -> Error {
         other => (other.to_string(), !matches!(other, kube::Error::SerdeError(_) | kube::Error::BuildRequest(_))),
     };
     Error::Kube { operation, message, retryable }
+}
+
+/// Every object of a kind, following `continue` to the last page.
+async fn list_all(api: &Api<DynamicObject>, operation: &'static str) -> Result<Vec<Value>> {
+    let mut items = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut params = ListParams::default().limit(LIST_PAGE);
+        if let Some(token) = token.take() {
+            params = params.continue_token(&token);
+        }
+        let page = api.list(&params).await.map_err(|e| kube_error(operation, e))?;
+        for object in page.items {
+            items.push(to_value(object)?);
+        }
+        match page.metadata.continue_ {
+            Some(next) if !next.is_empty() => token = Some(next),
+            _ => return Ok(items),
+        }
+    }
 }
 
 fn to_value(object: DynamicObject) -> Result<Value> {
@@ -98,26 +122,14 @@ impl NodeClassApi {
         }
     }
 
-    /// The configured NodeClass, `default`, and whether the NodePool exists, read at once.
-    pub async fn read(&self, name: &str, nodepool: Option<&str>) -> Result<NodeClasses> {
-        let pool = async {
-            match nodepool {
-                Some(pool) => self
-                    .nodepools
-                    .get_opt(pool)
-                    .await
-                    .map(|p| Some(p.is_some()))
-                    .map_err(|e| kube_error("get NodePool", e)),
-                None => Ok(None),
-            }
-        };
-        let (managed, default, nodepool_exists) = futures::future::try_join3(
-            self.get_nodeclass(name),
-            self.get_nodeclass(nodeclass::DEFAULT_NODECLASS),
-            pool,
+    /// Every NodeClass and NodePool, read at once, each list to its end.
+    pub async fn read(&self) -> Result<AutoModeObjects> {
+        let (nodeclasses, nodepools) = futures::future::try_join(
+            list_all(&self.nodeclasses, "list NodeClasses"),
+            list_all(&self.nodepools, "list NodePools"),
         )
         .await?;
-        Ok(NodeClasses { managed, default, nodepool_exists })
+        Ok(AutoModeObjects { nodeclasses, nodepools })
     }
 
     /// Creates the NodeClass; if someone created it first, extends theirs instead.

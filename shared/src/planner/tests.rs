@@ -16,8 +16,11 @@ fn net(s: &str) -> Ipv4Net {
 }
 
 const AZS: [&str; 3] = ["us-west-2a", "us-west-2b", "us-west-2c"];
-const EXHAUSTED: SubnetCapacity = SubnetCapacity { total_ips: 8192, free_ips: 300, free_prefixes: 0 };
-const ROOMY: SubnetCapacity = SubnetCapacity { total_ips: 8192, free_ips: 8187, free_prefixes: 510 };
+const EXHAUSTED: SubnetCapacity =
+    SubnetCapacity { total_ips: 8192, free_ips: 300, free_prefixes: 0, prefix_reserved_free_ips: 0 };
+const ROOMY: SubnetCapacity =
+    SubnetCapacity { total_ips: 8192, free_ips: 8187, free_prefixes: 510, prefix_reserved_free_ips: 0 };
+const NODE_ROLE_ARN: &str = "arn:aws:iam::123456789012:role/AmazonEKSAutoNodeRole";
 
 fn subnet(id: &str, az: &str, cidr: &str, capacity: SubnetCapacity) -> Subnet {
     Subnet {
@@ -54,8 +57,43 @@ fn default_nodeclass() -> Value {
             "role": "AmazonEKSAutoNodeRole",
             "subnetSelectorTerms": [{"id": "subnet-priv-a"}, {"id": "subnet-priv-b"}, {"id": "subnet-priv-c"}],
             "securityGroupSelectorTerms": [{"id": "sg-cluster"}]
-        }
+        },
+        "status": {"subnets": [
+            {"id": "subnet-priv-a", "zone": "us-west-2a"},
+            {"id": "subnet-priv-b", "zone": "us-west-2b"},
+            {"id": "subnet-priv-c", "zone": "us-west-2c"}
+        ]}
     })
+}
+
+fn nodepool(name: &str, nodeclass: &str) -> Value {
+    json!({
+        "apiVersion": "karpenter.sh/v1",
+        "kind": "NodePool",
+        "metadata": {"name": name},
+        "spec": {"template": {"spec": {"nodeClassRef": {"group": "eks.amazonaws.com", "kind": "NodeClass", "name": nodeclass}}}}
+    })
+}
+
+fn objects(snapshot: &mut NetworkSnapshot) -> &mut AutoModeObjects {
+    match &mut snapshot.cluster_api {
+        ClusterApi::Read(objects) => objects,
+        ClusterApi::Unreadable { .. } => panic!("the fixture's API is readable"),
+    }
+}
+
+/// Puts a NodeClass in the cluster, replacing one of the same name.
+fn put_nodeclass(snapshot: &mut NetworkSnapshot, object: Value) {
+    let name = object["metadata"]["name"].as_str().unwrap().to_string();
+    let classes = &mut objects(snapshot).nodeclasses;
+    classes.retain(|c| c["metadata"]["name"] != name.as_str());
+    classes.push(object);
+}
+
+/// headroom's NodeClass, with a NodePool that launches from it.
+fn put_used_nodeclass(snapshot: &mut NetworkSnapshot, object: Value) {
+    put_nodeclass(snapshot, object);
+    objects(snapshot).nodepools.push(nodepool("platform", "headroom"));
 }
 
 /// The lab: VPC 192.168.0.0/16, three AZs, a public and a private subnet per
@@ -84,6 +122,7 @@ fn lab() -> NetworkSnapshot {
             subnet_ids: subnets.iter().map(|s| s.id.clone()).collect(),
             security_group_ids: vec![],
             cluster_security_group_id: Some("sg-cluster".into()),
+            node_role_arn: Some(NODE_ROLE_ARN.into()),
         },
         vpc: Vpc {
             id: "vpc-lab".into(),
@@ -97,7 +136,12 @@ fn lab() -> NetworkSnapshot {
         },
         subnets,
         route_tables: tables,
-        nodeclasses: NodeClasses { managed: None, default: Some(default_nodeclass()), nodepool_exists: None },
+        peerings: vec![],
+        cluster_api: ClusterApi::Read(AutoModeObjects {
+            nodeclasses: vec![default_nodeclass()],
+            nodepools: vec![nodepool("general-purpose", "default"), nodepool("system", "default")],
+        }),
+        node_role_access_entries: None,
     }
 }
 
@@ -180,10 +224,15 @@ fn the_lab_scenario_gets_the_labs_remediation() {
     );
     let names: Vec<&str> = plan.steps.iter().map(Step::name).collect();
     assert_eq!(names.first(), Some(&"associate-vpc-cidr"), "the CIDR comes before its subnets");
-    let Some(Step::CreateNodeClass { name, object, .. }) = plan.steps.last() else {
-        panic!("expected the NodeClass last: {names:?}")
+    assert_eq!(names[names.len() - 2..], ["create-nodeclass", "create-nodepool"], "then the NodeClass and a NodePool");
+    let Some(Step::CreateNodeClass { name, object, .. }) = plan.steps.iter().find(|s| s.name() == "create-nodeclass")
+    else {
+        unreachable!()
     };
     assert_eq!(name, "headroom");
+    let Some(Step::CreateNodePool { name: pool, object: pool_object }) = plan.steps.last() else { unreachable!() };
+    assert_eq!(pool, "headroom");
+    assert_eq!(pool_object["spec"]["template"]["spec"]["nodeClassRef"]["name"], "headroom");
     assert_eq!(object["spec"]["subnetSelectorTerms"], json!([{"tags": {"headroom.io/cluster": "demo-cluster"}}]));
     assert_eq!(object["spec"]["role"], "AmazonEKSAutoNodeRole");
     for step in &plan.steps {
@@ -196,12 +245,16 @@ fn the_lab_scenario_gets_the_labs_remediation() {
 #[test]
 fn the_lab_scenario_extends_an_existing_nodeclass() {
     let mut snapshot = lab();
-    snapshot.nodeclasses.managed = Some(json!({
-        "metadata": {"name": "headroom", "resourceVersion": "42"},
-        "spec": {"role": "R", "subnetSelectorTerms": [{"id": "subnet-priv-a"}], "securityGroupSelectorTerms": [{"id": "sg-cluster"}]}
-    }));
+    put_used_nodeclass(
+        &mut snapshot,
+        json!({
+            "metadata": {"name": "headroom", "resourceVersion": "42"},
+            "spec": {"role": "AmazonEKSAutoNodeRole", "subnetSelectorTerms": [{"id": "subnet-priv-a"}], "securityGroupSelectorTerms": [{"id": "sg-cluster"}]}
+        }),
+    );
     let plan = expect_plan(plan(&snapshot, &config(), Demand::BelowThreshold));
     let Some(Step::PatchNodeClass { patch, .. }) = plan.steps.last() else { panic!("expected a patch last") };
+    assert!(!plan.steps.iter().any(|s| matches!(s, Step::CreateNodePool { .. })), "a NodePool uses it already");
     assert_eq!(patch[0], json!({"op": "test", "path": "/metadata/resourceVersion", "value": "42"}));
     assert_eq!(patch[1]["path"], "/spec/subnetSelectorTerms/-");
 }
@@ -267,10 +320,13 @@ fn max_managed_cidrs_is_a_refusal() {
     let mut snapshot = lab();
     fill_managed_cidr(&mut snapshot, "100.64.0.0/16");
     fill_managed_cidr(&mut snapshot, "100.65.0.0/16");
-    snapshot.nodeclasses.managed = Some(json!({
-        "metadata": {"name": "headroom", "resourceVersion": "1"},
-        "spec": {"role": "R", "subnetSelectorTerms": [{"tags": {"headroom.io/cluster": "demo-cluster"}}], "securityGroupSelectorTerms": [{"id": "sg"}]}
-    }));
+    put_used_nodeclass(
+        &mut snapshot,
+        json!({
+            "metadata": {"name": "headroom", "resourceVersion": "1"},
+            "spec": {"role": "AmazonEKSAutoNodeRole", "subnetSelectorTerms": [{"tags": {"headroom.io/cluster": "demo-cluster"}}], "securityGroupSelectorTerms": [{"id": "sg"}]}
+        }),
+    );
     let refusal = expect_refusal(plan(&snapshot, &config(), Demand::BelowThreshold), RefusalCode::MaxManagedCidrs);
     assert!(refusal.message.contains("MAX_MANAGED_CIDRS"));
     let more = Config { max_managed_cidrs: 3, ..config() };
@@ -319,6 +375,14 @@ fn azs_with_a_roomy_managed_subnet_are_skipped() {
     add_association(&mut snapshot, "100.64.0.0/16", CidrState::Associated);
     snapshot.subnets.push(managed_subnet("subnet-m-b", "us-west-2b", "100.64.0.0/19", ROOMY));
     snapshot.route_tables[2].subnet_ids.push("subnet-m-b".into());
+    put_used_nodeclass(
+        &mut snapshot,
+        json!({
+            "metadata": {"name": "headroom", "resourceVersion": "4"},
+            "spec": {"role": "AmazonEKSAutoNodeRole", "subnetSelectorTerms": [{"tags": {"headroom.io/cluster": "demo-cluster"}}], "securityGroupSelectorTerms": [{"id": "sg"}]},
+            "status": {"subnets": [{"id": "subnet-m-b", "zone": "us-west-2b"}]}
+        }),
+    );
     // b has space now, but a and c are still starved.
     let plan = expect_plan(plan(&snapshot, &config(), Demand::BelowThreshold));
     assert_eq!(plan.starved_azs, vec!["us-west-2a", "us-west-2c"]);
@@ -365,16 +429,18 @@ fn a_low_prefix_count_alone_starves_an_az() {
     for s in &mut snapshot.subnets {
         s.capacity = ROOMY;
     }
-    snapshot.subnets[3].capacity = SubnetCapacity { total_ips: 8192, free_ips: 5000, free_prefixes: 3 }; // priv-b
+    snapshot.subnets[3].capacity =
+        SubnetCapacity { total_ips: 8192, free_ips: 5000, free_prefixes: 3, prefix_reserved_free_ips: 0 }; // priv-b
     let plan = expect_plan(plan(&snapshot, &config(), Demand::BelowThreshold));
     assert_eq!(plan.starved_azs, vec!["us-west-2b"]);
 }
 
 #[test]
 fn an_az_without_a_private_subnet_falls_back_to_the_main_table_explicitly() {
-    // A cluster on public subnets only: no private table to copy anywhere.
+    // Nodes on public subnets only: no private table to copy anywhere.
     let mut snapshot = lab();
-    snapshot.cluster.subnet_ids.retain(|id| id.starts_with("subnet-pub"));
+    let default = &mut objects(&mut snapshot).nodeclasses[0];
+    default["status"]["subnets"] = json!([{"id": "subnet-pub-a"}, {"id": "subnet-pub-b"}, {"id": "subnet-pub-c"}]);
     for s in &mut snapshot.subnets {
         s.capacity = EXHAUSTED;
     }
@@ -418,17 +484,23 @@ fn a_managed_subnet_left_unrouted_by_a_crash_is_routed() {
 fn pods_mode_fills_both_pod_selectors() {
     let pods = Config { subnet_mode: SubnetMode::Pods, ..config() };
     let created = expect_plan(plan(&lab(), &pods, Demand::BelowThreshold));
-    let Some(Step::CreateNodeClass { object, .. }) = created.steps.last() else { panic!() };
+    let Some(Step::CreateNodeClass { object, .. }) = created.steps.iter().find(|s| s.name() == "create-nodeclass")
+    else {
+        panic!()
+    };
     assert_eq!(object["spec"]["podSubnetSelectorTerms"], json!([{"tags": {"headroom.io/cluster": "demo-cluster"}}]));
     assert_eq!(object["spec"]["podSecurityGroupSelectorTerms"], json!([{"id": "sg-cluster"}]));
     assert_eq!(object["spec"]["subnetSelectorTerms"], default_nodeclass()["spec"]["subnetSelectorTerms"]);
 
     let mut snapshot = lab();
-    snapshot.nodeclasses.managed = Some(json!({
-        "metadata": {"name": "headroom", "resourceVersion": "3"},
-        "spec": {"role": "R", "subnetSelectorTerms": [{"id": "subnet-priv-a"}, {"id": "subnet-priv-b"}, {"id": "subnet-priv-c"}],
-                 "securityGroupSelectorTerms": [{"id": "sg-node"}]}
-    }));
+    put_used_nodeclass(
+        &mut snapshot,
+        json!({
+            "metadata": {"name": "headroom", "resourceVersion": "3"},
+            "spec": {"role": "AmazonEKSAutoNodeRole", "subnetSelectorTerms": [{"id": "subnet-priv-a"}, {"id": "subnet-priv-b"}, {"id": "subnet-priv-c"}],
+                     "securityGroupSelectorTerms": [{"id": "sg-node"}]}
+        }),
+    );
     let patched = expect_plan(plan(&snapshot, &pods, Demand::BelowThreshold));
     let Some(Step::PatchNodeClass { patch, .. }) = patched.steps.last() else { panic!() };
     let paths: Vec<&str> = patch.as_array().unwrap().iter().map(|op| op["path"].as_str().unwrap()).collect();
@@ -442,10 +514,13 @@ fn pods_mode_fills_both_pod_selectors() {
 fn pods_mode_refuses_pod_subnets_in_an_az_without_node_subnets() {
     let pods = Config { subnet_mode: SubnetMode::Pods, ..config() };
     let mut snapshot = lab();
-    snapshot.nodeclasses.managed = Some(json!({
-        "metadata": {"name": "headroom", "resourceVersion": "3"},
-        "spec": {"role": "R", "subnetSelectorTerms": [{"id": "subnet-priv-a"}], "securityGroupSelectorTerms": [{"id": "sg"}]}
-    }));
+    put_used_nodeclass(
+        &mut snapshot,
+        json!({
+            "metadata": {"name": "headroom", "resourceVersion": "3"},
+            "spec": {"role": "AmazonEKSAutoNodeRole", "subnetSelectorTerms": [{"id": "subnet-priv-a"}], "securityGroupSelectorTerms": [{"id": "sg"}]}
+        }),
+    );
     let refusal = expect_refusal(plan(&snapshot, &pods, Demand::BelowThreshold), RefusalCode::NodeClassUnextendable);
     assert!(refusal.message.contains("us-west-2b, us-west-2c"), "{}", refusal.message);
 }
@@ -459,10 +534,13 @@ fn a_nodeclass_that_selects_the_managed_subnets_is_not_patched() {
         snapshot.subnets.push(managed_subnet(&id, az, &format!("100.64.{}.0/19", i * 32), ROOMY));
         snapshot.route_tables[1 + i].subnet_ids.push(id);
     }
-    snapshot.nodeclasses.managed = Some(json!({
-        "metadata": {"name": "headroom", "resourceVersion": "9"},
-        "spec": {"role": "R", "subnetSelectorTerms": [{"tags": {"headroom.io/cluster": "demo-cluster"}}], "securityGroupSelectorTerms": [{"id": "sg"}]}
-    }));
+    put_used_nodeclass(
+        &mut snapshot,
+        json!({
+            "metadata": {"name": "headroom", "resourceVersion": "9"},
+            "spec": {"role": "AmazonEKSAutoNodeRole", "subnetSelectorTerms": [{"tags": {"headroom.io/cluster": "demo-cluster"}}], "securityGroupSelectorTerms": [{"id": "sg"}]}
+        }),
+    );
     match plan(&snapshot, &config(), Demand::BelowThreshold) {
         Decision::NoOp { reason } => assert!(reason.contains("selected"), "{reason}"),
         other => panic!("expected a no-op, got {other:#?}"),
@@ -481,26 +559,186 @@ fn the_default_nodeclass_is_never_planned() {
 #[test]
 fn without_role_or_default_a_new_nodeclass_is_refused() {
     let mut snapshot = lab();
-    snapshot.nodeclasses.default = None;
+    objects(&mut snapshot).nodeclasses[0]["spec"] = json!({});
+    objects(&mut snapshot).nodeclasses[0]["spec"].as_object_mut().unwrap().clear();
     expect_refusal(plan(&snapshot, &config(), Demand::BelowThreshold), RefusalCode::NoNodeRole);
     let with_role = Config { node_role: Some("MyRole".into()), ..config() };
+    // MyRole is not the cluster's node role: its nodes join through an EC2 access entry.
+    snapshot.node_role_access_entries =
+        Some(vec![AccessEntry { principal_arn: "arn:aws:iam::123456789012:role/MyRole".into(), kind: "EC2".into() }]);
     let plan = expect_plan(plan(&snapshot, &with_role, Demand::BelowThreshold));
-    let Some(Step::CreateNodeClass { object, .. }) = plan.steps.last() else { panic!() };
+    let Some(Step::CreateNodeClass { object, .. }) = plan.steps.iter().find(|s| s.name() == "create-nodeclass") else {
+        panic!()
+    };
     assert_eq!(object["spec"]["securityGroupSelectorTerms"], json!([{"id": "sg-cluster"}]));
 }
 
 #[test]
-fn a_configured_nodepool_is_created_when_absent_only() {
-    let mut snapshot = lab();
-    let c = Config { nodepool_name: Some("extra-ips".into()), ..config() };
-    snapshot.nodeclasses.nodepool_exists = Some(false);
-    let plan_ = expect_plan(plan(&snapshot, &c, Demand::BelowThreshold));
+fn a_nodepool_is_created_only_when_none_uses_the_nodeclass() {
+    let c = Config { nodepool_name: "extra-ips".into(), ..config() };
+    let plan_ = expect_plan(plan(&lab(), &c, Demand::BelowThreshold));
     let Some(Step::CreateNodePool { name, object }) = plan_.steps.last() else { panic!() };
     assert_eq!(name, "extra-ips");
     assert_eq!(object["spec"]["template"]["spec"]["nodeClassRef"]["name"], "headroom");
-    snapshot.nodeclasses.nodepool_exists = Some(true);
+    assert_eq!(object["spec"]["weight"], json!(10), "tried before the built-in NodePools");
+
+    // A NodePool of the user's already launches from the NodeClass: nothing to create.
+    let mut snapshot = lab();
+    objects(&mut snapshot).nodepools.push(nodepool("mine", "headroom"));
     let plan_ = expect_plan(plan(&snapshot, &c, Demand::BelowThreshold));
-    assert!(!plan_.steps.iter().any(|s| matches!(s, Step::CreateNodePool { .. })));
+    assert!(!plan_.steps.iter().any(|s| matches!(s, Step::CreateNodePool { .. })), "{plan_}");
+}
+
+#[test]
+fn without_a_nodepool_for_the_nodeclass_nothing_is_planned() {
+    // Not allowed to create one: refused, with what to set.
+    let c = Config { create_nodepool: false, ..config() };
+    let refusal = expect_refusal(plan(&lab(), &c, Demand::BelowThreshold), RefusalCode::NoNodePool);
+    assert!(refusal.message.contains("NodeClass headroom"), "{}", refusal.message);
+    assert!(refusal.message.contains("CREATE_NODEPOOL"), "{}", refusal.message);
+
+    // Allowed, but the name is taken by a NodePool of another NodeClass, which headroom never changes.
+    let mut snapshot = lab();
+    objects(&mut snapshot).nodepools.push(nodepool("headroom", "someone-elses"));
+    let refusal = expect_refusal(plan(&snapshot, &config(), Demand::BelowThreshold), RefusalCode::NoNodePool);
+    assert!(
+        refusal.message.contains("someone-elses") && refusal.message.contains("NODEPOOL_NAME"),
+        "{}",
+        refusal.message
+    );
+
+    // Even with nothing left to create, starved AZs whose new subnets no NodePool uses are reported.
+    let mut snapshot = lab();
+    add_association(&mut snapshot, "100.64.0.0/16", CidrState::Associated);
+    for (i, az) in AZS.iter().enumerate() {
+        let id = format!("subnet-m-{i}");
+        snapshot.subnets.push(managed_subnet(&id, az, &format!("100.64.{}.0/19", i * 32), ROOMY));
+        snapshot.route_tables[1 + i].subnet_ids.push(id);
+    }
+    put_nodeclass(
+        &mut snapshot,
+        json!({
+            "metadata": {"name": "headroom", "resourceVersion": "9"},
+            "spec": {"role": "AmazonEKSAutoNodeRole", "subnetSelectorTerms": [{"tags": {"headroom.io/cluster": "demo-cluster"}}], "securityGroupSelectorTerms": [{"id": "sg"}]}
+        }),
+    );
+    expect_refusal(plan(&snapshot, &c, Demand::BelowThreshold), RefusalCode::NoNodePool);
+}
+
+#[test]
+fn capacity_is_what_nodepool_nodeclasses_select_not_the_cluster_subnets() {
+    let mut snapshot = lab();
+    // The control plane sits in the public subnets only; nodes still run in the private ones.
+    snapshot.cluster.subnet_ids.retain(|id| id.starts_with("subnet-pub"));
+    let used = node_subnets(&snapshot, &config());
+    assert_eq!(used.ids(), ["subnet-priv-a", "subnet-priv-b", "subnet-priv-c"]);
+    assert!(
+        matches!(&used.basis, node_subnets::CapacityBasis::NodeClasses { nodeclasses, .. } if nodeclasses == &["default"])
+    );
+    let plan = expect_plan(plan(&snapshot, &config(), Demand::BelowThreshold));
+    assert_eq!(plan.starved_azs, AZS.to_vec(), "the private subnets are exhausted");
+
+    // A roomy NodeClass that no NodePool references does not count.
+    put_nodeclass(
+        &mut snapshot,
+        json!({
+            "metadata": {"name": "unused"},
+            "spec": {"subnetSelectorTerms": [{"id": "subnet-pub-a"}]},
+            "status": {"subnets": [{"id": "subnet-pub-a"}]}
+        }),
+    );
+    assert_eq!(node_subnets(&snapshot, &config()).ids().len(), 3);
+    // Once a NodePool references it, it does.
+    objects(&mut snapshot).nodepools.push(nodepool("edge", "unused"));
+    assert_eq!(
+        node_subnets(&snapshot, &config()).ids(),
+        ["subnet-pub-a", "subnet-priv-a", "subnet-priv-b", "subnet-priv-c"]
+    );
+    assert_eq!(az_capacity(&snapshot, &config())["us-west-2a"].free_ips, 8187 + 300);
+}
+
+#[test]
+fn pod_subnets_count_and_an_unresolved_status_falls_back_to_the_selectors() {
+    let mut snapshot = lab();
+    let default = &mut objects(&mut snapshot).nodeclasses[0];
+    default["spec"]["podSubnetSelectorTerms"] = json!([{"id": "subnet-pub-b"}]);
+    default.as_object_mut().unwrap().remove("status");
+    let used = node_subnets(&snapshot, &config());
+    // By AZ, then CIDR: subnet-pub-b is 192.168.32.0/19, subnet-priv-b 192.168.128.0/19.
+    assert_eq!(used.ids(), ["subnet-priv-a", "subnet-pub-b", "subnet-priv-b", "subnet-priv-c"]);
+    let node_subnets::CapacityBasis::NodeClasses { notes, .. } = &used.basis else { panic!() };
+    assert!(notes.iter().any(|n| n.contains("no status.subnets")), "{notes:?}");
+}
+
+#[test]
+fn an_unreadable_cluster_api_counts_the_cluster_subnets_and_plans_nothing() {
+    let mut snapshot = lab();
+    snapshot.cluster_api = ClusterApi::Unreadable { reason: "403 Forbidden".into() };
+    let used = node_subnets(&snapshot, &config());
+    assert_eq!(used.ids(), ["subnet-priv-a", "subnet-priv-b", "subnet-priv-c"], "private cluster subnets");
+    assert!(matches!(&used.basis, node_subnets::CapacityBasis::ClusterSubnets { reason } if reason.contains("403")));
+    expect_refusal(plan(&snapshot, &config(), Demand::BelowThreshold), RefusalCode::ClusterApiUnreadable);
+}
+
+#[test]
+fn a_peered_vpc_moves_the_choice_even_without_a_route() {
+    let mut snapshot = lab();
+    snapshot.peerings.push(Peering {
+        connection_id: "pcx-1".into(),
+        peer_vpc_id: "vpc-peer".into(),
+        peer_cidrs: vec![net("100.64.0.0/16")],
+    });
+    let plan = expect_plan(plan(&snapshot, &config(), Demand::BelowThreshold));
+    assert_eq!(associated_cidr(&plan), Some(net("100.65.0.0/16")));
+}
+
+#[test]
+fn a_vpc_cidr_too_small_for_every_az_is_refused_before_anything_is_associated() {
+    // One /17 CIDR holds two /18 subnets; the lab has three AZs.
+    let c = Config { vpc_cidr_prefix: 17, subnet_prefix: 18, ..config() };
+    let refusal = expect_refusal(plan(&lab(), &c, Demand::BelowThreshold), RefusalCode::CannotConverge);
+    assert!(refusal.message.contains("VPC_CIDR_PREFIX") && refusal.message.contains("3 AZs"), "{}", refusal.message);
+    let fits = Config { vpc_cidr_prefix: 16, subnet_prefix: 18, ..config() };
+    expect_plan(plan(&lab(), &fits, Demand::BelowThreshold));
+}
+
+#[test]
+fn a_custom_node_role_needs_an_ec2_access_entry() {
+    let mut snapshot = lab();
+    put_used_nodeclass(
+        &mut snapshot,
+        json!({
+            "metadata": {"name": "headroom", "resourceVersion": "5"},
+            "spec": {"role": "CustomNodeRole", "subnetSelectorTerms": [{"id": "subnet-priv-a"}], "securityGroupSelectorTerms": [{"id": "sg"}]}
+        }),
+    );
+    let refusal =
+        expect_refusal(plan(&snapshot, &config(), Demand::BelowThreshold), RefusalCode::NodeRoleNotAuthorized);
+    assert!(
+        refusal.message.contains("CustomNodeRole") && refusal.message.contains("--type EC2"),
+        "{}",
+        refusal.message
+    );
+
+    let entry = |kind: &str| AccessEntry {
+        principal_arn: "arn:aws:iam::123456789012:role/CustomNodeRole".into(),
+        kind: kind.into(),
+    };
+    snapshot.node_role_access_entries = Some(vec![entry("STANDARD")]);
+    expect_refusal(plan(&snapshot, &config(), Demand::BelowThreshold), RefusalCode::NodeRoleNotAuthorized);
+    snapshot.node_role_access_entries = Some(vec![entry("EC2")]);
+    expect_plan(plan(&snapshot, &config(), Demand::BelowThreshold));
+
+    // The cluster's own node role needs none, by name or ARN.
+    let mut snapshot = lab();
+    put_used_nodeclass(
+        &mut snapshot,
+        json!({
+            "metadata": {"name": "headroom", "resourceVersion": "5"},
+            "spec": {"role": NODE_ROLE_ARN, "subnetSelectorTerms": [{"id": "subnet-priv-a"}], "securityGroupSelectorTerms": [{"id": "sg"}]}
+        }),
+    );
+    expect_plan(plan(&snapshot, &config(), Demand::BelowThreshold));
 }
 
 #[test]
@@ -521,10 +759,14 @@ fn an_exhausted_pool_is_refused() {
 }
 
 #[test]
-fn no_cluster_subnet_in_the_vpc_is_refused() {
+fn no_node_subnet_in_the_vpc_is_refused() {
     let mut snapshot = lab();
-    snapshot.cluster.subnet_ids = vec!["subnet-elsewhere".into()];
-    expect_refusal(plan(&snapshot, &config(), Demand::BelowThreshold), RefusalCode::NoClusterSubnets);
+    objects(&mut snapshot).nodeclasses[0]["status"]["subnets"] = json!([{"id": "subnet-elsewhere"}]);
+    let refusal = expect_refusal(plan(&snapshot, &config(), Demand::BelowThreshold), RefusalCode::NoNodeSubnets);
+    assert!(refusal.message.contains("(default)"), "{}", refusal.message);
+    objects(&mut snapshot).nodepools.clear();
+    let refusal = expect_refusal(plan(&snapshot, &config(), Demand::BelowThreshold), RefusalCode::NoNodeSubnets);
+    assert!(refusal.message.contains("no NodePool"), "{}", refusal.message);
 }
 
 #[test]
@@ -570,6 +812,7 @@ fn arb_capacity() -> impl Strategy<Value = SubnetCapacity> {
         total_ips: 8192,
         free_ips,
         free_prefixes,
+        prefix_reserved_free_ips: 0,
     })
 }
 
@@ -606,7 +849,12 @@ prop_compose! {
             s.cidr = blocks.next().unwrap();
             if i % 2 == 1 { s.capacity = node_capacity[i / 2]; }
         }
-        snapshot.cluster.subnet_ids.retain(|id| AZS[..azs].iter().any(|az| id.ends_with(&az[9..])));
+        let in_azs = |id: &str| AZS[..azs].iter().any(|az| id.ends_with(&az[9..]));
+        snapshot.cluster.subnet_ids.retain(|id| in_azs(id));
+        let default = &mut objects(&mut snapshot).nodeclasses[0];
+        let kept: Vec<Value> = default["status"]["subnets"].as_array().unwrap().iter()
+            .filter(|s| in_azs(s["id"].as_str().unwrap())).cloned().collect();
+        default["status"]["subnets"] = Value::Array(kept);
         let pool_base = u32::from(net("100.64.0.0/10").network());
         for (i, (offset, len, state)) in secondaries.iter().enumerate() {
             let cidr = Ipv4Net::new((pool_base + offset * 65536).into(), *len).unwrap().trunc();
@@ -674,7 +922,7 @@ proptest! {
             prop_assert!(parents.iter().any(|p| p.contains(block)), "{block} outside every managed CIDR");
             prop_assert!(snapshot.subnets.iter().all(|s| !crate::cidr::overlaps(s.cidr, *block)), "{block} overlaps a subnet");
             prop_assert!(created[..i].iter().all(|(_, other)| !crate::cidr::overlaps(*other, *block)));
-            prop_assert!(snapshot.cluster_subnets().any(|s| &s.availability_zone == az), "{az} holds no cluster subnet");
+            prop_assert!(node_subnets(&snapshot, &config).azs().contains(az), "{az} holds no node subnet");
         }
         let mut azs: Vec<&String> = created.iter().map(|(az, _)| az).collect();
         azs.dedup();

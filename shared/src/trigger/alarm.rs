@@ -1,4 +1,4 @@
-//! CloudWatch alarms, in the three ways they arrive (aws-facts.md §3).
+//! CloudWatch alarms, in the three ways they arrive (docs/aws-rules.md, "Signals").
 
 use std::collections::HashMap;
 

@@ -1,5 +1,5 @@
 //! EC2 allocation failures, as CloudTrail delivers them through EventBridge
-//! (aws-facts.md §3).
+//! (docs/aws-rules.md, "Signals").
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -8,7 +8,8 @@
 
 use std::time::Duration;
 
-use headroom::{RunOptions, remediate};
+use headroom::aws::inventory::Depth;
+use headroom::{RunOptions, snapshot};
 use headroom_testbed::harness::Harness;
 use headroom_testbed::lab::{self, Exhaustion};
 use headroom_testbed::view;
@@ -49,7 +50,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = harness.config(&[("SUBNET_MODE", args.mode.as_str()), ("DRY_RUN", dry_run)]);
     let ctx = harness.context(config.clone()).await;
 
-    let (_, before) = remediate::read_snapshot(&ctx, lab::CLUSTER, None).await?;
+    let before = snapshot::read(&ctx, lab::CLUSTER, None, Depth::WithCapacity).await?.snapshot;
     println!("\n=== BEFORE ===\n{}", view::render(&before, &config));
 
     harness.aws.proxy().reset_counters();
@@ -83,7 +84,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("  timings (ms): {:?}; AWS calls: {calls}", cluster.timings_ms);
     }
 
-    let (_, after) = remediate::read_snapshot(&ctx, lab::CLUSTER, None).await?;
+    let after = snapshot::read(&ctx, lab::CLUSTER, None, Depth::WithCapacity).await?.snapshot;
     println!("\n=== AFTER ===\n{}", view::render(&after, &config));
 
     if args.serve {

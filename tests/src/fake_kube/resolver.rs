@@ -20,7 +20,7 @@ use super::StatusResolver;
 ///   they let tests see what the pod selectors matched;
 /// - `status.conditions`: `SubnetsReady`, `SecurityGroupsReady`, `Ready`.
 ///   Ready is False when a selector matches nothing, or when a pod subnet is
-///   in an AZ without a node subnet (aws-facts.md §4).
+///   in an AZ without a node subnet (docs/aws-rules.md, "NodeClasses and NodePools").
 ///
 /// Terms are ORed; within a term, an `id` matches by id, `tags` needs every
 /// key present with the given value (`"*"`: any value), `name` matches the

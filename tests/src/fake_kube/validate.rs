@@ -1,4 +1,4 @@
-//! The CRD schema and CEL rules of NodeClass (aws-facts.md §4) and the part
+//! The CRD schema and CEL rules of NodeClass (docs/aws-rules.md, "NodeClasses and NodePools") and the part
 //! of NodePool headroom touches, enforced as the API server does: 422 with
 //! one cause per field.
 

@@ -1,0 +1,148 @@
+//! Which subnets the cluster's nodes and pods really use: the capacity that
+//! counts. Pure.
+//!
+//! EKS Auto Mode launches nodes from NodePools, each of which names a
+//! NodeClass; a NodeClass's `status.subnets` are the subnets its selectors
+//! resolved to, and its `podSubnetSelectorTerms` (if any) pick the subnets
+//! pods take their addresses from. The cluster's own
+//! `resourcesVpcConfig.subnetIds` are where the control plane puts its
+//! ENIs: often the same subnets, but not necessarily (docs/aws-rules.md,
+//! "Which subnets nodes use"). So capacity is judged on the NodeClasses that
+//! NodePools reference, and on the cluster's subnets only when the cluster's
+//! API could not be read. The metrics, the alarms and the planner all use
+//! this one set.
+
+use std::collections::{BTreeSet, HashSet};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::model::{ClusterApi, NetworkSnapshot, RouteTable, Subnet};
+use crate::nodeclass::{self, SelectorTarget};
+
+/// Where the capacity figures come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "source", rename_all = "kebab-case")]
+pub enum CapacityBasis {
+    /// The subnets of the NodeClasses that NodePools reference.
+    #[serde(rename_all = "camelCase")]
+    NodeClasses {
+        /// The NodeClasses counted, by name.
+        nodeclasses: Vec<String>,
+        /// Fallbacks taken: a status not resolved yet, a NodeClass missing.
+        notes: Vec<String>,
+    },
+    /// The cluster's own private subnets and headroom's: the cluster's API
+    /// could not be read.
+    ClusterSubnets { reason: String },
+}
+
+/// The subnets whose free space counts, each once, by AZ then CIDR.
+#[derive(Debug, Clone)]
+pub struct NodeSubnets<'a> {
+    pub subnets: Vec<&'a Subnet>,
+    pub basis: CapacityBasis,
+}
+
+impl NodeSubnets<'_> {
+    pub fn ids(&self) -> Vec<String> {
+        self.subnets.iter().map(|s| s.id.clone()).collect()
+    }
+
+    /// AZs the cluster's nodes run in.
+    pub fn azs(&self) -> BTreeSet<String> {
+        self.subnets.iter().map(|s| s.availability_zone.clone()).collect()
+    }
+}
+
+fn target(subnet: &Subnet) -> SelectorTarget {
+    SelectorTarget { id: Some(subnet.id.clone()), tags: subnet.tags.clone() }
+}
+
+fn selected_by<'a>(snapshot: &'a NetworkSnapshot, terms: Option<&'a Value>) -> impl Iterator<Item = &'a Subnet> + 'a {
+    snapshot.subnets.iter().filter(move |s| nodeclass::terms_select(terms, &target(s)))
+}
+
+/// The subnets nodes and pods of the cluster use, and where that came from.
+pub fn node_subnets<'a>(snapshot: &'a NetworkSnapshot, config: &Config) -> NodeSubnets<'a> {
+    match &snapshot.cluster_api {
+        ClusterApi::Read(objects) => {
+            // Each referenced NodeClass once, in name order.
+            let names: BTreeSet<&str> = objects.nodepools.iter().filter_map(nodeclass::nodeclass_ref).collect();
+            let mut notes = Vec::new();
+            let mut ids: HashSet<&str> = HashSet::new();
+            let mut by_terms: Vec<&Subnet> = Vec::new();
+            let mut counted = Vec::new();
+            for name in names {
+                let Some(class) = objects.nodeclass(name) else {
+                    notes.push(format!("a NodePool references NodeClass {name}, which does not exist"));
+                    continue;
+                };
+                counted.push(name.to_string());
+                match nodeclass::status_subnets(class) {
+                    Some(listed) => ids.extend(listed),
+                    None => {
+                        notes.push(format!(
+                            "NodeClass {name} has no status.subnets yet; its subnetSelectorTerms were evaluated instead"
+                        ));
+                        by_terms.extend(selected_by(snapshot, class.pointer("/spec/subnetSelectorTerms")));
+                    }
+                }
+                // Pod subnets: Auto Mode reports no status for them, so their terms decide.
+                if let Some(terms) = class.pointer("/spec/podSubnetSelectorTerms").filter(|t| !t.is_null()) {
+                    by_terms.extend(selected_by(snapshot, Some(terms)));
+                }
+            }
+            let subnets = snapshot.subnets.iter().filter(|s| ids.contains(s.id.as_str())).chain(by_terms).collect();
+            NodeSubnets::sorted(subnets, CapacityBasis::NodeClasses { nodeclasses: counted, notes })
+        }
+        ClusterApi::Unreadable { reason } => {
+            let (cluster, key) = (&snapshot.cluster.name, config.managed_tag_key.as_str());
+            let managed = snapshot.subnets.iter().filter(|s| s.tags.get(key) == Some(cluster));
+            let subnets = cluster_node_subnets(snapshot).into_iter().chain(managed).collect();
+            let basis = CapacityBasis::ClusterSubnets {
+                reason: format!(
+                    "the cluster's Kubernetes API could not be read ({reason}), so capacity is judged on the cluster's own subnets and headroom's"
+                ),
+            };
+            NodeSubnets::sorted(subnets, basis)
+        }
+    }
+}
+
+impl<'a> NodeSubnets<'a> {
+    fn sorted(mut subnets: Vec<&'a Subnet>, basis: CapacityBasis) -> Self {
+        subnets.sort_by(|a, b| (&a.availability_zone, a.cidr, &a.id).cmp(&(&b.availability_zone, b.cidr, &b.id)));
+        subnets.dedup_by(|a, b| a.id == b.id);
+        NodeSubnets { subnets, basis }
+    }
+}
+
+/// The cluster's subnets that can hold nodes: those not routed to an
+/// internet gateway, or all of them if none is private.
+pub fn cluster_node_subnets(snapshot: &NetworkSnapshot) -> Vec<&Subnet> {
+    let cluster: Vec<&Subnet> = snapshot.cluster_subnets().collect();
+    let main = snapshot.main_route_table();
+    let explicit = explicit_tables(&snapshot.route_tables);
+    let private: Vec<&Subnet> = cluster
+        .iter()
+        .copied()
+        .filter(|s| {
+            !explicit.get(s.id.as_str()).copied().or(main).is_some_and(RouteTable::routes_through_internet_gateway)
+        })
+        .collect();
+    if private.is_empty() { cluster } else { private }
+}
+
+/// Each subnet's explicitly associated table, indexed once: the first table
+/// that lists a subnet wins.
+pub fn explicit_tables(tables: &[RouteTable]) -> std::collections::HashMap<&str, &RouteTable> {
+    let mut index = std::collections::HashMap::new();
+    for table in tables {
+        for subnet_id in &table.subnet_ids {
+            index.entry(subnet_id.as_str()).or_insert(table);
+        }
+    }
+    index
+}
