@@ -63,9 +63,20 @@ pub struct RecordedRequest {
 
 impl RecordedRequest {
     /// Whether the request tried to change state (POST, PUT, PATCH, DELETE),
-    /// whatever its outcome.
+    /// whatever its outcome; a dry run (`dryRun=All`) only asks.
     pub fn is_write(&self) -> bool {
+        self.asks_to_write() && !self.is_dry_run()
+    }
+
+    /// A write request, dry run or not: RBAC and injected write faults
+    /// answer both alike.
+    pub fn asks_to_write(&self) -> bool {
         matches!(self.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE")
+    }
+
+    /// A write sent with `dryRun=All`: validated and authorised, never stored.
+    pub fn is_dry_run(&self) -> bool {
+        self.query.as_deref().is_some_and(|q| q.split('&').any(|p| p == "dryRun=All"))
     }
 }
 
@@ -432,7 +443,7 @@ impl FakeKubeHandle {
 
     /// Makes the API server fail the next `n` resource writes (POST, PUT,
     /// PATCH, DELETE of a NodeClass or NodePool, subresources included, any
-    /// object; counted after any write faults already queued) with `status`
+    /// object, dry runs too; counted after any write faults already queued) with `status`
     /// (e.g. 500) and a `Status` body, without applying them: the server was
     /// unavailable. Note kube-rs retries 429, 503 and 504 by itself, so a
     /// write that must fail for the client should use another status.
@@ -754,7 +765,7 @@ async fn handle_request(State(shared): State<Arc<Shared>>, request: Request) -> 
     }
 
     let is_resource_write =
-        record.is_write() && matches!(route, Route::Collection(_) | Route::Object(..) | Route::Status(..));
+        record.asks_to_write() && matches!(route, Route::Collection(_) | Route::Object(..) | Route::Status(..));
     let write_fault = if authorized && is_resource_write {
         shared.lock().write_faults.pop_front().unwrap_or(WriteFault::Pass)
     } else {

@@ -36,17 +36,17 @@ pub enum Selector {
     Action(String),
     /// Calls signed for this service (`ec2`, `eks`, `monitoring`).
     Service(String),
-    /// Calls for which [`is_mutating`] holds.
+    /// Calls for which [`changes_state`] holds.
     Mutating,
 }
 
 impl Selector {
-    fn matches(&self, service: &str, action: &str) -> bool {
+    fn matches(&self, service: &str, action: &str, dry_run: bool) -> bool {
         match self {
             Self::Any => true,
             Self::Action(name) => name == action,
             Self::Service(name) => name == service,
-            Self::Mutating => is_mutating(action),
+            Self::Mutating => changes_state(service, action, dry_run),
         }
     }
 }
@@ -101,6 +101,14 @@ pub(super) const MUTATING_PREFIXES: &[&str] = &[
     "Untag",
     "Update",
 ];
+
+/// Whether a call changes what headroom manages: a mutating action (see
+/// [`is_mutating`]) that is not a dry run, and not CloudWatch's or SNS's,
+/// whose data points and messages are how headroom reports, not changes it
+/// makes.
+pub fn changes_state(service: &str, action: &str, dry_run: bool) -> bool {
+    !dry_run && !matches!(service, "monitoring" | "sns") && is_mutating(action)
+}
 
 /// Whether an action changes state in AWS, judged by its verb (the EC2 and
 /// EKS naming convention), e.g. `CreateSubnet`, `AssociateVpcCidrBlock`,
@@ -172,12 +180,12 @@ pub(super) struct FaultRules {
 
 impl FaultRules {
     /// Picks at most one fault for a call; one-shot rules win over throttling.
-    pub(super) fn decide(&mut self, service: &str, action: &str) -> Option<Fault> {
+    pub(super) fn decide(&mut self, service: &str, action: &str, dry_run: bool) -> Option<Fault> {
         if self.crashed {
             return Some(Fault::Crashed);
         }
         if let Some(crash) = &mut self.crash
-            && crash.selector.matches(service, action)
+            && crash.selector.matches(service, action, dry_run)
         {
             crash.seen += 1;
             if crash.seen >= crash.n {
@@ -188,7 +196,7 @@ impl FaultRules {
         }
         let mut chosen = None;
         for rule in &mut self.nth_rules {
-            if rule.fired || !rule.selector.matches(service, action) {
+            if rule.fired || !rule.selector.matches(service, action, dry_run) {
                 continue;
             }
             rule.seen += 1;
@@ -199,7 +207,7 @@ impl FaultRules {
                 chosen = Some(rule.fault);
             }
         }
-        let in_scope = self.throttle_scope.as_ref().is_none_or(|scope| scope.matches(service, action));
+        let in_scope = self.throttle_scope.as_ref().is_none_or(|scope| scope.matches(service, action, dry_run));
         if in_scope {
             if let Some(every) = &mut self.throttle_every {
                 every.seen += 1;
@@ -271,7 +279,7 @@ mod tests {
     fn throttle_every_counts_from_offset() {
         let mut inner =
             FaultRules { throttle_every: Some(EveryRule { n: 2, offset: 1, seen: 0 }), ..FaultRules::default() };
-        let throttled: Vec<bool> = (0..7).map(|_| inner.decide("ec2", "DescribeVpcs").is_some()).collect();
+        let throttled: Vec<bool> = (0..7).map(|_| inner.decide("ec2", "DescribeVpcs", false).is_some()).collect();
         assert_eq!(throttled, [false, false, true, false, true, false, true]);
     }
 
@@ -292,10 +300,10 @@ mod tests {
             fault: Fault::DropAfterForward,
             fired: false,
         });
-        assert_eq!(inner.decide("ec2", "DescribeVpcs"), None);
-        assert_eq!(inner.decide("ec2", "CreateSubnet"), Some(Fault::ServerError));
-        assert_eq!(inner.decide("ec2", "CreateSubnet"), Some(Fault::DropAfterForward));
-        assert_eq!(inner.decide("ec2", "CreateSubnet"), None);
+        assert_eq!(inner.decide("ec2", "DescribeVpcs", false), None);
+        assert_eq!(inner.decide("ec2", "CreateSubnet", false), Some(Fault::ServerError));
+        assert_eq!(inner.decide("ec2", "CreateSubnet", false), Some(Fault::DropAfterForward));
+        assert_eq!(inner.decide("ec2", "CreateSubnet", false), None);
     }
 
     #[test]
@@ -310,12 +318,12 @@ mod tests {
             }),
             ..FaultRules::default()
         };
-        assert_eq!(inner.decide("ec2", "DescribeVpcs"), None);
-        assert_eq!(inner.decide("ec2", "CreateSubnet"), None);
-        assert_eq!(inner.decide("ec2", "DescribeVpcs"), None);
-        assert_eq!(inner.decide("ec2", "CreateSubnet"), Some(Fault::DropAfterForward));
-        assert_eq!(inner.decide("ec2", "DescribeVpcs"), Some(Fault::Crashed));
-        assert_eq!(inner.decide("eks", "DescribeCluster"), Some(Fault::Crashed));
-        assert_eq!(inner.decide("ec2", "AssociateRouteTable"), Some(Fault::Crashed));
+        assert_eq!(inner.decide("ec2", "DescribeVpcs", false), None);
+        assert_eq!(inner.decide("ec2", "CreateSubnet", false), None);
+        assert_eq!(inner.decide("ec2", "DescribeVpcs", false), None);
+        assert_eq!(inner.decide("ec2", "CreateSubnet", false), Some(Fault::DropAfterForward));
+        assert_eq!(inner.decide("ec2", "DescribeVpcs", false), Some(Fault::Crashed));
+        assert_eq!(inner.decide("eks", "DescribeCluster", false), Some(Fault::Crashed));
+        assert_eq!(inner.decide("ec2", "AssociateRouteTable", false), Some(Fault::Crashed));
     }
 }

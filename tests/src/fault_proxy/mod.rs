@@ -48,13 +48,14 @@ use protocol::{crashed_response, ec2_error_response, error_response, fault_respo
 mod association;
 mod aws_rules;
 mod eks;
+mod emulated;
 mod faults;
 mod identify;
 mod paging;
 mod protocol;
 
 pub use aws_rules::VPC_CIDR_QUOTA;
-pub use faults::{Fault, Selector, is_mutating};
+pub use faults::{Fault, Selector, changes_state, is_mutating};
 
 /// One call as the proxy saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +74,21 @@ pub struct CallRecord {
     pub injected: Option<Fault>,
     /// Whether moto received the call.
     pub forwarded: bool,
+    /// An EC2 call with `DryRun=true`: it asks, it changes nothing.
+    pub dry_run: bool,
+}
+
+impl CallRecord {
+    /// Whether the call changes what headroom manages ([`changes_state`]).
+    pub fn changes_state(&self) -> bool {
+        changes_state(&self.service, &self.action, self.dry_run)
+    }
+
+    /// Whether the call is headroom telling what it did: a CloudWatch
+    /// `PutMetricData` or an SNS `Publish`, which every invocation makes.
+    pub fn is_reporting(&self) -> bool {
+        matches!((self.service.as_str(), self.action.as_str()), ("monitoring", "PutMetricData") | ("sns", "Publish"))
+    }
 }
 
 /// When a call arrived at the proxy and when it was answered, relative to
@@ -111,6 +127,8 @@ struct Inner {
     eks: eks::EksState,
     /// `Some(n)`: EC2 lists come in pages of n items.
     page_size: Option<usize>,
+    /// IAM actions `SimulatePrincipalPolicy` answers `implicitDeny` for.
+    simulation_denials: std::collections::BTreeSet<String>,
     /// These two survive `reset_faults`: they are rules of AWS, not faults.
     enforce_vpc_cidr_rules: bool,
     enforce_route_table_rules: bool,
@@ -337,11 +355,19 @@ impl FaultProxyHandle {
             .insert(principal_arn.to_owned(), entry);
     }
 
-    /// Forgets the EKS state the proxy keeps (for a moto reset) and the page size.
+    /// `iam:SimulatePrincipalPolicy` answers `implicitDeny` for `action`
+    /// (e.g. `ec2:AssociateVpcCidrBlock`); every other action is `allowed`.
+    pub fn deny_in_simulation(&self, action: &str) {
+        self.shared.lock().simulation_denials.insert(action.to_owned());
+    }
+
+    /// Forgets the EKS state the proxy keeps (for a moto reset), the page
+    /// size and the simulated denials.
     pub fn reset_emulation(&self) {
         let mut inner = self.shared.lock();
         inner.eks = eks::EksState::default();
         inner.page_size = None;
+        inner.simulation_denials.clear();
     }
 
     /// Forgets the calls seen so far (the log, the counts and the timeline).
@@ -371,6 +397,12 @@ impl FaultProxyHandle {
             .collect()
     }
 
+    /// The calls that read or change something, not the reporting
+    /// ([`CallRecord::is_reporting`]) every invocation does at its end.
+    pub fn working_calls(&self) -> Vec<CallRecord> {
+        self.shared.lock().log.iter().filter(|r| !r.is_reporting()).cloned().collect()
+    }
+
     /// Number of calls per action, faulted ones and retries included.
     pub fn calls(&self) -> BTreeMap<String, usize> {
         let mut counts = BTreeMap::new();
@@ -395,9 +427,10 @@ impl FaultProxyHandle {
         self.shared.lock().log.clone()
     }
 
-    /// The mutating calls in arrival order.
+    /// The calls that change what headroom manages, in arrival order: not
+    /// reads, dry runs, metrics or notifications ([`changes_state`]).
     pub fn mutating_calls(&self) -> Vec<CallRecord> {
-        self.shared.lock().log.iter().filter(|r| is_mutating(&r.action)).cloned().collect()
+        self.shared.lock().log.iter().filter(|r| r.changes_state()).cloned().collect()
     }
 
     /// The moto endpoint calls are forwarded to.
@@ -502,7 +535,8 @@ async fn handle(
         let mut inner = shared.lock();
         inner.next_seq += 1;
         let seq = inner.next_seq;
-        let fault = inner.faults.decide(&id.service, &id.action);
+        let dry_run = id.protocol == Protocol::Ec2Query && std::str::from_utf8(&body).is_ok_and(emulated::is_dry_run);
+        let fault = inner.faults.decide(&id.service, &id.action, dry_run);
         inner.log.push(CallRecord {
             seq,
             service: id.service.clone(),
@@ -510,6 +544,7 @@ async fn handle(
             status: None,
             injected: fault,
             forwarded: false,
+            dry_run,
         });
         inner.times.push((seq, Instant::now(), None));
         (seq, fault, inner.latency, inner.latency_model)
@@ -579,6 +614,22 @@ async fn handle(
             Some(Fault::DropAfterForward) | None => {}
         }
 
+        // Answers AWS gives that moto would get wrong: a dry run acts in
+        // moto, and moto has no IAM policy simulation.
+        if let Ok(form) = std::str::from_utf8(&body) {
+            let answer = if id.protocol == Protocol::Ec2Query && emulated::is_dry_run(form) {
+                Some(emulated::dry_run_response(seq))
+            } else if id.action == "SimulatePrincipalPolicy" {
+                let denied = shared.lock().simulation_denials.clone();
+                Some(emulated::simulate_principal_policy(form, &denied, seq))
+            } else {
+                None
+            };
+            if let Some(response) = answer {
+                shared.lock().finish(seq, Some(response.status().as_u16()), false);
+                return Ok(response);
+            }
+        }
         // EKS calls moto does not know are answered here.
         if id.protocol == Protocol::RestJson {
             let served = eks::serve(&mut shared.lock().eks, &id.action, &parts.method, &parts.uri, &body, seq);
