@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Lint and scan headroom's infrastructure-as-code, offline.
 #
-#   1. cfn-lint on infra/template.yaml (the SAM template as written);
+#   1. cfn-lint on infra/template.yaml (the SAM template as written), with the
+#      serverless rules of cfn-lint-serverless appended;
 #   2. the SAM transform (aws-sam-translator, locally) and cfn-lint on its
 #      output: cfn-lint skips some rules on SAM templates, e.g. W3037, which
 #      checks that every IAM action exists;
@@ -64,8 +65,9 @@ trap 'rm -rf "$work"' EXIT
 # ------------------------------------------------------------ 1. cfn-lint
 step "cfn-lint $TEMPLATE"
 # All rules including the informational ones (-c I); any finding fails the run.
-"$VENV/bin/cfn-lint" --include-checks I --non-zero-exit-code informational -- "$TEMPLATE"
-echo "cfn-lint: clean"
+SERVERLESS_RULES=(--append-rules cfn_lint_serverless.rules)
+"$VENV/bin/cfn-lint" --include-checks I --non-zero-exit-code informational "${SERVERLESS_RULES[@]}" -- "$TEMPLATE"
+echo "cfn-lint (with the serverless rules): clean"
 
 # ------------------------------------------- 2. SAM transform + cfn-lint
 step "SAM transform of $TEMPLATE, then cfn-lint on the result"
@@ -106,8 +108,8 @@ kinds = sorted({r["Type"] for r in expanded["Resources"].values()})
 print(f"SAM transform: {len(expanded['Resources'])} resources ({', '.join(kinds)})")
 PY
 # Informational rules included, e.g. I3510 (statement resources fit the actions).
-"$VENV/bin/cfn-lint" --include-checks I --non-zero-exit-code informational -- "$work/template.json"
-echo "cfn-lint (transformed): clean"
+"$VENV/bin/cfn-lint" --include-checks I --non-zero-exit-code informational "${SERVERLESS_RULES[@]}" -- "$work/template.json"
+echo "cfn-lint (transformed, with the serverless rules): clean"
 
 # --------------------------------------------------------------- 3. checkov
 step "checkov infra/ (cloudformation, kubernetes)"

@@ -150,6 +150,7 @@ fn snapshot(usage: &[(Ipv4Net, AddressUsage)]) -> NetworkSnapshot {
         subnets,
         route_tables,
         peerings: Vec::new(),
+        allow_rules: Vec::new(),
         cluster_api: ClusterApi::Read(AutoModeObjects {
             nodeclasses: vec![json!({
                 "apiVersion": "eks.amazonaws.com/v1",

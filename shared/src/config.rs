@@ -81,6 +81,16 @@ pub struct Config {
     /// How long an `Invalid…ID.NotFound` answer about a resource this run
     /// created or just read is retried (EC2 is eventually consistent).
     pub consistency_wait: Duration,
+    /// The SNS topic told about every change and refusal; `None`: nobody.
+    pub notify_topic_arn: Option<String>,
+    /// The VPC the stack's IAM policy allows changes in; a cluster in another
+    /// VPC is a failed run with the fix, not a string of access denials.
+    pub vpc_id: Option<String>,
+    /// The functions' own role, for `iam:SimulatePrincipalPolicy` in the
+    /// preflight; `None`: those checks are reported as not verified.
+    pub function_role_arn: Option<String>,
+    /// Publish per-subnet metrics too (per AZ and per cluster always).
+    pub publish_subnet_metrics: bool,
 }
 
 /// One documented setting: name, default, meaning. The README table is
@@ -181,6 +191,26 @@ pub const SETTINGS: &[Setting] = &[
         name: "NODECLASS_READY_TIMEOUT_SECONDS",
         default: "60",
         meaning: "How long to wait for the NodeClass status to list the new subnets.",
+    },
+    Setting {
+        name: "NOTIFY_TOPIC_ARN",
+        default: "",
+        meaning: "SNS topic that gets one message per change, refusal or failure (Amazon Q Developer custom-notification format). Empty: no messages.",
+    },
+    Setting {
+        name: "VPC_ID",
+        default: "",
+        meaning: "The VPC the deployment's IAM policy covers. A cluster in another VPC fails at once with the fix, instead of with access denials. Empty: not checked.",
+    },
+    Setting {
+        name: "FUNCTION_ROLE_ARN",
+        default: "",
+        meaning: "The functions' own IAM role, which the preflight asks IAM about (`iam:SimulatePrincipalPolicy`) for the writes EC2 cannot dry-run. Empty: those checks are reported as not verified.",
+    },
+    Setting {
+        name: "PUBLISH_SUBNET_METRICS",
+        default: "true",
+        meaning: "`false`: publish per-AZ and per-cluster metrics only, not per subnet (fewer custom metrics in large accounts; docs/operations.md).",
     },
     Setting {
         name: "CONSISTENCY_WAIT_SECONDS",
@@ -341,6 +371,27 @@ impl Config {
         let nodeclass_ready_timeout = Duration::from_secs(parse_number(get("NODECLASS_READY_TIMEOUT_SECONDS"))?);
         let consistency_wait = Duration::from_secs(parse_number(get("CONSISTENCY_WAIT_SECONDS"))?);
 
+        let (setting, topic) = get("NOTIFY_TOPIC_ARN");
+        let is_topic_arn = topic.starts_with("arn:") && topic.split(':').nth(2) == Some("sns");
+        if !topic.is_empty() && !is_topic_arn {
+            return Err(invalid(setting, &topic, "must be an SNS topic ARN (arn:aws:sns:<region>:<account>:<name>)"));
+        }
+        let notify_topic_arn = (!topic.is_empty()).then_some(topic);
+        let (setting, vpc) = get("VPC_ID");
+        if !vpc.is_empty() && !vpc.starts_with("vpc-") {
+            return Err(invalid(setting, &vpc, "must be a VPC id (vpc-…)"));
+        }
+        let vpc_id = (!vpc.is_empty()).then_some(vpc);
+        let (setting, role) = get("FUNCTION_ROLE_ARN");
+        let is_role_arn = role.starts_with("arn:") && role.contains(":role/");
+        if !role.is_empty() && !is_role_arn {
+            return Err(invalid(setting, &role, "must be an IAM role ARN (arn:aws:iam::<account>:role/<name>)"));
+        }
+        let function_role_arn = (!role.is_empty()).then_some(role);
+        let (setting, subnet_metrics) = get("PUBLISH_SUBNET_METRICS");
+        let publish_subnet_metrics =
+            parse_bool(&subnet_metrics).ok_or_else(|| invalid(setting, &subnet_metrics, "must be true or false"))?;
+
         Ok(Config {
             clusters,
             nodeclass_name,
@@ -361,6 +412,10 @@ impl Config {
             association_timeout,
             nodeclass_ready_timeout,
             consistency_wait,
+            notify_topic_arn,
+            vpc_id,
+            function_role_arn,
+            publish_subnet_metrics,
         })
     }
 

@@ -59,6 +59,16 @@ pub enum Error {
     /// After applying, the re-read state does not match the plan.
     #[error("verification failed after applying the plan: {0}")]
     Verification(String),
+
+    /// The cluster is not in the VPC the deployment's IAM policy covers.
+    #[error(
+        "cluster {cluster:?} is in {actual}, but this deployment's IAM policy covers {configured} (VPC_ID); redeploy with VpcId={actual}"
+    )]
+    WrongVpc { cluster: String, configured: String, actual: String },
+
+    /// The preflight found a permission the remediation needs and lacks.
+    #[error("{0}")]
+    PermissionDenied(String),
 }
 
 impl Error {
@@ -68,6 +78,8 @@ impl Error {
             Error::Aws { retryable, .. } | Error::Kube { retryable, .. } => *retryable,
             Error::AssociationTimeout { .. } | Error::Verification(_) => true,
             Error::Config { .. }
+            | Error::WrongVpc { .. }
+            | Error::PermissionDenied(_)
             | Error::InvalidEvent(_)
             | Error::NoCluster
             | Error::UnmanagedCluster { .. }
@@ -89,6 +101,8 @@ impl Error {
             Error::AssociationTimeout { .. } => "AssociationTimeout",
             Error::AssociationFailed { .. } => "AssociationFailed",
             Error::Verification(_) => "Verification",
+            Error::WrongVpc { .. } => "WrongVpc",
+            Error::PermissionDenied(_) => "PermissionDenied",
         }
     }
 

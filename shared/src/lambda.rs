@@ -67,10 +67,14 @@ impl std::error::Error for RetryableFailure {}
 
 pub type HandlerError = RetryableFailure;
 
-fn rejected(function: Function, error: &crate::Error) -> Value {
+/// The answer to an event headroom does not take. It is counted
+/// (`Remediations`, decision `rejected`), never notified.
+async fn rejected(ctx: &Context, function: Function, error: &crate::Error, cluster: Option<&str>) -> Value {
+    tracing::warn!(error = %error, "rejected event");
+    crate::announce::rejected(ctx, cluster).await;
     json!({
         "function": function.name(),
-        "outcome": "rejected",
+        "outcome": crate::report::Outcome::Rejected.word(),
         "reason": error.to_string(),
         "error": { "kind": error.kind(), "message": error.to_string(), "retryable": false },
     })
@@ -87,13 +91,9 @@ pub async fn invoke(ctx: &Context, function: Function, payload: Value) -> Result
                 t.kind_name(),
                 function.expected()
             ));
-            tracing::warn!(error = %error, "rejected event");
-            return Ok(rejected(function, &error));
+            return Ok(rejected(ctx, function, &error, t.cluster.as_deref()).await);
         }
-        Err(error) => {
-            tracing::warn!(error = %error, "rejected event");
-            return Ok(rejected(function, &error));
-        }
+        Err(error) => return Ok(rejected(ctx, function, &error, None).await),
     };
     tracing::info!(
         trigger = trigger.kind_name(),
@@ -101,11 +101,9 @@ pub async fn invoke(ctx: &Context, function: Function, payload: Value) -> Result
         event_id = trigger.event_id.as_deref().unwrap_or(""),
         "invoked"
     );
-    let report = match remediate::handle(ctx, trigger, function.options()).await {
-        Ok(report) => report,
-        Err(error) if error.is_retryable() => return Err(RetryableFailure(error.to_string())),
-        Err(error) => return Ok(rejected(function, &error)),
-    };
+    // `handle` reports every failure no retry can fix; an `Err` is retryable.
+    let report =
+        remediate::handle(ctx, trigger, function.options()).await.map_err(|e| RetryableFailure(e.to_string()))?;
     let answer = serde_json::to_value(&report).map_err(|e| RetryableFailure(format!("encoding the report: {e}")))?;
     tracing::info!(report = %answer, "report");
     if let Some(failure) = report.retryable_failure() {
@@ -138,20 +136,27 @@ pub async fn serve(function: Function) -> Result<(), lambda_runtime::Error> {
     .await
 }
 
-/// JSON logs with the span fields (cluster, vpc, step) on every line.
-/// `RUST_LOG` sets the filter, else Lambda's `AWS_LAMBDA_LOG_LEVEL`, else
-/// `info`. The SDK's request signing is kept quiet because its TRACE output
-/// carries session tokens.
+/// The log filter: Lambda's advanced logging level (`ApplicationLogLevel`,
+/// seen as `AWS_LAMBDA_LOG_LEVEL`) wins, because that is where operators set
+/// it; else `RUST_LOG`; else `info`.
+pub fn log_filter(lambda_level: Option<&str>, rust_log: Option<&str>) -> String {
+    let level = lambda_level.unwrap_or_default().trim().to_ascii_lowercase();
+    match level.as_str() {
+        "trace" | "debug" | "info" | "warn" | "error" => level,
+        "fatal" => "error".into(),
+        _ => rust_log.map(str::trim).filter(|f| !f.is_empty()).unwrap_or("info").to_string(),
+    }
+}
+
+/// JSON logs with the span fields (cluster, vpc, step) on every line, at
+/// [`log_filter`]'s level. The SDK's request signing is kept quiet because
+/// its TRACE output carries session tokens.
 pub fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").unwrap_or_default().to_ascii_lowercase();
-        EnvFilter::new(match level.as_str() {
-            "trace" | "debug" | "info" | "warn" | "error" => level.as_str(),
-            "fatal" => "error",
-            _ => "info",
-        })
-    });
+    let lambda_level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok();
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let wanted = log_filter(lambda_level.as_deref(), rust_log.as_deref());
+    let filter = EnvFilter::try_new(&wanted).unwrap_or_else(|_| EnvFilter::new("info"));
     let filter = filter
         .add_directive("aws_sigv4=warn".parse().expect("static directive"))
         .add_directive("aws_smithy_runtime=warn".parse().expect("static directive"))
@@ -188,5 +193,14 @@ mod tests {
         }
         assert!(Function::CapacityCheck.options().publish_metrics);
         assert!(!Function::OnAlarm.options().publish_metrics);
+    }
+
+    #[test]
+    fn lambdas_log_level_wins_over_rust_log() {
+        assert_eq!(log_filter(Some("DEBUG"), Some("warn")), "debug");
+        assert_eq!(log_filter(Some("FATAL"), None), "error");
+        assert_eq!(log_filter(None, Some("headroom=trace")), "headroom=trace");
+        assert_eq!(log_filter(Some(""), Some("warn")), "warn");
+        assert_eq!(log_filter(None, None), "info");
     }
 }

@@ -15,6 +15,8 @@
 //! | act | [`aws::executor`], [`cluster`] | yes |
 //! | tie it together, verify, report | [`remediate`], [`report`] | yes |
 
+pub mod announce;
+pub mod apply;
 pub mod aws;
 pub mod capacity;
 pub mod cidr;
@@ -26,8 +28,11 @@ pub mod lambda;
 pub mod model;
 pub mod node_subnets;
 pub mod nodeclass;
+pub mod notify;
 pub mod plan;
 pub mod planner;
+pub mod preflight;
+pub mod reachability;
 pub mod remediate;
 pub mod report;
 pub mod snapshot;

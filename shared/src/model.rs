@@ -140,6 +140,28 @@ pub struct Peering {
     pub peer_cidrs: Vec<Ipv4Net>,
 }
 
+/// Which way traffic a rule judges flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+/// A security-group rule or network ACL entry that allows traffic from (or
+/// to) an IPv4 CIDR: pods in a new block are refused by those that cover the
+/// VPC's existing CIDRs but not the new block.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowRule {
+    /// `sg-… (name)` or `acl-…`.
+    pub holder: String,
+    /// What the rule lets through: `tcp 5432`, `all traffic`, `rule 100 tcp 443`.
+    pub rule: String,
+    pub direction: Direction,
+    pub cidr: Ipv4Net,
+}
+
 /// NodeClasses and NodePools as the cluster's API returned them, as raw JSON
 /// objects: headroom reads a few fields, extends a few lists, and must keep
 /// every other field intact.
@@ -216,6 +238,9 @@ pub struct NetworkSnapshot {
     pub route_tables: Vec<RouteTable>,
     /// Active peering connections, with the VPC as requester or accepter.
     pub peerings: Vec<Peering>,
+    /// Allow rules of the VPC's security groups (ingress) and network ACLs
+    /// (both ways) that name an IPv4 CIDR.
+    pub allow_rules: Vec<AllowRule>,
     pub cluster_api: ClusterApi,
     /// The access entries of the node role a NodeClass of headroom's would
     /// use, read only when that role is not the cluster's Auto Mode node

@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::SubnetMode;
+use crate::reachability::ReachabilityWarning;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "decision", rename_all = "kebab-case")]
@@ -90,6 +91,9 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// Facts a reader of the plan should know (fallbacks taken, AZs skipped).
     pub notes: Vec<String>,
+    /// Rules that admit the VPC's existing CIDRs but not the new block:
+    /// pods placed there would be refused by them.
+    pub reachability: Vec<ReachabilityWarning>,
 }
 
 /// A subnet a step refers to: one that exists, or one an earlier step creates.
@@ -200,6 +204,30 @@ impl fmt::Display for Step {
     }
 }
 
+impl Plan {
+    /// A fingerprint of what the plan changes: the CIDR, the subnets, the
+    /// route tables, the NodeClass and NodePool, but not the values that
+    /// move without a change (the resourceVersion a patch tests). Equal plans
+    /// give equal fingerprints in every process (FNV-1a, 32 bits, so the
+    /// value survives a round trip through a CloudWatch metric exactly).
+    pub fn fingerprint(&self) -> u32 {
+        let mut text = format!("{}|{}", self.cluster, self.vpc_id);
+        for step in &self.steps {
+            text.push('|');
+            text.push_str(&match step {
+                Step::AssociateVpcCidr { cidr, .. } => format!("associate {cidr}"),
+                Step::AwaitVpcCidr { cidr, .. } => format!("await {cidr}"),
+                Step::CreateSubnet { availability_zone, cidr, .. } => format!("subnet {availability_zone} {cidr}"),
+                Step::AssociateRouteTable { route_table_id, subnet, .. } => format!("route {subnet} {route_table_id}"),
+                Step::CreateNodeClass { name, intent, .. } => format!("create nodeclass {name} {}", intent.mode),
+                Step::PatchNodeClass { name, intent, .. } => format!("patch nodeclass {name} {}", intent.mode),
+                Step::CreateNodePool { name, .. } => format!("create nodepool {name}"),
+            });
+        }
+        text.bytes().fold(0x811c_9dc5u32, |hash, byte| (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193))
+    }
+}
+
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "plan for cluster {} (VPC {}):", self.cluster, self.vpc_id)?;
@@ -208,6 +236,9 @@ impl fmt::Display for Plan {
         }
         for note in &self.notes {
             writeln!(f, "  note: {note}")?;
+        }
+        for warning in &self.reachability {
+            writeln!(f, "  warning: {warning}")?;
         }
         Ok(())
     }

@@ -19,6 +19,7 @@ use crate::model::{AutoModeObjects, NetworkSnapshot, RouteTable, Subnet};
 use crate::node_subnets::{self, NodeSubnets, node_subnets};
 use crate::nodeclass::{self, Extension, NewNodeClassSources, SelectorTarget};
 use crate::plan::{Decision, NodeClassIntent, Plan, Refusal, RefusalCode, Step, SubnetRef};
+use crate::reachability;
 
 /// Whether thresholds gate the expansion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,12 +206,32 @@ impl<'a> Planner<'a> {
             return Ok(Decision::NoOp { reason });
         }
 
+        // The blocks the new subnets are in: a rule that admits the VPC's
+        // CIDRs but not these refuses the pods placed there.
+        let mut parents: Vec<Ipv4Net> = self
+            .snapshot
+            .vpc
+            .cidr_associations
+            .iter()
+            .filter(|a| a.state.is_live())
+            .map(|a| a.cidr)
+            .chain(steps.iter().filter_map(|s| match s {
+                Step::AssociateVpcCidr { cidr, .. } => Some(*cidr),
+                _ => None,
+            }))
+            .filter(|parent| placements.iter().any(|(_, block)| parent.contains(block)))
+            .collect();
+        parents.sort_unstable();
+        parents.dedup();
+        let reachability = reachability::warnings(self.snapshot, &parents);
+
         Ok(Decision::Plan(Plan {
             cluster: cluster.clone(),
             vpc_id: self.snapshot.vpc.id.clone(),
             starved_azs: starved,
             steps,
             notes: self.notes,
+            reachability,
         }))
     }
 
@@ -550,4 +571,4 @@ impl<'a> Planner<'a> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

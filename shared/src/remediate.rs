@@ -1,28 +1,29 @@
-//! The imperative shell: read → plan → apply → verify → report, per cluster.
+//! The imperative shell, per event: read → plan → apply or prove → report,
+//! per cluster, then tell ([`crate::announce`]).
 //!
 //! Handlers build one [`Context`] per process and call [`handle`] per event.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use futures::future;
 use tracing::Instrument;
 
-use crate::aws::executor::{Applied, Ec2Executor};
-use crate::aws::{inventory, metrics};
+use crate::announce;
+use crate::apply::apply_and_verify;
+use crate::aws::metrics::{self, Memory, Metric};
+use crate::aws::{inventory, preflight as aws_preflight};
 use crate::cluster::nodeclass::NodeClassApi;
 use crate::config::Config;
 pub use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::model::NetworkSnapshot;
 use crate::node_subnets::node_subnets;
-use crate::nodeclass::SelectorTarget;
-use crate::plan::{Decision, Plan, Step, SubnetRef};
+use crate::plan::{Decision, Plan, Step};
 use crate::planner::{self, Demand};
-use crate::report::{ClusterReport, Outcome, Report, Verification};
+use crate::preflight::{Occasion, Preflight};
+use crate::report::{ClusterReport, Outcome, Report};
 use crate::snapshot;
 use crate::trigger::{Trigger, TriggerAction, TriggerKind};
-use crate::verify;
 
 /// What the calling function adds to the trigger.
 #[derive(Debug, Clone, Copy, Default)]
@@ -31,48 +32,84 @@ pub struct RunOptions {
     pub publish_metrics: bool,
 }
 
-/// Handles one event end to end. Errors of individual clusters are in the
-/// report; `Err` is returned only for problems before any cluster was read.
+/// One cluster's outcome, with what the end of the invocation publishes.
+#[derive(Debug, Clone)]
+pub struct ClusterOutcome {
+    pub report: ClusterReport,
+    /// Capacity data points (the capacity check).
+    pub capacity: Vec<Metric>,
+    /// What the capacity check remembered at the start (scheduled runs).
+    pub memory: Option<Memory>,
+}
+
+/// Handles one event end to end and tells about it. Errors of individual
+/// clusters are in the report, and so is an error that no retry can fix
+/// (an unmanaged cluster, say); `Err` is returned only for a retryable
+/// problem before any cluster was read, so that Lambda retries the event.
 pub async fn handle(ctx: &Context, trigger: Trigger, options: RunOptions) -> Result<Report> {
     let started = Instant::now();
     let dry_run = trigger.dry_run.unwrap_or(ctx.config.dry_run);
-    match &trigger.action {
+    let (mut report, outcomes) = match &trigger.action {
         TriggerAction::Ignore(reason) => {
             tracing::info!(trigger = trigger.kind_name(), %reason, "nothing to do");
-            return Ok(Report::without_clusters(trigger.clone(), dry_run, Outcome::NoOp, reason.clone()));
+            (Report::without_clusters(trigger.clone(), dry_run, Outcome::NoOp, reason.clone()), Vec::new())
         }
         TriggerAction::DoNotExpand(reason) => {
             tracing::warn!(trigger = trigger.kind_name(), %reason, "refusing to expand");
-            return Ok(Report::without_clusters(trigger.clone(), dry_run, Outcome::Refused, reason.clone()));
+            (Report::without_clusters(trigger.clone(), dry_run, Outcome::Refused, reason.clone()), Vec::new())
         }
-        TriggerAction::Evaluate => {}
-    }
+        TriggerAction::Evaluate => match evaluate(ctx, trigger, dry_run, options).await {
+            Ok(done) => done,
+            Err((trigger, error)) if !error.is_retryable() => {
+                tracing::error!(error = %error, "cannot act on this event");
+                (Report::failed_without_clusters(trigger, dry_run, &error), Vec::new())
+            }
+            Err((_, error)) => return Err(error),
+        },
+    };
+    report.total_ms = started.elapsed().as_millis() as u64;
+    announce::announce(ctx, &mut report, &outcomes).await;
+    tracing::info!(outcome = ?report.outcome, reason = %report.reason, total_ms = report.total_ms, "done");
+    Ok(report)
+}
 
-    let mut trigger = trigger;
+type Evaluated = (Report, Vec<ClusterOutcome>);
+
+/// Reads, decides and acts for every cluster the event concerns.
+async fn evaluate(
+    ctx: &Context,
+    mut trigger: Trigger,
+    dry_run: bool,
+    options: RunOptions,
+) -> std::result::Result<Evaluated, (Trigger, Error)> {
     // The rule sees every allocation failure in the account: find the subnet
     // of the failing ENI, so failures elsewhere are told apart.
-    if let Some(eni) = &trigger.network_interface_id
-        && let Some((subnet, _)) = inventory::locate_interface(&ctx.aws.ec2, eni).await?
-        && !trigger.subnet_ids.contains(&subnet)
-    {
-        trigger.subnet_ids.push(subnet);
+    if let Some(eni) = trigger.network_interface_id.clone() {
+        match inventory::locate_interface(&ctx.aws.ec2, &eni).await {
+            Ok(Some((subnet, _))) if !trigger.subnet_ids.contains(&subnet) => trigger.subnet_ids.push(subnet),
+            Ok(_) => {}
+            Err(error) => return Err((trigger, error)),
+        }
     }
-    let clusters = clusters_for(ctx, &trigger).await?;
+    let clusters = match clusters_for(ctx, &trigger).await {
+        Ok(clusters) => clusters,
+        Err(error) => return Err((trigger, error)),
+    };
     let run = ClusterRun {
         ctx,
         demand: if trigger.force { Demand::Force } else { Demand::BelowThreshold },
         dry_run,
         options,
+        scheduled: trigger.kind == TriggerKind::Schedule,
         subnet_hints: &trigger.subnet_ids,
     };
     let runs = clusters.iter().map(|cluster| {
         let span = tracing::info_span!("cluster", cluster = %cluster, vpc = tracing::field::Empty);
         run.remediate(cluster).instrument(span)
     });
-    let reports = future::join_all(runs).await;
-    let report = Report::new(trigger, dry_run, reports, started.elapsed().as_millis() as u64);
-    tracing::info!(outcome = ?report.outcome, reason = %report.reason, total_ms = report.total_ms, "done");
-    Ok(report)
+    let outcomes = future::join_all(runs).await;
+    let reports = outcomes.iter().map(|o| o.report.clone()).collect();
+    Ok((Report::new(trigger, dry_run, reports, 0), outcomes))
 }
 
 /// The clusters an event concerns.
@@ -110,83 +147,144 @@ struct ClusterRun<'a> {
     demand: Demand,
     dry_run: bool,
     options: RunOptions,
+    /// A scheduled capacity check: it remembers (see [`metrics::recall`]).
+    scheduled: bool,
     /// Subnets the event names (a failing ENI's subnet, say).
     subnet_hints: &'a [String],
 }
 
 impl ClusterRun<'_> {
-    async fn remediate(&self, cluster: &str) -> ClusterReport {
-        let mut report = ClusterReport::new(cluster);
-        if let Err(error) = self.remediate_into(cluster, &mut report).await {
+    async fn remediate(&self, cluster: &str) -> ClusterOutcome {
+        let mut outcome = ClusterOutcome { report: ClusterReport::new(cluster), capacity: Vec::new(), memory: None };
+        if let Err(error) = self.remediate_into(cluster, &mut outcome).await {
             tracing::error!(error = %error, retryable = error.is_retryable(), "remediation failed");
-            report.fail(&error);
+            outcome.report.fail(&error);
         }
-        report
+        outcome
     }
 
-    async fn remediate_into(&self, cluster: &str, report: &mut ClusterReport) -> Result<()> {
-        let ClusterRun { ctx, demand, dry_run, options, subnet_hints } = *self;
+    async fn remediate_into(&self, cluster: &str, outcome: &mut ClusterOutcome) -> Result<()> {
+        let ClusterRun { ctx, demand, dry_run, options, scheduled, subnet_hints } = *self;
+        let config = &ctx.config;
         let t = Instant::now();
-        let reading = snapshot::read(ctx, cluster, None, inventory::Depth::WithCapacity).await?;
+        let remembering = options.publish_metrics && scheduled;
+        let recall = async {
+            if !remembering {
+                return None;
+            }
+            // Forgetting is safe: the plan is told again, the preflight runs again.
+            Some(metrics::recall(&ctx.aws.cloudwatch, &config.metric_namespace, cluster).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "could not read what the last runs published; telling and proving again");
+                Memory { notified_plan: None, preflight_due: true }
+            }))
+        };
+        let (reading, memory) =
+            future::join(snapshot::read(ctx, cluster, None, inventory::Depth::WithCapacity), recall).await;
+        outcome.memory = memory;
+        let reading = reading?;
         let (info, snapshot) = (&reading.info, &reading.snapshot);
+        let report = &mut outcome.report;
         report.timings_ms.insert("read", elapsed_ms(t));
         report.vpc_id = Some(snapshot.vpc.id.clone());
         tracing::Span::current().record("vpc", snapshot.vpc.id.as_str());
-        let used = node_subnets(snapshot, &ctx.config);
+        let used = node_subnets(snapshot, config);
         report.capacity = crate::capacity::by_az(used.subnets.iter().copied());
         report.capacity_basis = Some(used.basis.clone());
-
-        let publishing = async {
-            if !options.publish_metrics {
-                return Ok(None);
-            }
-            let t = Instant::now();
-            let points = metrics::capacity_metrics(snapshot, &ctx.config);
-            let calls = metrics::publish(&ctx.aws.cloudwatch, &ctx.config.metric_namespace, &points).await?;
-            tracing::info!(points = points.len(), calls, "capacity metrics published");
-            Ok::<_, Error>(Some((points.len(), elapsed_ms(t))))
-        };
+        // Published at the end, whatever happens next: capacity alarms must
+        // keep their data even when the run fails.
+        if options.publish_metrics {
+            outcome.capacity = metrics::capacity_metrics(snapshot, config);
+        }
+        if let Some(expected) = &config.vpc_id
+            && expected != &snapshot.vpc.id
+        {
+            return Err(Error::WrongVpc {
+                cluster: cluster.to_string(),
+                configured: expected.clone(),
+                actual: snapshot.vpc.id.clone(),
+            });
+        }
         // Without the cluster's API nothing shows which NodePools would use
-        // new subnets: publish what the cluster's subnets hold, then fail.
+        // new subnets: the capacity of the cluster's subnets is published, then the run fails.
         if let Some(error) = reading.cluster_api_error {
-            if let Some((points, ms)) = publishing.await? {
-                report.metrics_published = Some(points);
-                report.timings_ms.insert("metrics", ms);
-            }
             return Err(error);
         }
 
         let t = Instant::now();
-        let decision = match foreign_subnets(snapshot, &ctx.config, subnet_hints) {
+        let decision = match foreign_subnets(snapshot, config, subnet_hints) {
             Some(reason) => Decision::NoOp { reason },
-            None => planner::plan(snapshot, &ctx.config, demand),
+            None => planner::plan(snapshot, config, demand),
         };
         report.timings_ms.insert("plan", elapsed_ms(t));
         report.set_decision(&decision);
         tracing::info!(decision = decision.name(), reason = %report.reason, "decided");
 
-        let applying = async {
-            match (&decision, dry_run) {
-                (Decision::Plan(plan), false) => Some(apply_and_verify(ctx, info, snapshot, plan).await),
-                _ => None,
-            }
-        };
-        let (published, applied) = future::join(publishing, applying).await;
-        // Changes are recorded before any error is raised, so the report never loses them.
-        let mut verified = Ok(());
-        if let Some((changes, timings, outcome)) = applied {
-            report.changes = changes;
-            report.timings_ms.extend(timings);
-            verified = outcome.map(|verification| {
+        match (&decision, dry_run) {
+            (Decision::Plan(plan), false) => {
+                let (changes, timings, verified) = apply_and_verify(ctx, info, snapshot, plan).await;
+                // Changes are recorded before any error is raised, so the report never loses them.
+                report.changes = changes;
+                report.timings_ms.extend(timings);
+                let verification = verified?;
                 report.outcome = Outcome::Applied;
                 report.verification = Some(verification);
-            });
+            }
+            (Decision::Plan(plan), true) => {
+                self.prove(cluster, plan, Occasion::DryRunPlan, report).await?;
+            }
+            (Decision::NoOp { .. }, _) if outcome.memory.is_some_and(|m| m.preflight_due) => {
+                // Nothing needs doing: prove what a forced expansion would need.
+                if let Decision::Plan(probe) = planner::plan(snapshot, config, Demand::Force) {
+                    self.prove(cluster, &probe, Occasion::Daily, report).await?;
+                }
+            }
+            _ => {}
         }
-        if let Some((points, ms)) = published? {
-            report.metrics_published = Some(points);
-            report.timings_ms.insert("metrics", ms);
+        Ok(())
+    }
+
+    /// The preflight: every write of `plan`, checked without being made.
+    async fn prove(&self, cluster: &str, plan: &Plan, occasion: Occasion, report: &mut ClusterReport) -> Result<()> {
+        let ctx = self.ctx;
+        let t = Instant::now();
+        let region = ctx.aws.region();
+        let scope = aws_preflight::Scope {
+            ec2: &ctx.aws.ec2,
+            iam: &ctx.aws.iam,
+            role_arn: ctx.config.function_role_arn.as_deref(),
+            region: &region,
+            managed_tag_key: &ctx.config.managed_tag_key,
+        };
+        let kube_steps: Vec<&Step> = plan
+            .steps
+            .iter()
+            .filter(|s| {
+                matches!(s, Step::CreateNodeClass { .. } | Step::PatchNodeClass { .. } | Step::CreateNodePool { .. })
+            })
+            .collect();
+        let kube = async {
+            if kube_steps.is_empty() {
+                return Ok(Vec::new());
+            }
+            let client = ctx.clusters.client_for(cluster).await?;
+            Ok::<_, Error>(NodeClassApi::new(client).preflight(&kube_steps).await)
+        };
+        let (mut checks, kube_checks) = future::join(aws_preflight::check_plan(&scope, plan, cluster), kube).await;
+        checks.extend(kube_checks?);
+        let preflight = Preflight { occasion, checks };
+        report.timings_ms.insert("preflight", elapsed_ms(t));
+        tracing::info!(
+            checks = preflight.checks.len(),
+            denied = preflight.denied().count(),
+            occasion = ?occasion,
+            "preflight"
+        );
+        let failure = preflight.failure();
+        report.preflight = Some(preflight);
+        match failure {
+            Some(reason) => Err(Error::PermissionDenied(reason)),
+            None => Ok(()),
         }
-        verified
     }
 }
 
@@ -205,198 +303,4 @@ fn foreign_subnets(snapshot: &NetworkSnapshot, config: &Config, hints: &[String]
         hints.join(", "),
         snapshot.cluster.name
     ))
-}
-
-type ApplyResult = (Vec<Applied>, BTreeMap<&'static str, u64>, Result<Verification>);
-
-async fn apply_and_verify(
-    ctx: &Context,
-    info: &inventory::ClusterInfo,
-    before: &NetworkSnapshot,
-    plan: &Plan,
-) -> ApplyResult {
-    let mut timings = BTreeMap::new();
-    let t = Instant::now();
-    let (changes, applied) = execute(ctx, before, plan).await;
-    timings.insert("apply", elapsed_ms(t));
-    if let Err(error) = applied {
-        return (changes, timings, Err(error));
-    }
-    let t = Instant::now();
-    let verification = verify_applied(ctx, info, plan, &changes).await;
-    timings.insert("verify", elapsed_ms(t));
-    (changes, timings, verification)
-}
-
-/// Applies the steps in three phases: CIDRs; subnets with their route
-/// tables (every AZ at once); NodeClass and NodePool. A failure stops at the
-/// end of its phase, so what is in flight finishes and the next run resumes.
-pub async fn execute(ctx: &Context, before: &NetworkSnapshot, plan: &Plan) -> (Vec<Applied>, Result<()>) {
-    let mut changes = Vec::new();
-    let ec2 = Ec2Executor {
-        ec2: &ctx.aws.ec2,
-        association_timeout: ctx.config.association_timeout,
-        consistency_wait: ctx.config.consistency_wait,
-        managed_tag_key: &ctx.config.managed_tag_key,
-    };
-
-    for step in &plan.steps {
-        let result = match step {
-            Step::AssociateVpcCidr { vpc_id, cidr } => ec2
-                .associate_vpc_cidr(vpc_id, *cidr)
-                .instrument(tracing::info_span!("step", step = step.name(), %cidr))
-                .await
-                .map(Some),
-            Step::AwaitVpcCidr { vpc_id, cidr } => ec2
-                .wait_for_association(vpc_id, *cidr)
-                .instrument(tracing::info_span!("step", step = step.name(), %cidr))
-                .await
-                .map(|()| None),
-            _ => continue,
-        };
-        match result {
-            Ok(applied) => changes.extend(applied),
-            Err(e) => return (changes, Err(e)),
-        }
-    }
-
-    // Each AZ: create the subnet, then associate its table. AZs in parallel.
-    let route_for = |cidr| {
-        plan.steps.iter().find_map(|s| match s {
-            Step::AssociateRouteTable { route_table_id, subnet: SubnetRef::Planned(c), .. } if *c == cidr => {
-                Some(route_table_id.clone())
-            }
-            _ => None,
-        })
-    };
-    let managed_key = &ctx.config.managed_tag_key;
-    let chains = plan.steps.iter().filter_map(|step| match step {
-        Step::CreateSubnet { cidr, availability_zone, .. } => {
-            let table = route_for(*cidr);
-            let span = tracing::info_span!("step", step = "create-subnet", az = %availability_zone, %cidr);
-            Some(
-                async move {
-                    let created = ec2.create_subnet(step).await?;
-                    let mut done = vec![created.clone()];
-                    if let Some(table) = table {
-                        done.push(ec2.associate_route_table(&table, &created.resource).await?);
-                    }
-                    Ok::<_, Error>(done)
-                }
-                .instrument(span),
-            )
-        }
-        _ => None,
-    });
-    let routes = plan.steps.iter().filter_map(|step| match step {
-        Step::AssociateRouteTable { route_table_id, subnet: SubnetRef::Existing(id), .. } => Some(
-            async move { ec2.associate_route_table(route_table_id, id).await.map(|a| vec![a]) }
-                .instrument(tracing::info_span!("step", step = "associate-route-table", subnet = %id)),
-        ),
-        _ => None,
-    });
-    let (chain_results, route_results) = future::join(future::join_all(chains), future::join_all(routes)).await;
-    let mut first_error = None;
-    for result in chain_results.into_iter().chain(route_results) {
-        match result {
-            Ok(done) => changes.extend(done),
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    if let Some(e) = first_error {
-        return (changes, Err(e));
-    }
-
-    let kube_steps: Vec<&Step> = plan
-        .steps
-        .iter()
-        .filter(|s| {
-            matches!(s, Step::CreateNodeClass { .. } | Step::PatchNodeClass { .. } | Step::CreateNodePool { .. })
-        })
-        .collect();
-    if kube_steps.is_empty() {
-        return (changes, Ok(()));
-    }
-    // Asked for here, not earlier: an EKS token must not age during the CIDR wait.
-    let api = match ctx.clusters.client_for(&plan.cluster).await {
-        Ok(client) => NodeClassApi::new(client),
-        Err(e) => return (changes, Err(e)),
-    };
-    let targets = selector_targets(before, plan, &changes, managed_key);
-    for step in kube_steps {
-        let span = tracing::info_span!("step", step = step.name());
-        let result = match step {
-            Step::CreateNodeClass { object, intent, .. } => {
-                api.create_nodeclass(object, intent, &targets).instrument(span).await
-            }
-            Step::PatchNodeClass { name, intent, patch } => {
-                api.ensure_selected(name, intent, &targets, Some(patch)).instrument(span).await
-            }
-            Step::CreateNodePool { object, .. } => api.create_nodepool(object).instrument(span).await,
-            _ => unreachable!("filtered above"),
-        };
-        match result {
-            Ok(applied) => changes.push(applied),
-            Err(e) => return (changes, Err(e)),
-        }
-    }
-    (changes, Ok(()))
-}
-
-/// The subnets the NodeClass must select: headroom's existing ones and the
-/// ones just created, with their real ids and tags.
-fn selector_targets(
-    before: &NetworkSnapshot,
-    plan: &Plan,
-    changes: &[Applied],
-    managed_key: &str,
-) -> Vec<SelectorTarget> {
-    let mut targets: Vec<SelectorTarget> = before
-        .managed_subnets(managed_key)
-        .map(|s| SelectorTarget { id: Some(s.id.clone()), tags: s.tags.clone() })
-        .collect();
-    // join_all keeps plan order, so created ids line up with the planned steps.
-    let created = verify::created_subnet_ids(changes);
-    let planned_tags = plan.steps.iter().filter_map(|s| match s {
-        Step::CreateSubnet { tags, .. } => Some(tags.clone()),
-        _ => None,
-    });
-    targets.extend(created.into_iter().zip(planned_tags).map(|(id, tags)| SelectorTarget { id: Some(id), tags }));
-    targets
-}
-
-async fn verify_applied(
-    ctx: &Context,
-    info: &inventory::ClusterInfo,
-    plan: &Plan,
-    changes: &[Applied],
-) -> Result<Verification> {
-    // Capacity is not what is verified: skip the ENI and reservation reads.
-    let after = snapshot::read(ctx, &plan.cluster, Some(info), inventory::Depth::Structure).await?;
-    if let Some(error) = after.cluster_api_error {
-        return Err(error);
-    }
-    let problems = verify::problems(plan, &after.snapshot, &ctx.config);
-    if !problems.is_empty() {
-        return Err(Error::Verification(problems.join("; ")));
-    }
-    let touches_nodeclass =
-        plan.steps.iter().any(|s| matches!(s, Step::CreateNodeClass { .. } | Step::PatchNodeClass { .. }));
-    let created = verify::created_subnet_ids(changes);
-    let status_pending_subnets = if touches_nodeclass
-        && ctx.config.subnet_mode == crate::config::SubnetMode::Nodes
-        && !created.is_empty()
-        && !ctx.config.nodeclass_ready_timeout.is_zero()
-    {
-        let api = NodeClassApi::new(ctx.clusters.client_for(&plan.cluster).await?);
-        api.wait_for_status_subnets(&ctx.config.nodeclass_name, &created, ctx.config.nodeclass_ready_timeout).await?
-    } else {
-        Vec::new()
-    };
-    if !status_pending_subnets.is_empty() {
-        tracing::warn!(pending = ?status_pending_subnets, "NodeClass status does not list the new subnets yet");
-    }
-    Ok(Verification { ok: true, problems, status_pending_subnets })
 }

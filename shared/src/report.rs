@@ -10,18 +10,38 @@ use crate::capacity::AzCapacity;
 use crate::error::Error;
 use crate::node_subnets::CapacityBasis;
 use crate::plan::{Decision, Plan, RefusalCode};
+use crate::preflight::Preflight;
 use crate::trigger::Trigger;
 
 /// The outcome of one cluster, in the words of the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
+    /// The event was not one headroom understands; nothing was read.
+    Rejected,
     NoOp,
     Refused,
     /// A plan was made and not applied (dry run).
     Planned,
     Applied,
     Failed,
+}
+
+impl Outcome {
+    /// The decision word of reports, metrics and notifications.
+    pub fn word(self) -> &'static str {
+        match self {
+            Outcome::Rejected => "rejected",
+            Outcome::NoOp => "no-op",
+            Outcome::Refused => "refused",
+            Outcome::Planned => "planned",
+            Outcome::Applied => "applied",
+            Outcome::Failed => "failed",
+        }
+    }
+
+    pub const ALL: [Outcome; 6] =
+        [Outcome::NoOp, Outcome::Planned, Outcome::Applied, Outcome::Refused, Outcome::Failed, Outcome::Rejected];
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -69,6 +89,9 @@ pub struct ClusterReport {
     pub capacity_basis: Option<CapacityBasis>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
+    /// The permissions checked without acting (dry runs, and once a day).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preflight: Option<Preflight>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_published: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -89,6 +112,7 @@ impl ClusterReport {
             capacity: BTreeMap::new(),
             capacity_basis: None,
             verification: None,
+            preflight: None,
             metrics_published: None,
             error: None,
             timings_ms: BTreeMap::new(),
@@ -125,6 +149,32 @@ impl ClusterReport {
     }
 }
 
+/// What became of one notification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Notified {
+    pub cluster: String,
+    pub subject: String,
+    /// The SNS message id, once published.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    /// Why the publish failed; the remediation's outcome stands.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What was published to CloudWatch at the end of the invocation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Published {
+    /// Data points sent: capacity, outcome, plan fingerprint, preflight.
+    pub metrics: usize,
+    /// Why PutMetricData failed; the remediation's outcome stands.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_error: Option<String>,
+    pub notifications: Vec<Notified>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
@@ -134,6 +184,10 @@ pub struct Report {
     pub outcome: Outcome,
     pub reason: String,
     pub clusters: Vec<ClusterReport>,
+    /// An error before any cluster was read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ReportedError>,
+    pub published: Published,
     pub total_ms: u64,
 }
 
@@ -145,12 +199,28 @@ impl Report {
             Some(c) => (c.outcome, format!("{}: {}", c.cluster, c.reason)),
             None => (Outcome::NoOp, "no cluster to check".into()),
         };
-        Report { trigger, dry_run, outcome, reason, clusters, total_ms }
+        Report { trigger, dry_run, outcome, reason, clusters, error: None, published: Published::default(), total_ms }
     }
 
     /// A report decided from the trigger alone, before any I/O.
     pub fn without_clusters(trigger: Trigger, dry_run: bool, outcome: Outcome, reason: String) -> Self {
-        Report { trigger, dry_run, outcome, reason, clusters: Vec::new(), total_ms: 0 }
+        Report {
+            trigger,
+            dry_run,
+            outcome,
+            reason,
+            clusters: Vec::new(),
+            error: None,
+            published: Published::default(),
+            total_ms: 0,
+        }
+    }
+
+    /// A failure before any cluster was read (an unmanaged cluster, say).
+    pub fn failed_without_clusters(trigger: Trigger, dry_run: bool, error: &Error) -> Self {
+        let mut report = Report::without_clusters(trigger, dry_run, Outcome::Failed, error.to_string());
+        report.error = Some(error.into());
+        report
     }
 
     /// The first retryable failure, if any: the invocation should fail so Lambda retries it.

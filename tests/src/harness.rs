@@ -79,3 +79,98 @@ impl Harness {
         Context::new(config, AwsClients::new(sdk), clusters)
     }
 }
+
+/// An SNS topic with an SQS queue subscribed, in moto: what headroom tells
+/// the operators arrives in the queue, in SNS's envelope.
+pub struct Notifications {
+    pub topic_arn: String,
+    queue_url: String,
+    sqs: aws_sdk_sqs::Client,
+}
+
+/// One message as a subscriber gets it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub subject: String,
+    /// The message headroom published (JSON).
+    pub message: serde_json::Value,
+    /// SNS message attributes: name → string value.
+    pub attributes: std::collections::BTreeMap<String, String>,
+}
+
+impl Harness {
+    /// Creates the topic and the subscribed queue (straight in moto).
+    pub async fn notifications(&self) -> Result<Notifications, TestbedError> {
+        let direct = self.aws.direct_sdk_config(lab::REGION).await;
+        let sns = aws_sdk_sns::Client::new(&direct);
+        let sqs = aws_sdk_sqs::Client::new(&direct);
+        let fail = |what: &str, e: String| TestbedError::Invalid(format!("notification topic: {what}: {e}"));
+        let topic = sns.create_topic().name("headroom").send().await.map_err(|e| fail("CreateTopic", e.to_string()))?;
+        let topic_arn = topic.topic_arn().unwrap_or_default().to_string();
+        let queue =
+            sqs.create_queue().queue_name("operators").send().await.map_err(|e| fail("CreateQueue", e.to_string()))?;
+        let queue_url = queue.queue_url().unwrap_or_default().to_string();
+        let attributes = sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|e| fail("GetQueueAttributes", e.to_string()))?;
+        let queue_arn = attributes
+            .attributes()
+            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+            .cloned()
+            .unwrap_or_default();
+        sns.subscribe()
+            .topic_arn(&topic_arn)
+            .protocol("sqs")
+            .endpoint(queue_arn)
+            .send()
+            .await
+            .map_err(|e| fail("Subscribe", e.to_string()))?;
+        Ok(Notifications { topic_arn, queue_url, sqs })
+    }
+}
+
+impl Notifications {
+    /// Every message waiting in the queue, removed from it.
+    pub async fn drain(&self) -> Result<Vec<Received>, TestbedError> {
+        let mut received = Vec::new();
+        loop {
+            let out = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .map_err(|e| TestbedError::Invalid(format!("ReceiveMessage: {e}")))?;
+            if out.messages().is_empty() {
+                return Ok(received);
+            }
+            for message in out.messages() {
+                let envelope: serde_json::Value = serde_json::from_str(message.body().unwrap_or_default())
+                    .map_err(|e| TestbedError::Invalid(format!("not an SNS envelope: {e}")))?;
+                let published = envelope["Message"].as_str().unwrap_or_default();
+                let attributes = envelope["MessageAttributes"]
+                    .as_object()
+                    .map(|attributes| {
+                        attributes
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v["Value"].as_str().unwrap_or_default().to_string()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                received.push(Received {
+                    subject: envelope["Subject"].as_str().unwrap_or_default().to_string(),
+                    message: serde_json::from_str(published).unwrap_or(serde_json::Value::String(published.into())),
+                    attributes,
+                });
+                if let Some(handle) = message.receipt_handle() {
+                    let _ = self.sqs.delete_message().queue_url(&self.queue_url).receipt_handle(handle).send().await;
+                }
+            }
+        }
+    }
+}

@@ -108,14 +108,21 @@ fn cluster(answer: &Value) -> &Value {
     &clusters[0]
 }
 
+/// AWS calls that read or change something; not the `PutMetricData` (and
+/// SNS `Publish`) with which every invocation reports its decision.
 fn total_calls(harness: &Harness) -> usize {
-    harness.aws.proxy().calls().values().sum()
+    harness.aws.proxy().working_calls().len()
 }
 
-/// Mutating AWS calls that change infrastructure: `PutMetricData` (which the
-/// capacity check makes on every run, dry runs included) is not one.
+/// How many decisions were reported to CloudWatch.
+fn reported(harness: &Harness) -> usize {
+    harness.aws.proxy().call_count("PutMetricData")
+}
+
+/// AWS calls that change infrastructure (the testbed's `mutating_calls`:
+/// not reads, dry runs, metrics or notifications).
 fn aws_changes(harness: &Harness) -> Vec<headroom_testbed::CallRecord> {
-    harness.aws.proxy().mutating_calls().into_iter().filter(|c| c.action != "PutMetricData").collect()
+    harness.aws.proxy().mutating_calls()
 }
 
 fn kube_writes(harness: &Harness) -> usize {
@@ -127,6 +134,7 @@ fn kube_writes(harness: &Harness) -> usize {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Traffic {
     aws_calls: usize,
+    reported: usize,
     aws_mutating: usize,
     kube_requests: usize,
     kube_writes: usize,
@@ -136,6 +144,7 @@ impl Traffic {
     fn now(harness: &Harness) -> Traffic {
         Traffic {
             aws_calls: total_calls(harness),
+            reported: reported(harness),
             aws_mutating: aws_changes(harness).len(),
             kube_requests: harness.kube.requests().len(),
             kube_writes: kube_writes(harness),
@@ -167,9 +176,12 @@ fn assert_applied(answer: &Value, harness: &Harness, what: &str) {
     );
 }
 
-/// Decided from the event alone: no AWS call, no Kubernetes request.
-fn assert_no_io(before: Traffic, harness: &Harness, what: &str) {
+/// Decided from the event alone: no AWS read or change, no Kubernetes
+/// request; only the decision reported (one PutMetricData).
+fn assert_no_io(mut before: Traffic, harness: &Harness, what: &str) {
     let after = Traffic::now(harness);
+    assert_eq!(after.reported, before.reported + 1, "{what}: the decision was not counted");
+    before.reported = after.reported;
     assert_eq!(
         before,
         after,
@@ -456,7 +468,9 @@ async fn malformed_and_misrouted_events_are_rejected_without_any_call() {
         let message = answer["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains(name) && message.contains("does not handle"), "{name} with {file}: {answer:#}");
     }
-    assert!(harness.aws.proxy().calls().is_empty(), "AWS calls: {:?}", harness.aws.proxy().call_log());
+    // Rejected: nothing read, nothing changed; each one counted (`Remediations`, decision rejected).
+    assert!(harness.aws.proxy().working_calls().is_empty(), "AWS calls: {:?}", harness.aws.proxy().call_log());
+    assert_eq!(reported(&harness), malformed.len() * functions.len() + WRONG_FUNCTION.len());
     assert!(harness.kube.requests().is_empty(), "Kubernetes requests: {:?}", harness.kube.requests());
 
     // Valid CloudTrail events the rule filters out: if one is invoked by

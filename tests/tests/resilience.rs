@@ -295,7 +295,7 @@ async fn sweep(points: impl Fn(&Baseline) -> Vec<CrashPoint>) {
                 let log = proxy.call_log();
                 let at = log.iter().position(|r| r.injected == Some(fault)).expect("the crashing call");
                 assert!(log[at + 1..].iter().all(|r| !r.forwarded && r.injected == Some(Fault::Crashed)), "{point:?}");
-                let forwarded = log.iter().filter(|r| r.forwarded && headroom_testbed::is_mutating(&r.action)).count();
+                let forwarded = log.iter().filter(|r| r.forwarded && r.changes_state()).count();
                 let acted = if fault == Fault::DropAfterForward { k } else { k - 1 };
                 assert_eq!(forwarded, acted, "{point:?}");
                 assert_eq!(kube_writes(&harness), 0, "{point:?}");
@@ -466,8 +466,7 @@ async fn thirty_percent_throttling_and_a_slow_association_still_converge_in_time
 
     let log = proxy.call_log();
     let throttled = log.iter().filter(|r| r.injected == Some(Fault::Throttle)).count();
-    let mutating_throttled =
-        log.iter().filter(|r| r.injected == Some(Fault::Throttle) && headroom_testbed::is_mutating(&r.action)).count();
+    let mutating_throttled = log.iter().filter(|r| r.injected == Some(Fault::Throttle) && r.changes_state()).count();
     assert!(throttled > 0, "throttling happened: {throttled} of {}", log.len());
     // The association was seen `associating` and waited for.
     let polls = log.iter().filter(|r| r.action == "DescribeVpcs" && r.forwarded).count();
@@ -520,7 +519,9 @@ async fn guardrail_nau_limit_failure_never_expands() {
     let harness = harness().await;
     let event = sample("cloudtrail-nau-limit-exceeded.json");
     assert_refused(&harness, &[], &event, None, "Network Address Usage").await;
-    assert!(harness.aws.proxy().calls().is_empty(), "decided from the event alone: no call at all");
+    let proxy = harness.aws.proxy();
+    assert!(proxy.working_calls().is_empty(), "decided from the event alone: {:?}", proxy.call_log());
+    assert_eq!(proxy.call_count("PutMetricData"), 1, "the refusal is counted");
     assert!(harness.kube.requests().is_empty());
 }
 
@@ -799,18 +800,19 @@ mod bad_input {
                 rejected.set(rejected.get() + 1);
                 prop_assert_eq!(answer["error"]["retryable"].as_bool(), Some(false));
                 prop_assert!(answer["reason"].as_str().is_some_and(|r| !r.is_empty()));
-                let calls = proxy.calls();
+                // Only the rejection itself is reported (Remediations, rejected).
+                let calls = proxy.working_calls();
                 prop_assert!(calls.is_empty(), "rejected, yet AWS was called: {:?} for {}", calls, payload);
+                prop_assert_eq!(proxy.call_count("PutMetricData"), 1);
                 let requests = harness.kube.requests();
                 prop_assert!(requests.is_empty(), "rejected, yet Kubernetes was called: {:?}", requests);
             } else {
                 accepted.set(accepted.get() + 1);
                 prop_assert!(answer["outcome"].is_string(), "{}", answer);
                 if answer["dryRun"] == json!(true) {
-                    // Metrics (PutMetricData) are observations, published by
-                    // the capacity check in a dry run too; the network is not touched.
-                    let mutating: Vec<_> =
-                        proxy.mutating_calls().into_iter().filter(|r| r.service != "monitoring").collect();
+                    // Metrics are observations, published in a dry run too;
+                    // the preflight's dry-run calls ask; the network is not touched.
+                    let mutating = proxy.mutating_calls();
                     prop_assert!(mutating.is_empty(), "a dry run mutated AWS: {:?}", mutating);
                     prop_assert!(
                         harness.kube.requests().iter().all(|r| !r.is_write()),

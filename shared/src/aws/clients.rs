@@ -152,6 +152,8 @@ pub struct AwsClients {
     pub ec2: aws_sdk_ec2::Client,
     pub eks: aws_sdk_eks::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub iam: aws_sdk_iam::Client,
     pub sdk_config: SdkConfig,
 }
 
@@ -172,6 +174,8 @@ impl AwsClients {
             ec2: aws_sdk_ec2::Client::new(&sdk_config),
             eks: aws_sdk_eks::Client::new(&sdk_config),
             cloudwatch: aws_sdk_cloudwatch::Client::new(&sdk_config),
+            sns: aws_sdk_sns::Client::new(&sdk_config),
+            iam: aws_sdk_iam::Client::new(&sdk_config),
             sdk_config,
         }
     }
@@ -321,7 +325,7 @@ mod tests {
         };
         let plain = Arc::new(AtomicUsize::new(0));
         let _clients = AwsClients::new(config(SharedHttpClient::new(CountingClient(Arc::clone(&plain)))));
-        assert_eq!(plain.load(Ordering::SeqCst), 3, "the SDK validates once per client");
+        assert_eq!(plain.load(Ordering::SeqCst), 5, "the SDK validates once per client");
 
         let wrapped = Arc::new(AtomicUsize::new(0));
         let inner = SharedHttpClient::new(CountingClient(Arc::clone(&wrapped)));

@@ -25,8 +25,8 @@ use crate::capacity::{self, AddressUsage, Reservation, ReservationKind};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::model::{
-    AccessEntry, CidrAssociation, CidrState, Cluster, ClusterApi, NetworkSnapshot, Peering, Route, RouteTable, Subnet,
-    Vpc,
+    AccessEntry, AllowRule, CidrAssociation, CidrState, Cluster, ClusterApi, Direction, NetworkSnapshot, Peering,
+    Route, RouteTable, Subnet, Vpc,
 };
 
 /// Page sizes: the most each API returns per call.
@@ -37,6 +37,8 @@ pub const VPC_PAGE: i32 = 1000;
 pub const PEERING_PAGE: i32 = 1000;
 pub const RESERVATION_PAGE: i32 = 1000;
 pub const ACCESS_ENTRY_PAGE: i32 = 100;
+pub const SECURITY_GROUP_PAGE: i32 = 1000;
+pub const NETWORK_ACL_PAGE: i32 = 100;
 
 /// What DescribeCluster tells us.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -323,6 +325,81 @@ async fn read_peerings(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result<Vec<Pe
     Ok(peerings.into_values().collect())
 }
 
+/// `tcp 5432`, `udp 1000-2000`, `all traffic`, from an IP protocol and port range.
+fn describe_traffic(protocol: Option<&str>, from: Option<i32>, to: Option<i32>) -> String {
+    let protocol = match protocol.unwrap_or("-1") {
+        "-1" | "all" => return "all traffic".into(),
+        "6" => "tcp",
+        "17" => "udp",
+        "1" => "icmp",
+        other => other,
+    };
+    match (from, to) {
+        (Some(f), Some(t)) if f == t && f >= 0 => format!("{protocol} {f}"),
+        (Some(f), Some(t)) if f >= 0 && t >= 0 => format!("{protocol} {f}-{t}"),
+        _ => protocol.to_string(),
+    }
+}
+
+/// The VPC's security-group ingress rules and network ACL allow entries that
+/// name an IPv4 CIDR (docs/design.md, "Reachability").
+async fn read_allow_rules(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result<Vec<AllowRule>> {
+    let groups = ec2
+        .describe_security_groups()
+        .filters(filter("vpc-id", vpc_id))
+        .into_paginator()
+        .page_size(SECURITY_GROUP_PAGE)
+        .items()
+        .send()
+        .try_collect();
+    let acls = ec2
+        .describe_network_acls()
+        .filters(filter("vpc-id", vpc_id))
+        .into_paginator()
+        .page_size(NETWORK_ACL_PAGE)
+        .items()
+        .send()
+        .try_collect();
+    let (groups, acls) = future::join(groups, acls).await;
+    let groups: Vec<aws_sdk_ec2::types::SecurityGroup> = groups.map_err(|e| aws_error("DescribeSecurityGroups", e))?;
+    let acls: Vec<aws_sdk_ec2::types::NetworkAcl> = acls.map_err(|e| aws_error("DescribeNetworkAcls", e))?;
+    let mut rules = Vec::new();
+    for group in &groups {
+        let holder = format!("{} ({})", group.group_id().unwrap_or_default(), group.group_name().unwrap_or_default());
+        for permission in group.ip_permissions() {
+            let traffic = describe_traffic(permission.ip_protocol(), permission.from_port(), permission.to_port());
+            for range in permission.ip_ranges() {
+                let Some(cidr) = range.cidr_ip().and_then(|c| c.parse::<Ipv4Net>().ok()) else { continue };
+                rules.push(AllowRule {
+                    holder: holder.clone(),
+                    rule: traffic.clone(),
+                    direction: Direction::Ingress,
+                    cidr: cidr.trunc(),
+                });
+            }
+        }
+    }
+    for acl in &acls {
+        let holder = acl.network_acl_id().unwrap_or_default().to_string();
+        for entry in acl.entries() {
+            let allows = entry.rule_action().is_some_and(|a| a.as_str() == "allow");
+            let Some(cidr) = entry.cidr_block().and_then(|c| c.parse::<Ipv4Net>().ok()) else { continue };
+            if !allows {
+                continue;
+            }
+            let ports = entry.port_range();
+            let traffic = describe_traffic(entry.protocol(), ports.and_then(|p| p.from()), ports.and_then(|p| p.to()));
+            rules.push(AllowRule {
+                holder: holder.clone(),
+                rule: format!("rule {} {traffic}", entry.rule_number().unwrap_or_default()),
+                direction: if entry.egress() == Some(true) { Direction::Egress } else { Direction::Ingress },
+                cidr: cidr.trunc(),
+            });
+        }
+    }
+    Ok(rules)
+}
+
 /// The access entries of the cluster whose principal is the IAM role
 /// `role` (a name or an ARN; matched by name, since entries carry the
 /// role's ARN without its path), each with its type.
@@ -418,6 +495,7 @@ pub struct Network {
     pub subnets: Vec<Subnet>,
     pub route_tables: Vec<RouteTable>,
     pub peerings: Vec<Peering>,
+    pub allow_rules: Vec<AllowRule>,
 }
 
 impl Network {
@@ -442,6 +520,7 @@ impl Network {
             subnets: self.subnets,
             route_tables: self.route_tables,
             peerings: self.peerings,
+            allow_rules: self.allow_rules,
             cluster_api,
             node_role_access_entries,
         }
@@ -494,17 +573,21 @@ pub async fn read_network(
             let reservations = future::try_join_all(reads).await?;
             Ok::<_, Error>((subnets, reservations))
         };
-        let usage = async { if with_capacity { read_interface_usage(ec2, &vpc_id).await } else { Ok(HashMap::new()) } };
-        future::try_join5(
-            read_vpc(ec2, &vpc_id, wait),
-            subnets,
-            read_route_tables(ec2, &vpc_id),
-            usage,
-            read_peerings(ec2, &vpc_id),
-        )
-        .await
+        // What only planning needs: the ENIs, the peers, the allow rules.
+        let planning = async {
+            if !with_capacity {
+                return Ok((HashMap::new(), Vec::new(), Vec::new()));
+            }
+            future::try_join3(
+                read_interface_usage(ec2, &vpc_id),
+                read_peerings(ec2, &vpc_id),
+                read_allow_rules(ec2, &vpc_id),
+            )
+            .await
+        };
+        future::try_join4(read_vpc(ec2, &vpc_id, wait), subnets, read_route_tables(ec2, &vpc_id), planning).await
     };
-    let ((vpc, (subnets, managed_reservations), route_tables, usage, peerings), cluster_reservations) =
+    let ((vpc, (subnets, managed_reservations), route_tables, (usage, peerings, allow_rules)), cluster_reservations) =
         future::try_join(vpc_reads, cluster_reservations).await?;
 
     let mut occupancy = Occupancy { usage, wait, ..Occupancy::default() };
@@ -527,7 +610,7 @@ pub async fn read_network(
         })
         .collect();
     occupancy.apply(&mut subnets);
-    Ok((Network { vpc, subnets, route_tables, peerings }, occupancy))
+    Ok((Network { vpc, subnets, route_tables, peerings, allow_rules }, occupancy))
 }
 
 /// The subnet and VPC of a network interface named by a failure event.

@@ -1,10 +1,17 @@
-//! Capacity metrics for CloudWatch: per subnet, per AZ and per cluster.
+//! headroom's CloudWatch metrics.
 //!
-//! There is no native per-subnet free-IP metric and nothing at all shows
-//! prefix fragmentation (docs/aws-rules.md, "Signals"), so the capacity check publishes
-//! both. Dimensions name the cluster and the AZ, so an alarm can say where.
-//! The `MinAz*` metrics are the ones the template's alarms watch: one alarm
-//! per cluster covers every AZ.
+//! - Capacity, per subnet, per AZ and per cluster. There is no native
+//!   per-subnet free-IP metric and nothing at all shows prefix fragmentation
+//!   (docs/aws-rules.md, "Signals"), so the capacity check publishes both.
+//!   Dimensions name the cluster and the AZ, so an alarm can say where. The
+//!   `MinAz*` metrics are the ones the template's alarms watch: one alarm per
+//!   cluster covers every AZ.
+//! - `Remediations`, one per cluster and invocation, with the decision as a
+//!   dimension: what the template's "refused or failed" alarm counts.
+//! - The capacity check's memory, kept without a database:
+//!   `NotifiedPlanFingerprint` (the plan a scheduled dry run last told about)
+//!   and `Preflights` (when the permissions were last proven), read back with
+//!   one GetMetricData at the start of a scheduled run.
 
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use serde::Serialize;
@@ -21,6 +28,15 @@ pub const FREE_PREFIXES: &str = "FreePrefixes";
 pub const UTILISATION: &str = "IpUtilization";
 pub const MIN_AZ_FREE_IPS: &str = "MinAzFreeIpAddresses";
 pub const MIN_AZ_FREE_PREFIXES: &str = "MinAzFreePrefixes";
+pub const REMEDIATIONS: &str = "Remediations";
+pub const NOTIFIED_PLAN: &str = "NotifiedPlanFingerprint";
+pub const PREFLIGHTS: &str = "Preflights";
+pub const NOTIFICATION_FAILURES: &str = "NotificationFailures";
+pub const DECISION_DIMENSION: &str = "Decision";
+
+/// How long a preflight stays fresh: the scheduled check proves the
+/// permissions again once this long has passed.
+pub const PREFLIGHT_EVERY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// PutMetricData takes at most 1,000 data points per request.
 const BATCH: usize = 1000;
@@ -41,7 +57,7 @@ pub fn capacity_metrics(snapshot: &NetworkSnapshot, config: &Config) -> Vec<Metr
         metrics.push(Metric { name, dimensions, value, percent });
     };
     let used = node_subnets(snapshot, config);
-    let mut subnets = used.subnets.clone();
+    let mut subnets = if config.publish_subnet_metrics { used.subnets.clone() } else { Vec::new() };
     subnets.sort_by(|a, b| a.id.cmp(&b.id));
     for subnet in subnets {
         let dims = vec![
@@ -67,6 +83,87 @@ pub fn capacity_metrics(snapshot: &NetworkSnapshot, config: &Config) -> Vec<Metr
         point(MIN_AZ_FREE_PREFIXES, vec![(CLUSTER_DIMENSION, cluster.clone())], prefixes as f64, false);
     }
     metrics
+}
+
+/// One `Remediations` data point: this cluster's decision.
+pub fn outcome_metric(cluster: &str, decision: &str) -> Metric {
+    Metric {
+        name: REMEDIATIONS,
+        dimensions: vec![(CLUSTER_DIMENSION, cluster.to_string()), (DECISION_DIMENSION, decision.to_string())],
+        value: 1.0,
+        percent: false,
+    }
+}
+
+/// The fingerprint of the plan a scheduled dry run just told about.
+pub fn notified_plan_metric(cluster: &str, fingerprint: u32) -> Metric {
+    Metric {
+        name: NOTIFIED_PLAN,
+        dimensions: vec![(CLUSTER_DIMENSION, cluster.to_string())],
+        value: f64::from(fingerprint),
+        percent: false,
+    }
+}
+
+/// A preflight ran for this cluster.
+pub fn preflight_metric(cluster: &str) -> Metric {
+    Metric { name: PREFLIGHTS, dimensions: vec![(CLUSTER_DIMENSION, cluster.to_string())], value: 1.0, percent: false }
+}
+
+/// A notification could not be published.
+pub fn notification_failure_metric(cluster: &str) -> Metric {
+    Metric {
+        name: NOTIFICATION_FAILURES,
+        dimensions: vec![(CLUSTER_DIMENSION, cluster.to_string())],
+        value: 1.0,
+        percent: false,
+    }
+}
+
+/// What the capacity check remembers between runs (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Memory {
+    /// The plan a scheduled dry run last told about, in the last day.
+    pub notified_plan: Option<u32>,
+    /// No preflight in the last [`PREFLIGHT_EVERY`].
+    pub preflight_due: bool,
+}
+
+/// Reads the memory of one cluster: one GetMetricData, two queries.
+pub async fn recall(cloudwatch: &aws_sdk_cloudwatch::Client, namespace: &str, cluster: &str) -> Result<Memory> {
+    use aws_sdk_cloudwatch::types::{Metric as CwMetric, MetricDataQuery, MetricStat, ScanBy};
+    let metric = |name: &str| {
+        CwMetric::builder()
+            .namespace(namespace)
+            .metric_name(name)
+            .dimensions(Dimension::builder().name(CLUSTER_DIMENSION).value(cluster).build())
+            .build()
+    };
+    let query = |id: &str, name: &str, period: i32, stat: &str| {
+        MetricDataQuery::builder()
+            .id(id)
+            .metric_stat(MetricStat::builder().metric(metric(name)).period(period).stat(stat).build())
+            .return_data(true)
+            .build()
+    };
+    let now = std::time::SystemTime::now();
+    let window = PREFLIGHT_EVERY.as_secs() as i32;
+    let out = cloudwatch
+        .get_metric_data()
+        .metric_data_queries(query("plan", NOTIFIED_PLAN, 60, "Maximum"))
+        .metric_data_queries(query("preflights", PREFLIGHTS, window, "Sum"))
+        .start_time(aws_smithy_types::DateTime::from(now - PREFLIGHT_EVERY))
+        .end_time(aws_smithy_types::DateTime::from(now + std::time::Duration::from_secs(60)))
+        .scan_by(ScanBy::TimestampDescending)
+        .send()
+        .await
+        .map_err(|e| aws_error("GetMetricData", e))?;
+    let values = |id: &str| -> Vec<f64> {
+        out.metric_data_results().iter().filter(|r| r.id() == Some(id)).flat_map(|r| r.values().to_vec()).collect()
+    };
+    let notified_plan = values("plan").first().map(|v| *v as u32);
+    let preflights: f64 = values("preflights").iter().sum();
+    Ok(Memory { notified_plan, preflight_due: preflights < 1.0 })
 }
 
 /// Publishes in as few PutMetricData calls as the API allows, concurrently.

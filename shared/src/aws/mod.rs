@@ -6,6 +6,8 @@ pub mod errors;
 pub mod executor;
 pub mod inventory;
 pub mod metrics;
+pub mod notifier;
+pub mod preflight;
 pub mod retry;
 
 pub use clients::AwsClients;

@@ -15,7 +15,8 @@ use crate::aws::executor::Applied;
 use crate::error::{Error, Result};
 use crate::model::AutoModeObjects;
 use crate::nodeclass::{self, Extension, SelectorTarget};
-use crate::plan::NodeClassIntent;
+use crate::plan::{NodeClassIntent, Step};
+use crate::preflight::{Method, PermissionCheck, Verdict};
 
 /// Objects per list page: the API server returns a `continue` token past it.
 pub const LIST_PAGE: u32 = 100;
@@ -291,6 +292,62 @@ impl NodeClassApi {
             }),
             Err(e) => Err(kube_error("create NodePool", e)),
         }
+    }
+
+    /// Checks that the API server would accept each Kubernetes write of the
+    /// plan, by sending it with `dryRun=All` (RBAC and admission answer as for
+    /// the real write; nothing is stored).
+    pub async fn preflight(&self, steps: &[&Step]) -> Vec<PermissionCheck> {
+        let mut checks = Vec::new();
+        for step in steps {
+            let (action, resource, answer) = match step {
+                Step::CreateNodeClass { name, object, .. } => {
+                    let params = PostParams { dry_run: true, field_manager: Some(FIELD_MANAGER.into()) };
+                    let answer = match to_object(object) {
+                        Ok(object) => self.nodeclasses.create(&params, &object).await.map(|_| ()),
+                        Err(e) => Err(kube::Error::Service(e.to_string().into())),
+                    };
+                    ("create nodeclasses", name.clone(), answer)
+                }
+                Step::PatchNodeClass { name, patch, .. } => {
+                    let params =
+                        PatchParams { dry_run: true, field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+                    let answer = match serde_json::from_value::<json_patch_kube::Patch>(patch.clone()) {
+                        Ok(patch) => self.nodeclasses.patch(name, &params, &Patch::Json::<()>(patch)).await.map(|_| ()),
+                        Err(e) => Err(kube::Error::Service(e.to_string().into())),
+                    };
+                    ("patch nodeclasses", name.clone(), answer)
+                }
+                Step::CreateNodePool { name, object } => {
+                    let params = PostParams { dry_run: true, field_manager: Some(FIELD_MANAGER.into()) };
+                    let answer = match to_object(object) {
+                        Ok(object) => self.nodepools.create(&params, &object).await.map(|_| ()),
+                        Err(e) => Err(kube::Error::Service(e.to_string().into())),
+                    };
+                    ("create nodepools", name.clone(), answer)
+                }
+                _ => continue,
+            };
+            let (verdict, detail) = match answer {
+                Ok(()) => (Verdict::Allowed, "accepted with dryRun=All".to_string()),
+                // Authorised; only the object is already there.
+                Err(kube::Error::Api(status)) if status.is_already_exists() => {
+                    (Verdict::Allowed, "authorised (the object already exists)".to_string())
+                }
+                Err(kube::Error::Api(status)) if status.code == 401 || status.code == 403 => {
+                    (Verdict::Denied, format!("{} {}: {}", status.code, status.reason, status.message))
+                }
+                Err(e) => (Verdict::Unverified, e.to_string()),
+            };
+            checks.push(PermissionCheck {
+                action: action.into(),
+                resource,
+                method: Method::KubernetesDryRun,
+                verdict,
+                detail,
+            });
+        }
+        checks
     }
 
     /// Waits, up to `timeout`, until `status.subnets` lists every subnet.

@@ -98,7 +98,7 @@ fn put_used_nodeclass(snapshot: &mut NetworkSnapshot, object: Value) {
 
 /// The lab: VPC 192.168.0.0/16, three AZs, a public and a private subnet per
 /// AZ, one NAT route table per AZ, private subnets out of /28 prefixes.
-fn lab() -> NetworkSnapshot {
+pub(crate) fn lab() -> NetworkSnapshot {
     let mut subnets = Vec::new();
     let mut tables = vec![table("rtb-main", true, None, &[])];
     let public_ids: Vec<String> = AZS.iter().map(|az| format!("subnet-pub-{}", &az[9..])).collect();
@@ -137,6 +137,7 @@ fn lab() -> NetworkSnapshot {
         subnets,
         route_tables: tables,
         peerings: vec![],
+        allow_rules: vec![],
         cluster_api: ClusterApi::Read(AutoModeObjects {
             nodeclasses: vec![default_nodeclass()],
             nodepools: vec![nodepool("general-purpose", "default"), nodepool("system", "default")],

@@ -118,7 +118,8 @@ fn schedule_and_manual_events() {
     let t = parsed("manual-dry-run.json");
     assert_eq!(
         (t.kind.clone(), t.dry_run, t.cluster.as_deref()),
-        (TriggerKind::Manual, Some(true), Some("demo-cluster"))
+        (TriggerKind::Manual, Some(true), None),
+        "no cluster named: the one CLUSTER_NAME configures"
     );
     let t = parsed("manual-apply.json");
     assert_eq!(t.dry_run, Some(false));

@@ -3,6 +3,8 @@
 //!
 //!     cargo run -p headroom-testbed --bin demo [-- --mode pods] [--dry-run] [--serve]
 //!
+//! It runs a dry run first (the plan and its preflight), then the
+//! remediation, and prints the message the operators' topic received.
 //! `--serve` keeps both running after the demo and writes `.local/demo.env`
 //! for `cargo lambda watch` / `cargo lambda invoke`.
 
@@ -41,30 +43,21 @@ fn args() -> Result<Args, String> {
     Ok(args)
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = args()?;
-    println!("Starting moto (AWS) and a local Kubernetes API, seeding the lab's scenario…");
-    let harness = Harness::start(Exhaustion::Fragmented).await?;
-    let dry_run = if args.dry_run { "true" } else { "false" };
-    let config = harness.config(&[("SUBNET_MODE", args.mode.as_str()), ("DRY_RUN", dry_run)]);
-    let ctx = harness.context(config.clone()).await;
+/// What a role ARN looks like in the lab's account: the preflight asks the
+/// (emulated) IAM policy simulator about it.
+const DEMO_ROLE: &str = "arn:aws:iam::123456789012:role/headroom-demo-FunctionRole";
 
-    let before = snapshot::read(&ctx, lab::CLUSTER, None, Depth::WithCapacity).await?.snapshot;
-    println!("\n=== BEFORE ===\n{}", view::render(&before, &config));
-
-    harness.aws.proxy().reset_counters();
-    harness.aws.proxy().set_latency(Duration::from_millis(args.latency_ms));
-    let event = serde_json::json!({ "clusterName": lab::CLUSTER, "dryRun": args.dry_run, "reason": "demo" });
-    let trigger = headroom::trigger::parse(&event)?;
-    let report = headroom::handle(&ctx, trigger, RunOptions { publish_metrics: true }).await?;
-    harness.aws.proxy().set_latency(Duration::ZERO);
-    let calls: usize = harness.aws.proxy().calls().values().sum();
-
-    println!("=== DECISION: {:?} — {} ===", report.outcome, report.reason);
+fn print_outcome(report: &headroom::Report, calls: usize) {
+    println!("=== DECISION: {} — {} ===", report.outcome.word(), report.reason);
     for cluster in &report.clusters {
         if let Some(plan) = &cluster.plan {
             print!("{plan}");
+        }
+        if let Some(preflight) = &cluster.preflight {
+            println!("  preflight ({} checks, nothing changed):", preflight.checks.len());
+            for check in &preflight.checks {
+                println!("    {check}");
+            }
         }
         for change in &cluster.changes {
             let how = if change.already_present { "already there" } else { "done" };
@@ -82,6 +75,64 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
         println!("  timings (ms): {:?}; AWS calls: {calls}", cluster.timings_ms);
+    }
+}
+
+fn print_notification(subject: &str, message: &serde_json::Value) {
+    println!("  Subject: {subject}");
+    for line in message["content"]["description"].as_str().unwrap_or_default().lines() {
+        println!("  | {line}");
+    }
+    for step in message["content"]["nextSteps"].as_array().into_iter().flatten() {
+        println!("  next: {}", step.as_str().unwrap_or_default());
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = args()?;
+    println!("Starting moto (AWS) and a local Kubernetes API, seeding the lab's scenario…");
+    let harness = Harness::start(Exhaustion::Fragmented).await?;
+    let operators = harness.notifications().await?;
+    let dry_run = if args.dry_run { "true" } else { "false" };
+    let settings = [
+        ("SUBNET_MODE", args.mode.as_str()),
+        ("DRY_RUN", dry_run),
+        ("NOTIFY_TOPIC_ARN", operators.topic_arn.as_str()),
+        ("FUNCTION_ROLE_ARN", DEMO_ROLE),
+    ];
+    let config = harness.config(&settings);
+    let ctx = harness.context(config.clone()).await;
+
+    let before = snapshot::read(&ctx, lab::CLUSTER, None, Depth::WithCapacity).await?.snapshot;
+    println!("\n=== BEFORE ===\n{}", view::render(&before, &config));
+
+    // First as an operator would on a new install: a dry run, which plans
+    // and proves the plan's permissions without changing anything.
+    let dry = serde_json::json!({ "dryRun": true, "reason": "demo: what would you do?" });
+    let report = headroom::handle(&ctx, headroom::trigger::parse(&dry)?, RunOptions::default()).await?;
+    println!("=== DRY RUN ===");
+    print_outcome(&report, harness.aws.proxy().working_calls().len());
+    if let Some(cluster) = report.clusters.first() {
+        let preview = headroom::announce::preview(&report, cluster);
+        println!("  (a manual dry run is answered, not told; an alarm's would send this message:)");
+        print_notification(&preview.subject, &headroom::notify::parse(&preview));
+    }
+
+    if !args.dry_run {
+        harness.aws.proxy().reset_counters();
+        harness.aws.proxy().set_latency(Duration::from_millis(args.latency_ms));
+        let event = serde_json::json!({ "dryRun": false, "reason": "demo" });
+        let report =
+            headroom::handle(&ctx, headroom::trigger::parse(&event)?, RunOptions { publish_metrics: true }).await?;
+        harness.aws.proxy().set_latency(Duration::ZERO);
+        println!("\n=== APPLY ===");
+        print_outcome(&report, harness.aws.proxy().working_calls().len());
+        println!("\n=== WHAT THE OPERATORS RECEIVED (SNS → SQS) ===");
+        for received in operators.drain().await? {
+            print_notification(&received.subject, &received.message);
+            println!("  attributes: {:?}", received.attributes);
+        }
     }
 
     let after = snapshot::read(&ctx, lab::CLUSTER, None, Depth::WithCapacity).await?.snapshot;
