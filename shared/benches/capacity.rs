@@ -30,7 +30,7 @@ use headroom::config::{Config, Thresholds};
 use headroom::model::{
     AutoModeObjects, CidrAssociation, CidrState, Cluster, ClusterApi, NetworkSnapshot, Route, RouteTable, Subnet, Vpc,
 };
-use headroom::plan::Decision;
+use headroom::plan::{Decision, StepKind};
 use headroom::planner::{self, Demand};
 use ipnet::Ipv4Net;
 use serde_json::json;
@@ -189,7 +189,7 @@ fn benches(c: &mut Criterion) {
     let config = config();
     match planner::plan(&snapshot, &config, Demand::BelowThreshold) {
         Decision::Plan(plan) => assert_eq!(
-            plan.steps.iter().filter(|s| s.name() == "create-subnet").count(),
+            plan.steps.iter().filter(|s| s.kind() == StepKind::CreateSubnet).count(),
             3,
             "one subnet per AZ: {plan:?}"
         ),

@@ -9,14 +9,14 @@ use std::time::Instant;
 use futures::future;
 use tracing::Instrument;
 
-use crate::aws::executor::{Applied, Ec2Executor};
+use crate::aws::executor::Ec2Executor;
 use crate::aws::inventory;
 use crate::cluster::nodeclass::NodeClassApi;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::model::NetworkSnapshot;
 use crate::nodeclass::SelectorTarget;
-use crate::plan::{Plan, Step, SubnetRef};
+use crate::plan::{Applied, Plan, Step, StepKind, SubnetRef};
 use crate::report::Verification;
 use crate::snapshot;
 use crate::verify;
@@ -62,12 +62,12 @@ pub async fn execute(ctx: &Context, before: &NetworkSnapshot, plan: &Plan) -> (V
         let result = match step {
             Step::AssociateVpcCidr { vpc_id, cidr } => ec2
                 .associate_vpc_cidr(vpc_id, *cidr)
-                .instrument(tracing::info_span!("step", step = step.name(), %cidr))
+                .instrument(tracing::info_span!("step", step = %step.kind(), %cidr))
                 .await
                 .map(Some),
             Step::AwaitVpcCidr { vpc_id, cidr } => ec2
                 .wait_for_association(vpc_id, *cidr)
-                .instrument(tracing::info_span!("step", step = step.name(), %cidr))
+                .instrument(tracing::info_span!("step", step = %step.kind(), %cidr))
                 .await
                 .map(|()| None),
             _ => continue,
@@ -91,7 +91,7 @@ pub async fn execute(ctx: &Context, before: &NetworkSnapshot, plan: &Plan) -> (V
     let chains = plan.steps.iter().filter_map(|step| match step {
         Step::CreateSubnet { cidr, availability_zone, .. } => {
             let table = route_for(*cidr);
-            let span = tracing::info_span!("step", step = "create-subnet", az = %availability_zone, %cidr);
+            let span = tracing::info_span!("step", step = %StepKind::CreateSubnet, az = %availability_zone, %cidr);
             Some(
                 async move {
                     let created = ec2.create_subnet(step).await?;
@@ -109,7 +109,7 @@ pub async fn execute(ctx: &Context, before: &NetworkSnapshot, plan: &Plan) -> (V
     let routes = plan.steps.iter().filter_map(|step| match step {
         Step::AssociateRouteTable { route_table_id, subnet: SubnetRef::Existing(id), .. } => Some(
             async move { ec2.associate_route_table(route_table_id, id).await.map(|a| vec![a]) }
-                .instrument(tracing::info_span!("step", step = "associate-route-table", subnet = %id)),
+                .instrument(tracing::info_span!("step", step = %StepKind::AssociateRouteTable, subnet = %id)),
         ),
         _ => None,
     });
@@ -144,7 +144,7 @@ pub async fn execute(ctx: &Context, before: &NetworkSnapshot, plan: &Plan) -> (V
     };
     let targets = selector_targets(before, plan, &changes, managed_key);
     for step in kube_steps {
-        let span = tracing::info_span!("step", step = step.name());
+        let span = tracing::info_span!("step", step = %step.kind());
         let result = match step {
             Step::CreateNodeClass { object, intent, .. } => {
                 api.create_nodeclass(object, intent, &targets).instrument(span).await

@@ -10,7 +10,7 @@
 
 use serde_json::{Value, json};
 
-use crate::plan::{Plan, RefusalCode, Step};
+use crate::plan::{Applied, Plan, RefusalCode, Step, StepKind};
 use crate::report::{ClusterReport, Outcome, Report};
 use crate::trigger::{Trigger, TriggerKind};
 
@@ -177,8 +177,7 @@ fn description(trigger: &Trigger, dry_run: bool, cluster: &ClusterReport) -> Str
         if let Some(cidr) = cidr {
             lines.push(format!("*CIDR:* {cidr}"));
         }
-        let created: Vec<&crate::aws::executor::Applied> =
-            cluster.changes.iter().filter(|c| c.step == "create-subnet").collect();
+        let created: Vec<&Applied> = cluster.changes.iter().filter(|c| c.step == StepKind::CreateSubnet).collect();
         for (i, (az, block)) in subnets.iter().enumerate() {
             let id = created.get(i).map_or(String::new(), |c| format!(" {}", c.resource));
             lines.push(format!("• subnet{id} {block} in {az}"));

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use ipnet::Ipv4Net;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::SubnetMode;
@@ -149,35 +149,98 @@ pub enum Step {
         /// The AZ had no private cluster subnet to copy; this is the main table.
         main_table_fallback: bool,
     },
+    #[serde(rename = "create-nodeclass")]
     CreateNodeClass {
         name: String,
         object: Value,
         intent: NodeClassIntent,
     },
+    #[serde(rename = "patch-nodeclass")]
     PatchNodeClass {
         name: String,
         /// RFC 6902 operations, led by a `test` of the resourceVersion read.
         patch: Value,
         intent: NodeClassIntent,
     },
+    #[serde(rename = "create-nodepool")]
     CreateNodePool {
         name: String,
         object: Value,
     },
 }
 
-impl Step {
-    pub fn name(&self) -> &'static str {
+/// What a step does, without its data: how steps are named in reports,
+/// notifications, logs and tests. Matching on this, never on a string, keeps
+/// every reader of a plan in step with the planner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepKind {
+    AssociateVpcCidr,
+    AwaitVpcCidr,
+    CreateSubnet,
+    AssociateRouteTable,
+    CreateNodeclass,
+    PatchNodeclass,
+    CreateNodepool,
+}
+
+impl StepKind {
+    pub const ALL: [StepKind; 7] = [
+        StepKind::AssociateVpcCidr,
+        StepKind::AwaitVpcCidr,
+        StepKind::CreateSubnet,
+        StepKind::AssociateRouteTable,
+        StepKind::CreateNodeclass,
+        StepKind::PatchNodeclass,
+        StepKind::CreateNodepool,
+    ];
+
+    /// The kebab-case name used in reports and logs (the serde name).
+    pub fn as_str(self) -> &'static str {
         match self {
-            Step::AssociateVpcCidr { .. } => "associate-vpc-cidr",
-            Step::AwaitVpcCidr { .. } => "await-vpc-cidr",
-            Step::CreateSubnet { .. } => "create-subnet",
-            Step::AssociateRouteTable { .. } => "associate-route-table",
-            Step::CreateNodeClass { .. } => "create-nodeclass",
-            Step::PatchNodeClass { .. } => "patch-nodeclass",
-            Step::CreateNodePool { .. } => "create-nodepool",
+            StepKind::AssociateVpcCidr => "associate-vpc-cidr",
+            StepKind::AwaitVpcCidr => "await-vpc-cidr",
+            StepKind::CreateSubnet => "create-subnet",
+            StepKind::AssociateRouteTable => "associate-route-table",
+            StepKind::CreateNodeclass => "create-nodeclass",
+            StepKind::PatchNodeclass => "patch-nodeclass",
+            StepKind::CreateNodepool => "create-nodepool",
         }
     }
+}
+
+impl fmt::Display for StepKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Step {
+    pub fn kind(&self) -> StepKind {
+        match self {
+            Step::AssociateVpcCidr { .. } => StepKind::AssociateVpcCidr,
+            Step::AwaitVpcCidr { .. } => StepKind::AwaitVpcCidr,
+            Step::CreateSubnet { .. } => StepKind::CreateSubnet,
+            Step::AssociateRouteTable { .. } => StepKind::AssociateRouteTable,
+            Step::CreateNodeClass { .. } => StepKind::CreateNodeclass,
+            Step::PatchNodeClass { .. } => StepKind::PatchNodeclass,
+            Step::CreateNodePool { .. } => StepKind::CreateNodepool,
+        }
+    }
+}
+
+/// One change a step made, or found already made: the plan's counterpart in
+/// the report. Lives beside the plan so verify, report and the cluster code
+/// depend on the plan, not on whichever executor applied it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Applied {
+    pub step: StepKind,
+    /// The resource the step produced or touched (subnet id, association id, …).
+    pub resource: String,
+    pub detail: String,
+    /// The end state was already there; nothing new was created.
+    pub already_present: bool,
 }
 
 impl fmt::Display for Step {
@@ -241,5 +304,35 @@ impl fmt::Display for Plan {
             writeln!(f, "  warning: {warning}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StepKind;
+
+    #[test]
+    fn step_kinds_are_named_as_they_serialise() {
+        for kind in StepKind::ALL {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str(), "{kind:?}");
+            assert_eq!(serde_json::from_value::<StepKind>(kind.as_str().into()).unwrap(), kind);
+        }
+    }
+
+    #[test]
+    fn a_serialised_plan_names_its_steps_by_kind() {
+        use super::{Step, SubnetRef};
+        let steps = [
+            Step::AwaitVpcCidr { vpc_id: "vpc-1".into(), cidr: "100.64.0.0/16".parse().unwrap() },
+            Step::AssociateRouteTable {
+                route_table_id: "rtb-1".into(),
+                subnet: SubnetRef::Existing("subnet-1".into()),
+                main_table_fallback: false,
+            },
+            Step::CreateNodePool { name: "headroom".into(), object: serde_json::json!({}) },
+        ];
+        for step in steps {
+            assert_eq!(serde_json::to_value(&step).unwrap()["step"], step.kind().as_str(), "{step:?}");
+        }
     }
 }

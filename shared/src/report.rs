@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::aws::executor::Applied;
 use crate::capacity::AzCapacity;
 use crate::error::Error;
 use crate::node_subnets::CapacityBasis;
+use crate::plan::Applied;
 use crate::plan::{Decision, Plan, RefusalCode};
 use crate::preflight::Preflight;
 use crate::trigger::Trigger;

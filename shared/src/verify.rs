@@ -2,11 +2,10 @@
 
 use ipnet::Ipv4Net;
 
-use crate::aws::executor::Applied;
 use crate::config::Config;
 use crate::model::NetworkSnapshot;
 use crate::nodeclass::{self, Extension, SelectorTarget};
-use crate::plan::{Plan, Step, SubnetRef};
+use crate::plan::{Applied, Plan, Step, StepKind, SubnetRef};
 
 /// What is missing from `after`, one line each; empty when the plan holds.
 pub fn problems(plan: &Plan, after: &NetworkSnapshot, config: &Config) -> Vec<String> {
@@ -81,5 +80,5 @@ pub fn problems(plan: &Plan, after: &NetworkSnapshot, config: &Config) -> Vec<St
 
 /// Subnet ids the plan created, from the executor's record.
 pub fn created_subnet_ids(changes: &[Applied]) -> Vec<String> {
-    changes.iter().filter(|c| c.step == "create-subnet").map(|c| c.resource.clone()).collect()
+    changes.iter().filter(|c| c.step == StepKind::CreateSubnet).map(|c| c.resource.clone()).collect()
 }

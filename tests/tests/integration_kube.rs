@@ -1,6 +1,7 @@
 //! The NodeClass side of the lab's remediation, against the fake API server:
 //! both modes, a concurrent writer, a user's terms, and `default` untouched.
 
+use headroom::plan::StepKind;
 use headroom::report::Outcome;
 use headroom::{Report, RunOptions};
 use headroom_testbed::fake_kube::{NODECLASSES, NODEPOOLS};
@@ -166,7 +167,12 @@ async fn a_nodeclass_that_already_selects_the_subnets_is_not_patched() {
     assert_eq!(report.outcome, Outcome::Applied, "{report:#?}");
     assert_eq!(managed_subnet_ids(&harness).await.len(), 3);
     assert_eq!(harness.kube.writes_to(NODECLASSES, "headroom"), 0);
-    assert!(!report.clusters[0].changes.iter().any(|c| c.step.contains("nodeclass")));
+    assert!(
+        !report.clusters[0]
+            .changes
+            .iter()
+            .any(|c| matches!(c.step, StepKind::CreateNodeclass | StepKind::PatchNodeclass))
+    );
     assert_safe_writes(&harness);
 }
 
@@ -182,8 +188,8 @@ async fn a_nodeclass_that_lost_the_managed_term_gets_it_back() {
 
     let report = apply(&harness, &[]).await;
     assert_eq!(report.outcome, Outcome::Applied, "{report:#?}");
-    let steps: Vec<&str> = report.clusters[0].plan.as_ref().unwrap().steps.iter().map(|s| s.name()).collect();
-    assert_eq!(steps, ["patch-nodeclass"], "the subnets exist; only the NodeClass needs work");
+    let steps: Vec<StepKind> = report.clusters[0].plan.as_ref().unwrap().steps.iter().map(|s| s.kind()).collect();
+    assert_eq!(steps, [StepKind::PatchNodeclass], "the subnets exist; only the NodeClass needs work");
     assert_eq!(
         nodeclass(&harness)["spec"]["subnetSelectorTerms"],
         json!([{"id": harness.lab.private_subnets[0]}, MANAGED_TERM()])

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::Filter;
 use headroom::lambda::{self, Function};
+use headroom::plan::StepKind;
 use headroom::report::Outcome;
 use headroom::{Report, RunOptions};
 use headroom_testbed::fake_kube::{NODECLASSES, NODEPOOLS};
@@ -424,7 +425,7 @@ async fn twenty_concurrent_invocations_converge_on_one_expansion() {
     assert_eq!(end_state(&harness).await, expected.state, "one CIDR, one subnet per AZ, one NodeClass term");
 
     // Exactly one invocation made each change; the others found it made.
-    let made: BTreeMap<&str, usize> = reports
+    let made: BTreeMap<StepKind, usize> = reports
         .iter()
         .flat_map(|r| r.clusters.iter().flat_map(|c| &c.changes))
         .filter(|c| !c.already_present)
@@ -432,15 +433,16 @@ async fn twenty_concurrent_invocations_converge_on_one_expansion() {
             *acc.entry(c.step).or_default() += 1;
             acc
         });
-    assert_eq!(made.get("associate-vpc-cidr"), Some(&1), "{made:?}");
-    assert_eq!(made.get("create-subnet"), Some(&3), "{made:?}");
-    assert_eq!(made.get("associate-route-table"), Some(&3), "{made:?}");
+    assert_eq!(made.get(&StepKind::AssociateVpcCidr), Some(&1), "{made:?}");
+    assert_eq!(made.get(&StepKind::CreateSubnet), Some(&3), "{made:?}");
+    assert_eq!(made.get(&StepKind::AssociateRouteTable), Some(&3), "{made:?}");
     assert_eq!(
-        made.get("create-nodeclass").copied().unwrap_or(0) + made.get("patch-nodeclass").copied().unwrap_or(0),
+        made.get(&StepKind::CreateNodeclass).copied().unwrap_or(0)
+            + made.get(&StepKind::PatchNodeclass).copied().unwrap_or(0),
         1,
         "{made:?}"
     );
-    assert_eq!(made.get("create-nodepool"), Some(&1), "{made:?}");
+    assert_eq!(made.get(&StepKind::CreateNodepool), Some(&1), "{made:?}");
     eprintln!("storm: {outcomes:?} in {elapsed:?}; AWS calls {:?}", harness.aws.proxy().calls());
 
     // And the storm left nothing for a later run to do.

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
-use headroom::plan::RefusalCode;
+use headroom::plan::{RefusalCode, StepKind};
 use headroom::report::Outcome;
 use headroom::{Report, RunOptions};
 use headroom_testbed::Fault;
@@ -182,7 +182,7 @@ async fn a_new_subnet_ec2_does_not_know_yet_is_waited_for_in_the_same_run() {
     let rejected = proxy.call_log().iter().filter(|c| matches!(c.injected, Some(Fault::Reject { .. }))).count();
     assert_eq!(rejected, 3);
     assert!(report.clusters[0].verification.as_ref().is_some_and(|v| v.ok));
-    let routed = report.clusters[0].changes.iter().filter(|c| c.step == "associate-route-table").count();
+    let routed = report.clusters[0].changes.iter().filter(|c| c.step == StepKind::AssociateRouteTable).count();
     assert_eq!(routed, 3, "every new subnet routed in this one invocation");
 }
 

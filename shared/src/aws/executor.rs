@@ -7,24 +7,11 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use ipnet::Ipv4Net;
-use serde::Serialize;
 
 use super::retry::{self, mutate, no_sdk_retries};
 use crate::error::{Error, Result};
 use crate::model::CidrState;
-use crate::plan::Step;
-
-/// One change made (or found already made) by a step.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Applied {
-    pub step: &'static str,
-    /// The resource the step produced or touched (subnet id, association id, …).
-    pub resource: String,
-    pub detail: String,
-    /// The end state was already there; nothing new was created.
-    pub already_present: bool,
-}
+use crate::plan::{Applied, Step, StepKind};
 
 /// Applies EC2 steps with the run's waits: how long a new CIDR may stay
 /// `associating`, and how long an id EC2 does not know yet is retried.
@@ -102,7 +89,7 @@ impl Ec2Executor<'_> {
             self.wait_for_association(vpc_id, cidr).await?;
         }
         Ok(Applied {
-            step: "associate-vpc-cidr",
+            step: StepKind::AssociateVpcCidr,
             resource: association_id,
             detail: format!("{cidr} associated with {vpc_id}"),
             already_present,
@@ -200,7 +187,7 @@ impl Ec2Executor<'_> {
         };
         let (subnet_id, already_present) = mutate("CreateSubnet", self.consistency_wait, act_parsed, reconcile).await?;
         Ok(Applied {
-            step: "create-subnet",
+            step: StepKind::CreateSubnet,
             resource: subnet_id,
             detail: if already_present {
                 format!("{cidr} in {availability_zone} (created by a concurrent or earlier attempt)")
@@ -261,7 +248,7 @@ impl Ec2Executor<'_> {
         let (association, already_present) =
             mutate("AssociateRouteTable", self.consistency_wait, act, reconcile).await?;
         Ok(Applied {
-            step: "associate-route-table",
+            step: StepKind::AssociateRouteTable,
             resource: association,
             detail: format!(
                 "{subnet_id} → {route_table_id}{}",

@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
 use serde_json::Value;
 
-use crate::aws::executor::Applied;
 use crate::error::{Error, Result};
 use crate::model::AutoModeObjects;
 use crate::nodeclass::{self, Extension, SelectorTarget};
-use crate::plan::{NodeClassIntent, Step};
+use crate::plan::{Applied, NodeClassIntent, Step, StepKind};
 use crate::preflight::{Method, PermissionCheck, Verdict};
 
 /// Objects per list page: the API server returns a `continue` token past it.
@@ -151,7 +150,7 @@ impl NodeClassApi {
             .await
         {
             Ok(created) => Ok(Applied {
-                step: "create-nodeclass",
+                step: StepKind::CreateNodeclass,
                 resource: name.clone(),
                 detail: format!(
                     "NodeClass {name} created at resourceVersion {}",
@@ -187,7 +186,7 @@ impl NodeClassApi {
                     Some(ops) => ops,
                     None => {
                         return Ok(Applied {
-                            step: "patch-nodeclass",
+                            step: StepKind::PatchNodeclass,
                             resource: name.to_string(),
                             detail: format!("NodeClass {name} already selects the managed subnets"),
                             already_present: true,
@@ -204,7 +203,7 @@ impl NodeClassApi {
             match self.nodeclasses.patch(name, &params, &Patch::Json::<()>(patch)).await {
                 Ok(patched) => {
                     return Ok(Applied {
-                        step: "patch-nodeclass",
+                        step: StepKind::PatchNodeclass,
                         resource: name.to_string(),
                         detail: format!(
                             "NodeClass {name} extended ({} mode) at resourceVersion {}",
@@ -279,13 +278,13 @@ impl NodeClassApi {
         let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
         match self.nodepools.create(&params, &to_object(object)?).await {
             Ok(_) => Ok(Applied {
-                step: "create-nodepool",
+                step: StepKind::CreateNodepool,
                 resource: name.clone(),
                 detail: format!("NodePool {name} created"),
                 already_present: false,
             }),
             Err(kube::Error::Api(status)) if status.is_already_exists() => Ok(Applied {
-                step: "create-nodepool",
+                step: StepKind::CreateNodepool,
                 resource: name.clone(),
                 detail: format!("NodePool {name} already exists; left as it is"),
                 already_present: true,

@@ -10,6 +10,7 @@ use super::*;
 use crate::capacity::SubnetCapacity;
 use crate::config::SubnetMode;
 use crate::model::*;
+use crate::plan::StepKind;
 
 fn net(s: &str) -> Ipv4Net {
     s.parse().unwrap()
@@ -223,10 +224,15 @@ fn the_lab_scenario_gets_the_labs_remediation() {
             ("rtb-private-c".to_string(), SubnetRef::Planned(net("100.64.64.0/19")), false),
         ]
     );
-    let names: Vec<&str> = plan.steps.iter().map(Step::name).collect();
-    assert_eq!(names.first(), Some(&"associate-vpc-cidr"), "the CIDR comes before its subnets");
-    assert_eq!(names[names.len() - 2..], ["create-nodeclass", "create-nodepool"], "then the NodeClass and a NodePool");
-    let Some(Step::CreateNodeClass { name, object, .. }) = plan.steps.iter().find(|s| s.name() == "create-nodeclass")
+    let kinds: Vec<StepKind> = plan.steps.iter().map(Step::kind).collect();
+    assert_eq!(kinds.first(), Some(&StepKind::AssociateVpcCidr), "the CIDR comes before its subnets");
+    assert_eq!(
+        kinds[kinds.len() - 2..],
+        [StepKind::CreateNodeclass, StepKind::CreateNodepool],
+        "then the NodeClass and a NodePool"
+    );
+    let Some(Step::CreateNodeClass { name, object, .. }) =
+        plan.steps.iter().find(|s| s.kind() == StepKind::CreateNodeclass)
     else {
         unreachable!()
     };
@@ -485,7 +491,8 @@ fn a_managed_subnet_left_unrouted_by_a_crash_is_routed() {
 fn pods_mode_fills_both_pod_selectors() {
     let pods = Config { subnet_mode: SubnetMode::Pods, ..config() };
     let created = expect_plan(plan(&lab(), &pods, Demand::BelowThreshold));
-    let Some(Step::CreateNodeClass { object, .. }) = created.steps.iter().find(|s| s.name() == "create-nodeclass")
+    let Some(Step::CreateNodeClass { object, .. }) =
+        created.steps.iter().find(|s| s.kind() == StepKind::CreateNodeclass)
     else {
         panic!()
     };
@@ -568,7 +575,8 @@ fn without_role_or_default_a_new_nodeclass_is_refused() {
     snapshot.node_role_access_entries =
         Some(vec![AccessEntry { principal_arn: "arn:aws:iam::123456789012:role/MyRole".into(), kind: "EC2".into() }]);
     let plan = expect_plan(plan(&snapshot, &with_role, Demand::BelowThreshold));
-    let Some(Step::CreateNodeClass { object, .. }) = plan.steps.iter().find(|s| s.name() == "create-nodeclass") else {
+    let Some(Step::CreateNodeClass { object, .. }) = plan.steps.iter().find(|s| s.kind() == StepKind::CreateNodeclass)
+    else {
         panic!()
     };
     assert_eq!(object["spec"]["securityGroupSelectorTerms"], json!([{"id": "sg-cluster"}]));
