@@ -32,6 +32,7 @@ use headroom::model::{
 };
 use headroom::plan::{Decision, StepKind};
 use headroom::planner::{self, Demand};
+use headroom::rng::SplitMix64;
 use ipnet::Ipv4Net;
 use serde_json::json;
 
@@ -41,23 +42,6 @@ const ENI_PREFIXES: usize = 1_250;
 const RESERVATIONS: usize = 625;
 const AZS: [&str; 3] = ["us-west-2a", "us-west-2b", "us-west-2c"];
 
-/// SplitMix64: reproducible placement without a random-number crate.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// The i-th /24 of 10.0.0.0/14 (four /16 VPC CIDRs).
 fn subnet_cidr(i: usize) -> Ipv4Net {
     Ipv4Net::new(Ipv4Addr::from(0x0A00_0000u32 + ((i as u32) << 8)), 24).expect("valid")
@@ -65,7 +49,7 @@ fn subnet_cidr(i: usize) -> Ipv4Net {
 
 /// Occupants of every subnet: 50,000 addresses in all.
 fn usage() -> Vec<(Ipv4Net, AddressUsage)> {
-    let mut rng = Rng(0x00C0_FFEE);
+    let mut rng = SplitMix64::seeded(0x00C0_FFEE);
     let mut usage: Vec<(Ipv4Net, AddressUsage)> =
         (0..SUBNETS).map(|i| (subnet_cidr(i), AddressUsage::default())).collect();
     let base = |cidr: &Ipv4Net| u32::from(cidr.network());

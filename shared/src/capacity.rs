@@ -16,13 +16,10 @@
 //! It sorts and merges intervals: O(n log n) in the number of occupants,
 //! independent of the subnet size.
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use serde::Serialize;
-
-use crate::model::Subnet;
 
 /// Addresses the CNI takes at a time in prefix mode.
 pub const PREFIX_LEN: u8 = 28;
@@ -199,9 +196,8 @@ pub struct AzCapacity {
 }
 
 impl AzCapacity {
-    pub fn add(&mut self, subnet: &Subnet) {
-        let capacity = &subnet.capacity;
-        self.subnet_ids.push(subnet.id.clone());
+    pub fn add(&mut self, subnet_id: &str, capacity: &SubnetCapacity) {
+        self.subnet_ids.push(subnet_id.to_string());
         self.total_ips += capacity.total_ips;
         self.free_ips += capacity.free_ips;
         self.free_prefixes += capacity.free_prefixes;
@@ -217,15 +213,6 @@ impl AzCapacity {
         }
         .utilisation_percent()
     }
-}
-
-/// Per-AZ totals, keyed and ordered by AZ name.
-pub fn by_az<'a>(subnets: impl IntoIterator<Item = &'a Subnet>) -> BTreeMap<String, AzCapacity> {
-    let mut totals: BTreeMap<String, AzCapacity> = BTreeMap::new();
-    for subnet in subnets {
-        totals.entry(subnet.availability_zone.clone()).or_default().add(subnet);
-    }
-    totals
 }
 
 #[cfg(test)]

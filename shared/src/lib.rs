@@ -35,6 +35,7 @@ pub mod preflight;
 pub mod reachability;
 pub mod remediate;
 pub mod report;
+pub mod rng;
 pub mod snapshot;
 pub mod trigger;
 pub mod verify;

@@ -12,11 +12,12 @@
 //! API could not be read. The metrics, the alarms and the planner all use
 //! this one set.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::capacity::AzCapacity;
 use crate::config::Config;
 use crate::model::{ClusterApi, NetworkSnapshot, RouteTable, Subnet};
 use crate::nodeclass::{self, SelectorTarget};
@@ -48,6 +49,15 @@ pub struct NodeSubnets<'a> {
 impl NodeSubnets<'_> {
     pub fn ids(&self) -> Vec<String> {
         self.subnets.iter().map(|s| s.id.clone()).collect()
+    }
+
+    /// Per-AZ capacity of these subnets, keyed and ordered by AZ name.
+    pub fn capacity_by_az(&self) -> BTreeMap<String, AzCapacity> {
+        let mut totals: BTreeMap<String, AzCapacity> = BTreeMap::new();
+        for subnet in &self.subnets {
+            totals.entry(subnet.availability_zone.clone()).or_default().add(&subnet.id, &subnet.capacity);
+        }
+        totals
     }
 
     /// AZs the cluster's nodes run in.

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ipnet::Ipv4Net;
 
-use crate::capacity::{self, AzCapacity};
+use crate::capacity::AzCapacity;
 use crate::cidr;
 use crate::config::Config;
 use crate::model::{AutoModeObjects, NetworkSnapshot, RouteTable, Subnet};
@@ -40,7 +40,7 @@ pub fn plan(snapshot: &NetworkSnapshot, config: &Config, demand: Demand) -> Deci
 /// Per-AZ capacity the thresholds are checked against: the subnets the
 /// cluster's nodes and pods use ([`node_subnets`]).
 pub fn az_capacity(snapshot: &NetworkSnapshot, config: &Config) -> BTreeMap<String, AzCapacity> {
-    capacity::by_az(node_subnets(snapshot, config).subnets)
+    node_subnets(snapshot, config).capacity_by_az()
 }
 
 struct Planner<'a> {
@@ -111,7 +111,7 @@ impl<'a> Planner<'a> {
         }
 
         let thresholds = self.config.thresholds;
-        let capacity = capacity::by_az(self.used.subnets.iter().copied());
+        let capacity = self.used.capacity_by_az();
         let starved: Vec<String> = capacity
             .iter()
             .filter(|(_, c)| {

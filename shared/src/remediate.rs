@@ -188,7 +188,7 @@ impl ClusterRun<'_> {
         report.vpc_id = Some(snapshot.vpc.id.clone());
         tracing::Span::current().record("vpc", snapshot.vpc.id.as_str());
         let used = node_subnets(snapshot, config);
-        report.capacity = crate::capacity::by_az(used.subnets.iter().copied());
+        report.capacity = used.capacity_by_az();
         report.capacity_basis = Some(used.basis.clone());
         // Published at the end, whatever happens next: capacity alarms must
         // keep their data even when the run fails.

@@ -172,8 +172,8 @@ impl Shared {
     fn new_id(&self) -> String {
         let n = self.ids.fetch_add(1, Ordering::Relaxed);
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-        let a = splitmix(nanos ^ n.rotate_left(32) ^ u64::from(std::process::id()));
-        let b = splitmix(a ^ n);
+        let a = headroom::rng::mix(nanos ^ n.rotate_left(32) ^ u64::from(std::process::id()));
+        let b = headroom::rng::mix(a ^ n);
         format!(
             "{:08x}-{:04x}-4{:03x}-{:x}{:03x}-{:012x}",
             a >> 32,
@@ -184,13 +184,6 @@ impl Shared {
             b & 0xffff_ffff_ffff
         )
     }
-}
-
-fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// The local Lambda Runtime API. Dropping it stops the server and closes
@@ -675,8 +668,11 @@ impl FunctionCommand {
     pub fn harness(mut self, harness: &Harness) -> Self {
         self.env.extend(harness.aws.env_vars(lab::REGION));
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-        let secret =
-            format!("hrSecret{:016x}{:016x}", splitmix(nanos), splitmix(nanos ^ u64::from(std::process::id())));
+        let secret = format!(
+            "hrSecret{:016x}{:016x}",
+            headroom::rng::mix(nanos),
+            headroom::rng::mix(nanos ^ u64::from(std::process::id()))
+        );
         self.env.insert("AWS_SECRET_ACCESS_KEY".into(), secret);
         self.env.insert("KUBECONFIG".into(), harness.kubeconfig_path().display().to_string());
         self.env.insert("CLUSTER_NAME".into(), lab::CLUSTER.into());

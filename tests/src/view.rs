@@ -56,7 +56,7 @@ pub fn render(snapshot: &NetworkSnapshot, config: &Config) -> String {
             let _ = writeln!(out, "  per AZ ({reason}):");
         }
     }
-    for (az, c) in headroom::capacity::by_az(used.subnets.iter().copied()) {
+    for (az, c) in used.capacity_by_az() {
         let _ = writeln!(
             out,
             "    {az}: {} free IPs, {} free /28 prefixes, {:.1}% used",

@@ -69,7 +69,7 @@ pub fn capacity_metrics(snapshot: &NetworkSnapshot, config: &Config) -> Vec<Metr
         point(FREE_PREFIXES, dims.clone(), subnet.capacity.free_prefixes as f64, false);
         point(UTILISATION, dims, subnet.capacity.utilisation_percent(), true);
     }
-    let by_az = crate::capacity::by_az(used.subnets.iter().copied());
+    let by_az = used.capacity_by_az();
     for (az, capacity) in &by_az {
         let dims = vec![(CLUSTER_DIMENSION, cluster.clone()), (AZ_DIMENSION, az.clone())];
         point(FREE_IPS, dims.clone(), capacity.free_ips as f64, false);

@@ -24,11 +24,11 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest pause between two attempts at an id EC2 does not know yet.
 const MAX_NOT_FOUND_BACKOFF: Duration = Duration::from_secs(2);
 
-/// Full jitter without a random-number crate: the sub-second clock is random enough.
+/// Jitter in [max/2, max): concurrent runs that failed together do not
+/// retry together.
 pub fn jitter(max: Duration) -> Duration {
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    max / 2 + max.mul_f64(f64::from(nanos % 1000) / 2000.0)
+    let fraction = (crate::rng::next_in_process() >> 11) as f64 / (1u64 << 53) as f64;
+    max / 2 + max.mul_f64(fraction / 2.0)
 }
 
 /// The per-call override that turns the SDK's retries off for one mutation.

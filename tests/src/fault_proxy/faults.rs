@@ -1,5 +1,7 @@
 //! Which faults the proxy injects, and into which calls.
 
+use headroom::rng::SplitMix64;
+
 /// What the proxy does to a call instead of (or on top of) forwarding it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Fault {
@@ -125,25 +127,6 @@ pub fn is_mutating(action: &str) -> bool {
     })
 }
 
-/// SplitMix64: tiny, seeded, reproducible; no dependency for a coin flip.
-#[derive(Debug, Clone)]
-pub(super) struct SplitMix64(pub(super) u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 #[derive(Debug)]
 pub(super) struct EveryRule {
     pub(super) n: u64,
@@ -266,7 +249,7 @@ mod tests {
     #[test]
     fn seeded_fraction_is_reproducible() {
         let draws = |seed| {
-            let mut rng = SplitMix64(seed);
+            let mut rng = SplitMix64::seeded(seed);
             (0..64).map(|_| rng.next_f64() < 0.3).collect::<Vec<_>>()
         };
         assert_eq!(draws(7), draws(7));

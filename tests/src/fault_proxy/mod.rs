@@ -40,7 +40,8 @@ use crate::net::{PlainClient, ServerTask, bind_loopback, plain_client};
 use association::AssociationSim;
 use association::simulate_association;
 use aws_rules::{Rule, check_route_table_rules, check_vpc_cidr_rules, enforced_rule};
-use faults::{EveryRule, FaultRules, FractionRule, NthRule, SplitMix64};
+use faults::{EveryRule, FaultRules, FractionRule, NthRule};
+use headroom::rng::SplitMix64;
 use identify::identify;
 use protocol::Protocol;
 use protocol::{crashed_response, ec2_error_response, error_response, fault_response, plain_response};
@@ -213,7 +214,7 @@ impl FaultProxyHandle {
     pub fn throttle_fraction(&self, fraction: f64, seed: u64) {
         let fraction = fraction.clamp(0.0, 1.0);
         self.shared.lock().faults.throttle_fraction =
-            (fraction > 0.0).then_some(FractionRule { fraction, rng: SplitMix64(seed) });
+            (fraction > 0.0).then_some(FractionRule { fraction, rng: SplitMix64::seeded(seed) });
     }
 
     /// Restricts `throttle_every` / `throttle_fraction` to matching calls
