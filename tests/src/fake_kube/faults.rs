@@ -1,0 +1,173 @@
+//! Fault injection: writes refused or applied with a lost answer, a
+//! concurrent writer that lands right after a read, and a forced list page
+//! size; the misbehaviours of a real cluster that headroom must survive.
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use super::FakeKubeHandle;
+use super::NODECLASSES;
+use super::controller::schedule_status;
+use super::errors::ApiError;
+use super::state::{ResourceType, Shared, Store, generation_of, metadata_mut, spec_of};
+
+pub(super) type GetHook = Box<dyn FnOnce(&mut Value) + Send>;
+
+/// What happens to one upcoming write (see [`FakeKubeHandle::fail_next_writes`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum WriteFault {
+    /// Handled normally.
+    Pass,
+    /// Answered with this status; nothing changes.
+    Refuse(StatusCode),
+    /// Applied, then answered with this status instead of the result.
+    LoseAnswer(StatusCode),
+}
+
+impl FakeKubeHandle {
+    /// Simulates a concurrent writer: the next GET of this object (or LIST
+    /// that returns it) is answered with the current object, then `mutate`
+    /// is applied to the stored object
+    /// and its resourceVersion bumped (generation too if the spec changed), so
+    /// the client's following write carries a stale resourceVersion or fails
+    /// a JSON Patch `test`. Hooks queue up; each GET consumes one.
+    /// `mutate` runs under the server's lock: it must not call this handle.
+    pub fn on_next_get(&self, plural: &str, name: &str, mutate: impl FnOnce(&mut Value) + Send + 'static) {
+        self.shared
+            .lock()
+            .get_hooks
+            .entry((plural.to_owned(), name.to_owned()))
+            .or_default()
+            .push_back(Box::new(mutate));
+    }
+
+    /// Makes the API server fail the next `n` resource writes (POST, PUT,
+    /// PATCH, DELETE of a NodeClass or NodePool, subresources included, any
+    /// object, dry runs too; counted after any write faults already queued) with `status`
+    /// (e.g. 500) and a `Status` body, without applying them: the server was
+    /// unavailable. Note kube-rs retries 429, 503 and 504 by itself, so a
+    /// write that must fail for the client should use another status.
+    pub fn fail_next_writes(&self, n: usize, status: u16) {
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut store = self.shared.lock();
+        store.write_faults.extend(std::iter::repeat_n(WriteFault::Refuse(code), n));
+    }
+
+    /// Lets `nth - 1` resource writes through, then answers the `nth` (from
+    /// now, 1-based) with `status`. With `applied`, the server makes the
+    /// change first and only the answer is an error: the client cannot know
+    /// its write landed. Replaces write faults queued earlier.
+    pub fn fail_nth_write(&self, nth: usize, status: u16, applied: bool) {
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut store = self.shared.lock();
+        store.write_faults.clear();
+        store.write_faults.extend(std::iter::repeat_n(WriteFault::Pass, nth.max(1) - 1));
+        store.write_faults.push_back(if applied { WriteFault::LoseAnswer(code) } else { WriteFault::Refuse(code) });
+    }
+
+    /// Drops write faults that have not fired yet.
+    pub fn clear_write_faults(&self) {
+        self.shared.lock().write_faults.clear();
+    }
+
+    /// Lists answer at most `n` items a page (`None`: as many as `limit`
+    /// asks), so a client that ignores `continue` misses the rest.
+    pub fn set_max_list_page(&self, n: Option<usize>) {
+        self.shared.lock().max_list_page = n.map(|n| n.max(1));
+    }
+}
+
+/// An injected write failure, shaped like the API server's own 5xx answers.
+pub(super) fn injected_failure(code: StatusCode) -> ApiError {
+    let reason = match code.as_u16() {
+        500 => "InternalError",
+        503 => "ServiceUnavailable",
+        504 => "Timeout",
+        429 => "TooManyRequests",
+        _ => "",
+    };
+    ApiError::new(code, reason, "the fake API server failed this write on purpose (fail_next_writes)", None)
+}
+
+/// Stores a write that bypasses validation (concurrent-writer hooks).
+pub(super) fn system_write(
+    shared: &Arc<Shared>,
+    store: &mut Store,
+    rt: &'static ResourceType,
+    name: &str,
+    current: &Value,
+    mut changed: Value,
+) {
+    let spec_changed = spec_of(&changed) != spec_of(current);
+    let generation = generation_of(current) + i64::from(spec_changed);
+    let rv = store.next_rv();
+    let meta = metadata_mut(&mut changed);
+    meta.insert("name".into(), json!(name));
+    meta.insert("generation".into(), json!(generation));
+    meta.insert("resourceVersion".into(), json!(rv.to_string()));
+    store.objects_mut(rt).insert(name.to_owned(), changed.clone());
+    if spec_changed && rt.plural == NODECLASSES {
+        schedule_status(shared, store, name.to_owned(), generation, changed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use crate::fake_kube::{FakeKube, NODECLASSES, nodeclass_api_resource};
+
+    fn nodeclass(name: &str) -> Value {
+        json!({
+            "apiVersion": "eks.amazonaws.com/v1",
+            "kind": "NodeClass",
+            "metadata": {"name": name},
+            "spec": {
+                "role": "AmazonEKSAutoNodeRole",
+                "subnetSelectorTerms": [{"id": "subnet-0aaa"}],
+                "securityGroupSelectorTerms": [{"id": "sg-0abc"}],
+            }
+        })
+    }
+
+    fn code_of(result: Result<kube::api::DynamicObject, kube::Error>) -> Option<u16> {
+        match result {
+            Ok(_) => None,
+            Err(kube::Error::Api(status)) => Some(status.code),
+            Err(other) => panic!("expected an API answer, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn write_faults_refuse_or_lose_the_answer_and_spare_reads() {
+        use kube::api::{Api, DynamicObject, PostParams};
+        let kube = FakeKube::start().await.unwrap();
+        let api: Api<DynamicObject> = Api::all_with(kube.kube_client().await.unwrap(), &nodeclass_api_resource());
+        let post = PostParams::default();
+        let object = |name| serde_json::from_value::<DynamicObject>(nodeclass(name)).unwrap();
+
+        kube.fail_next_writes(2, 500);
+        assert_eq!(code_of(api.create(&post, &object("a")).await), Some(500));
+        assert!(api.get_opt("a").await.unwrap().is_none(), "reads pass and nothing was created");
+        assert_eq!(code_of(api.create(&post, &object("a")).await), Some(500));
+        assert_eq!(code_of(api.create(&post, &object("a")).await), None, "two only");
+        assert_eq!(kube.writes_to(NODECLASSES, "a"), 3);
+
+        // The second write from now lands, but its answer is a 500.
+        kube.fail_nth_write(2, 500, true);
+        assert_eq!(code_of(api.create(&post, &object("b")).await), None);
+        assert_eq!(code_of(api.create(&post, &object("c")).await), Some(500));
+        assert!(kube.get_object(NODECLASSES, "c").is_some(), "applied despite the error");
+        assert_eq!(code_of(api.create(&post, &object("c")).await), Some(409), "and a retry conflicts");
+
+        kube.fail_next_writes(1, 500);
+        kube.clear_write_faults();
+        assert_eq!(code_of(api.create(&post, &object("d")).await), None);
+
+        kube.reset();
+        assert!(kube.list_objects(NODECLASSES).is_empty());
+        assert!(kube.requests().is_empty());
+    }
+}
