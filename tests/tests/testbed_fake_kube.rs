@@ -5,9 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
-use headroom_testbed::fake_kube::{NODECLASSES, NODEPOOLS, nodeclass_api_resource, nodepool_api_resource};
+use futures::StreamExt;
+use headroom_testbed::fake_kube::{
+    NODECLASSES, NODEPOOLS, WATCH_HISTORY, nodeclass_api_resource, nodepool_api_resource,
+};
 use headroom_testbed::{DEFAULT_REGION, FakeKube, LocalAws, StatusResolver, ec2_status_resolver, init_test_tracing};
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
 use serde_json::{Value, json};
 
 async fn start() -> (FakeKube, Api<DynamicObject>) {
@@ -519,4 +524,275 @@ async fn lists_are_paged_by_limit_and_continue() {
     // A token the server never issued is 410 Gone, as an expired one is.
     let (code, reason, _) = api_error(api.list(&ListParams::default().continue_token("bogus")).await.expect_err("410"));
     assert_eq!((code, reason.as_str()), (410, "Expired"));
+}
+
+// ---------------------------------------------------------------------------
+// Watch
+// ---------------------------------------------------------------------------
+
+type Events = std::pin::Pin<Box<dyn futures::Stream<Item = Result<WatchEvent<DynamicObject>, kube::Error>> + Send>>;
+
+async fn watch(api: &Api<DynamicObject>, params: &WatchParams, version: &str) -> Events {
+    Box::pin(api.watch(params, version).await.expect("watch starts"))
+}
+
+/// The next event as (type, object); an ERROR event's object is its
+/// `Status` as JSON. Panics if the stream ends or stays silent for 10 s.
+async fn next_event(events: &mut Events) -> (&'static str, Value) {
+    let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("an event within 10 s")
+        .expect("the watch goes on")
+        .expect("a well-formed event");
+    match event {
+        WatchEvent::Added(object) => ("ADDED", serde_json::to_value(object).unwrap()),
+        WatchEvent::Modified(object) => ("MODIFIED", serde_json::to_value(object).unwrap()),
+        WatchEvent::Deleted(object) => ("DELETED", serde_json::to_value(object).unwrap()),
+        WatchEvent::Bookmark(bookmark) => ("BOOKMARK", serde_json::to_value(bookmark).unwrap()),
+        WatchEvent::Error(status) => ("ERROR", serde_json::to_value(*status).unwrap()),
+    }
+}
+
+/// Waits (up to 30 s) for the server to end the watch; returns what came.
+async fn until_end(events: Events) -> Vec<Result<WatchEvent<DynamicObject>, kube::Error>> {
+    tokio::time::timeout(Duration::from_secs(30), events.collect::<Vec<_>>()).await.expect("the server ends the watch")
+}
+
+fn name_and_rv(object: &Value) -> (&str, &str) {
+    (object["metadata"]["name"].as_str().unwrap(), object["metadata"]["resourceVersion"].as_str().unwrap())
+}
+
+fn named(name: &str) -> WatchParams {
+    WatchParams::default().fields(&format!("metadata.name={name}"))
+}
+
+#[tokio::test]
+async fn watch_sees_added_then_modified_when_the_controller_fills_status() {
+    let (kube, api) = start().await;
+    let resolver: StatusResolver =
+        Arc::new(|_| Box::pin(async { Some(json!({"subnets": [{"id": "subnet-0aaa", "zone": "us-east-1a"}]})) }));
+    kube.set_status_resolver(Some(resolver));
+    kube.set_status_delay(Duration::from_millis(50));
+
+    let mut events = watch(&api, &named("headroom"), "0").await;
+    let created = api.create(&PostParams::default(), &dynamic(nodeclass("headroom"))).await.unwrap();
+
+    let (kind, added) = next_event(&mut events).await;
+    assert_eq!(kind, "ADDED");
+    assert_eq!(name_and_rv(&added), ("headroom", rv(&created).as_str()));
+    assert!(added.get("status").is_none(), "created without status: {added}");
+
+    // The controller's status write reaches the watcher as MODIFIED.
+    let (kind, modified) = next_event(&mut events).await;
+    assert_eq!(kind, "MODIFIED");
+    assert_eq!(modified["status"]["subnets"][0]["id"], "subnet-0aaa");
+    let stored = kube.get_object(NODECLASSES, "headroom").unwrap();
+    assert_eq!(modified["metadata"]["resourceVersion"], stored["metadata"]["resourceVersion"]);
+    assert_eq!(modified["metadata"]["generation"], 1, "a status write keeps the generation");
+
+    // A watch from "0" starts with the current state, status included.
+    let mut fresh = watch(&api, &named("headroom"), "0").await;
+    let (kind, current) = next_event(&mut fresh).await;
+    assert_eq!(kind, "ADDED");
+    assert_eq!(current, stored);
+}
+
+#[tokio::test]
+async fn watch_from_a_resource_version_replays_the_changes_missed() {
+    let (kube, api) = start().await;
+    let created = api.create(&PostParams::default(), &dynamic(nodeclass("headroom"))).await.unwrap();
+    let labelled = api
+        .patch("headroom", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"a": "1"}}})))
+        .await
+        .unwrap();
+    let respecced = api
+        .patch(
+            "headroom",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"subnetSelectorTerms": [{"id": "subnet-0b"}]}})),
+        )
+        .await
+        .unwrap();
+
+    // Resuming from the created object's version: both patches, in order.
+    let mut events = watch(&api, &named("headroom"), &rv(&created)).await;
+    let (kind, first) = next_event(&mut events).await;
+    assert_eq!((kind, name_and_rv(&first).1), ("MODIFIED", rv(&labelled).as_str()));
+    assert_eq!(first["metadata"]["labels"], json!({"a": "1"}));
+    let (kind, second) = next_event(&mut events).await;
+    assert_eq!((kind, name_and_rv(&second).1), ("MODIFIED", rv(&respecced).as_str()));
+    assert_eq!(second["metadata"]["generation"], 2);
+
+    // Then live changes; a deletion carries the deletion's version.
+    api.delete("headroom", &DeleteParams::default()).await.unwrap();
+    let (kind, deleted) = next_event(&mut events).await;
+    assert_eq!(kind, "DELETED");
+    assert_eq!(name_and_rv(&deleted), ("headroom", kube.resource_version().to_string().as_str()));
+
+    // Resuming from the last version seen replays only what came after.
+    let mut resumed = watch(&api, &named("headroom"), &rv(&respecced)).await;
+    let (kind, _) = next_event(&mut resumed).await;
+    assert_eq!(kind, "DELETED");
+}
+
+#[tokio::test]
+async fn watch_from_a_too_old_resource_version_gets_410_expired() {
+    let (kube, api) = start().await;
+    let first = kube.put_object(NODECLASSES, nodeclass("headroom")).unwrap()["metadata"]["resourceVersion"].clone();
+
+    // Older than anything the server remembers: one ERROR event, then the end.
+    let events = watch(&api, &WatchParams::default(), "1").await;
+    let mut all = until_end(events).await.into_iter();
+    match all.next() {
+        Some(Ok(WatchEvent::Error(status))) => {
+            assert_eq!((status.code, status.reason.as_str()), (410, "Expired"));
+            assert!(status.message.contains("too old resource version"), "{}", status.message);
+        }
+        other => panic!("expected a 410 ERROR event, got {other:?}"),
+    }
+    assert!(all.next().is_none(), "the stream ends after the error");
+
+    // The history is bounded: once WATCH_HISTORY more changes are kept, the
+    // one after `first` is forgotten and `first` is too old to resume from;
+    // the oldest change kept can still be resumed from.
+    let mut versions = Vec::new();
+    for i in 0..=WATCH_HISTORY {
+        let mut object = nodeclass("headroom");
+        object["metadata"]["labels"] = json!({"i": i.to_string()});
+        versions.push(kube.put_object(NODECLASSES, object).unwrap()["metadata"]["resourceVersion"].clone());
+    }
+    let (kind, status) = next_event(&mut watch(&api, &named("headroom"), first.as_str().unwrap()).await).await;
+    assert_eq!((kind, status["code"].as_u64(), status["reason"].as_str()), ("ERROR", Some(410), Some("Expired")));
+    let mut oldest = watch(&api, &named("headroom"), versions[0].as_str().unwrap()).await;
+    let (kind, replayed) = next_event(&mut oldest).await;
+    assert_eq!(kind, "MODIFIED");
+    assert_eq!(replayed["metadata"]["resourceVersion"], versions[1]);
+}
+
+#[tokio::test]
+async fn watch_selectors_filter_other_objects() {
+    let (kube, api) = start().await;
+    for name in ["a", "b"] {
+        let mut object = nodeclass(name);
+        object["metadata"]["labels"] = json!({"team": "x"});
+        kube.put_object(NODECLASSES, object).unwrap();
+    }
+    let terms = |id: &str| Patch::Merge(json!({"spec": {"subnetSelectorTerms": [{"id": id}]}}));
+
+    let mut only_b = watch(&api, &named("b"), "0").await;
+    let (kind, object) = next_event(&mut only_b).await;
+    assert_eq!((kind, name_and_rv(&object).0), ("ADDED", "b"), "no initial event for a");
+    api.patch("a", &PatchParams::default(), &terms("subnet-0a")).await.unwrap();
+    api.patch("b", &PatchParams::default(), &terms("subnet-0b")).await.unwrap();
+    let (kind, object) = next_event(&mut only_b).await;
+    assert_eq!((kind, name_and_rv(&object).0), ("MODIFIED", "b"), "a's change is filtered out");
+
+    // Label selectors: an object leaving the selection is DELETED for the
+    // watcher, one entering it ADDED, as the real watch cache reports them.
+    let mut team_x = watch(&api, &WatchParams::default().labels("team=x"), "0").await;
+    assert_eq!(name_and_rv(&next_event(&mut team_x).await.1).0, "a");
+    assert_eq!(name_and_rv(&next_event(&mut team_x).await.1).0, "b");
+    let relabel = |team: &str| Patch::Merge(json!({"metadata": {"labels": {"team": team}}}));
+    api.patch("b", &PatchParams::default(), &relabel("y")).await.unwrap();
+    let (kind, object) = next_event(&mut team_x).await;
+    assert_eq!((kind, name_and_rv(&object).0), ("DELETED", "b"));
+    api.patch("b", &PatchParams::default(), &relabel("x")).await.unwrap();
+    let (kind, object) = next_event(&mut team_x).await;
+    assert_eq!((kind, name_and_rv(&object).0), ("ADDED", "b"));
+
+    // Streaming lists: the initial events end with a marked bookmark.
+    let mut streaming = watch(&api, &WatchParams::streaming_lists(), "").await;
+    assert_eq!(next_event(&mut streaming).await.0, "ADDED");
+    assert_eq!(next_event(&mut streaming).await.0, "ADDED");
+    let (kind, bookmark) = next_event(&mut streaming).await;
+    assert_eq!(kind, "BOOKMARK");
+    assert_eq!(bookmark["metadata"]["annotations"]["k8s.io/initial-events-end"], "true");
+    assert_eq!(bookmark["metadata"]["resourceVersion"], kube.resource_version().to_string());
+}
+
+#[tokio::test]
+async fn watch_ends_at_timeout_seconds() {
+    let (kube, api) = start().await;
+    kube.put_object(NODECLASSES, nodeclass("headroom")).unwrap();
+    let started = std::time::Instant::now();
+    let events = watch(&api, &named("headroom").timeout(1), "0").await;
+    let all = until_end(events).await;
+    assert!(started.elapsed() >= Duration::from_secs(1), "ended after {:?}", started.elapsed());
+    assert_eq!(all.len(), 1, "the initial ADDED event only");
+
+    // On the wire: 200, JSON, chunked, one event a line; `watch=1` works too.
+    let raw = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let request =
+        http::Request::get(format!("{}/apis/eks.amazonaws.com/v1/nodeclasses?watch=1&timeoutSeconds=1", kube.url()))
+            .header(http::header::AUTHORIZATION, format!("Bearer {}", kube.token()))
+            .body(http_body_util::Empty::new())
+            .unwrap();
+    let response = raw.request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()[http::header::CONTENT_TYPE], "application/json");
+    assert_eq!(response.headers()[http::header::TRANSFER_ENCODING], "chunked");
+    let body = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+    let lines: Vec<Value> =
+        std::str::from_utf8(&body).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["type"], "ADDED");
+    assert_eq!(lines[0]["object"]["metadata"]["name"], "headroom");
+
+    // Stopping the server ends open watches.
+    let mut events = watch(&api, &named("headroom"), "0").await;
+    assert_eq!(next_event(&mut events).await.0, "ADDED");
+    drop(kube);
+    until_end(events).await;
+}
+
+#[tokio::test]
+async fn a_watch_is_recorded_faults_apply_and_it_is_never_a_write() {
+    let (kube, api) = start().await;
+    kube.put_object(NODECLASSES, nodeclass("headroom")).unwrap();
+    until_end(watch(&api, &named("headroom").timeout(1), "0").await).await;
+
+    let requests = kube.requests();
+    let watched: Vec<_> = requests.iter().filter(|r| r.watch).collect();
+    assert_eq!(watched.len(), 1, "{requests:?}");
+    let request = watched[0];
+    assert_eq!((request.method.as_str(), request.status), ("GET", 200));
+    assert_eq!((request.plural.as_deref(), request.name.as_deref()), (Some(NODECLASSES), Some("headroom")));
+    assert!(request.query.as_deref().unwrap().contains("watch=true"));
+    assert!(!request.is_write() && !request.asks_to_write());
+    assert_eq!(kube.writes_to(NODECLASSES, "headroom"), 0);
+
+    // Write faults are for writes: a watch passes, and the fault waits.
+    kube.fail_next_writes(1, 500);
+    let mut events = watch(&api, &named("headroom"), "0").await;
+    assert_eq!(next_event(&mut events).await.0, "ADDED");
+    let (code, _, _) = api_error(
+        api.patch("headroom", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})))
+            .await
+            .expect_err("the queued fault"),
+    );
+    assert_eq!(code, 500);
+
+    // A watch's initial read fires a concurrent-writer hook, whose change
+    // then reaches the watcher.
+    kube.on_next_get(NODECLASSES, "headroom", |object| object["metadata"]["labels"] = json!({"by": "someone"}));
+    let mut events = watch(&api, &named("headroom"), "0").await;
+    let (kind, added) = next_event(&mut events).await;
+    assert!(kind == "ADDED" && added["metadata"].get("labels").is_none(), "{added}");
+    let (kind, raced) = next_event(&mut events).await;
+    assert_eq!((kind, &raced["metadata"]["labels"]), ("MODIFIED", &json!({"by": "someone"})));
+
+    // Without the token: 401 before any stream.
+    let wrong = kube.kubeconfig().replace(kube.token(), "wrong-token");
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::from_yaml(&wrong).unwrap(),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let intruder: Api<DynamicObject> =
+        Api::all_with(kube::Client::try_from(config).unwrap(), &nodeclass_api_resource());
+    let refused = intruder.watch(&named("headroom"), "0").await.err().expect("401");
+    assert_eq!(api_error(refused).0, 401);
+    assert!(kube.requests().iter().any(|r| r.watch && r.status == 401));
 }

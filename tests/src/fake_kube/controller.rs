@@ -6,10 +6,10 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::FakeKubeHandle;
-use super::state::{RESOURCES, Shared, Store, generation_of, metadata_mut};
+use super::state::{RESOURCES, Shared, Store, generation_of};
 
 /// Computes a NodeClass's new `status` from the NodeClass (whole object), or
 /// `None` to leave it unchanged; stands in for the EKS Auto Mode controller.
@@ -61,9 +61,7 @@ pub(super) fn schedule_status(shared: &Arc<Shared>, store: &mut Store, name: Str
         }
         let mut updated = current.clone();
         updated["status"] = status;
-        let rv = store.next_rv();
-        metadata_mut(&mut updated).insert("resourceVersion".into(), json!(rv.to_string()));
-        store.objects_mut(rt).insert(name, updated);
+        store.commit(rt, &name, updated);
     });
     store.resolver_tasks.retain(|task| !task.is_finished());
     store.resolver_tasks.push(task.abort_handle());

@@ -2,6 +2,7 @@
 //! concurrent writer that lands right after a read, and a forced list page
 //! size; the misbehaviours of a real cluster that headroom must survive.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use http::StatusCode;
@@ -91,23 +92,28 @@ pub(super) fn injected_failure(code: StatusCode) -> ApiError {
     ApiError::new(code, reason, "the fake API server failed this write on purpose (fail_next_writes)", None)
 }
 
-/// Stores a write that bypasses validation (concurrent-writer hooks).
-pub(super) fn system_write(
+/// A read of `current` was just served: runs its concurrent-writer hook, if
+/// one is queued, and stores the result without validation, bumping
+/// generation on a spec change as any write does.
+pub(super) fn fire_get_hook(
     shared: &Arc<Shared>,
     store: &mut Store,
     rt: &'static ResourceType,
     name: &str,
     current: &Value,
-    mut changed: Value,
 ) {
+    let Some(hook) = store.get_hooks.get_mut(&(rt.plural.to_owned(), name.to_owned())).and_then(VecDeque::pop_front)
+    else {
+        return;
+    };
+    let mut changed = current.clone();
+    hook(&mut changed);
     let spec_changed = spec_of(&changed) != spec_of(current);
     let generation = generation_of(current) + i64::from(spec_changed);
-    let rv = store.next_rv();
     let meta = metadata_mut(&mut changed);
     meta.insert("name".into(), json!(name));
     meta.insert("generation".into(), json!(generation));
-    meta.insert("resourceVersion".into(), json!(rv.to_string()));
-    store.objects_mut(rt).insert(name.to_owned(), changed.clone());
+    let changed = store.commit(rt, name, changed);
     if spec_changed && rt.plural == NODECLASSES {
         schedule_status(shared, store, name.to_owned(), generation, changed);
     }

@@ -5,19 +5,24 @@
 //! status codes and `Status` bodies: optimistic concurrency on
 //! `resourceVersion` (409), CRD validation (422), the patch types a custom
 //! resource accepts (415 for strategic merge), bearer-token auth (401), a
-//! status subresource that main-resource writes cannot change, and a
-//! pluggable controller that fills `status` after a spec change.
+//! status subresource that main-resource writes cannot change, a pluggable
+//! controller that fills `status` after a spec change, and watches
+//! (`?watch=true`: initial ADDED events or a replay from a resourceVersion,
+//! then live ADDED/MODIFIED/DELETED, 410 `Expired` for a resourceVersion
+//! older than the [`WATCH_HISTORY`] kept changes).
 //!
-//! Not implemented: watch, server-side apply (answered 415), namespaced
-//! resources, YAML request bodies, aggregated discovery, pruning of unknown
-//! fields outside selector terms.
+//! Not implemented: server-side apply (answered 415), namespaced resources,
+//! YAML request bodies, aggregated discovery, pruning of unknown fields
+//! outside selector terms, periodic watch bookmarks, the deprecated
+//! `/watch/` paths.
 //!
 //! One concern a file: `state` holds the objects, requests and settings;
 //! `protocol` routes and parses HTTP; `verbs` implements get, list, create,
-//! replace, patch and delete; `errors` shapes `Status` bodies; `faults`
-//! injects failures; `controller` fills NodeClass status; `validate` and
-//! `resolver` are the CRD schema and the Auto Mode emulator. This file is
-//! the public surface: the server, its handle, seeding and kubeconfig.
+//! replace, patch and delete; `watch` streams changes; `errors` shapes
+//! `Status` bodies; `faults` injects failures; `controller` fills NodeClass
+//! status; `validate` and `resolver` are the CRD schema and the Auto Mode
+//! emulator. This file is the public surface: the server, its handle,
+//! seeding and kubeconfig.
 
 mod controller;
 mod errors;
@@ -27,8 +32,8 @@ mod resolver;
 mod state;
 mod validate;
 mod verbs;
+mod watch;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Deref;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -42,12 +47,13 @@ use serde_json::{Value, json};
 pub use controller::StatusResolver;
 pub use resolver::ec2_status_resolver;
 pub use state::{RecordedRequest, nodeclass_api_resource, nodepool_api_resource};
+pub use watch::WATCH_HISTORY;
 
 use crate::TestbedError;
 use crate::net::{ServerTask, bind_loopback};
 use controller::schedule_status;
 use protocol::handle_request;
-use state::{Shared, Store, generation_of, meta_str, metadata_mut, now_rfc3339, resource_type, spec_of};
+use state::{RESOURCES, Shared, Store, generation_of, meta_str, metadata_mut, now_rfc3339, resource_type, spec_of};
 
 /// Plural of the EKS Auto Mode NodeClass resource.
 pub const NODECLASSES: &str = "nodeclasses";
@@ -60,8 +66,8 @@ pub struct FakeKubeHandle {
     shared: Arc<Shared>,
 }
 
-/// The fake API server. Dropping it stops the server, its connections and
-/// any pending status resolutions.
+/// The fake API server. Dropping it stops the server, its connections (open
+/// watches end) and any pending status resolutions.
 pub struct FakeKube {
     handle: FakeKubeHandle,
     _server: ServerTask,
@@ -91,18 +97,7 @@ impl FakeKube {
             url: format!("http://{addr}"),
             token,
             ca_data: throwaway_ca_data(),
-            store: Mutex::new(Store {
-                resource_version: 1000,
-                uid_counter: 0,
-                objects: BTreeMap::new(),
-                requests: Vec::new(),
-                get_hooks: HashMap::new(),
-                write_faults: VecDeque::new(),
-                status_delay: Duration::ZERO,
-                resolver: None,
-                resolver_tasks: Vec::new(),
-                max_list_page: None,
-            }),
+            store: Mutex::new(Store::new()),
         });
         let router = Router::new().fallback(handle_request).with_state(Arc::clone(&shared));
         let server = ServerTask::spawn(listener, "fake-kube", move |stream, peer| {
@@ -226,13 +221,11 @@ impl FakeKubeHandle {
             Some(uid) => uid,
             None => store.next_uid(),
         };
-        let rv = store.next_rv();
         let meta = metadata_mut(&mut object);
         meta.entry("uid").or_insert(Value::String(uid));
         meta.entry("creationTimestamp").or_insert_with(|| Value::String(now_rfc3339()));
         meta.insert("generation".into(), json!(generation));
-        meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
-        store.objects_mut(rt).insert(name.clone(), object.clone());
+        let object = store.commit(rt, &name, object);
         if rt.plural == NODECLASSES && object.get("status").is_none() {
             schedule_status(&self.shared, &mut store, name, generation, object.clone());
         }
@@ -253,15 +246,11 @@ impl FakeKubeHandle {
         self.shared.lock().objects.get(rt.plural).map(|objects| objects.values().cloned().collect()).unwrap_or_default()
     }
 
-    /// Removes an object without a request; returns it.
+    /// Removes an object without a request (watchers see it DELETED);
+    /// returns it.
     pub fn remove_object(&self, plural: &str, name: &str) -> Option<Value> {
         let rt = resource_type(plural)?;
-        let mut store = self.shared.lock();
-        let removed = store.objects_mut(rt).remove(name);
-        if removed.is_some() {
-            store.next_rv();
-        }
-        removed
+        self.shared.lock().commit_delete(rt, name)
     }
 
     /// Every request answered so far, in order.
@@ -288,10 +277,17 @@ impl FakeKubeHandle {
 
     /// Removes every NodeClass and NodePool and forgets the recorded
     /// requests, pending write faults and GET hooks; for reusing one server
-    /// across scenarios. Settings (resolver, status delay) stay.
+    /// across scenarios; open watches see the objects DELETED. Settings
+    /// (resolver, status delay, page cap, latency) stay.
     pub fn reset(&self) {
         let mut store = self.shared.lock();
-        store.objects.clear();
+        for rt in &RESOURCES {
+            let names: Vec<String> =
+                store.objects.get(rt.plural).map(|o| o.keys().cloned().collect()).unwrap_or_default();
+            for name in names {
+                store.commit_delete(rt, &name);
+            }
+        }
         store.requests.clear();
         store.write_faults.clear();
         store.get_hooks.clear();

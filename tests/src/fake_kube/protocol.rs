@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Method, StatusCode, header};
@@ -14,6 +15,7 @@ use super::errors::{ApiError, ApiResult};
 use super::faults::{WriteFault, injected_failure};
 use super::state::{RESOURCES, RecordedRequest, ResourceType, Shared, meta_str};
 use super::verbs::{create, delete, get, list, patch, replace};
+use super::watch;
 
 enum Route<'a> {
     Version,
@@ -82,6 +84,7 @@ pub(super) async fn handle_request(State(shared): State<Arc<Shared>>, request: R
         plural: None,
         name: None,
         subresource: None,
+        watch: false,
     };
     let route = route(&path);
     match &route {
@@ -89,6 +92,10 @@ pub(super) async fn handle_request(State(shared): State<Arc<Shared>>, request: R
             record.plural = Some(rt.plural.to_owned());
             if parts.method == Method::POST {
                 record.name = serde_json::from_slice::<Value>(&body).ok().and_then(|v| meta_str(&v, "name"));
+            }
+            if parts.method == Method::GET && watch::is_watch(query.as_deref()) {
+                record.watch = true;
+                record.name = query_param(query.as_deref(), "fieldSelector").and_then(|s| watch::selected_name(&s));
             }
         }
         Route::Object(rt, name) => {
@@ -122,14 +129,18 @@ pub(super) async fn handle_request(State(shared): State<Arc<Shared>>, request: R
             content_type: content_type.as_deref(),
             body: &body,
         };
-        let result = dispatch(&ctx, route);
+        let result = match route {
+            Route::Collection(rt) if record.watch => watch::start(&ctx, rt).map(Answer::Watch),
+            route => dispatch(&ctx, route).map(|(status, body)| Answer::Json(status, body)),
+        };
         match write_fault {
             WriteFault::LoseAnswer(code) => Err(injected_failure(code)),
             _ => result,
         }
     };
     let status = match &result {
-        Ok((status, _)) => *status,
+        Ok(Answer::Json(status, _)) => *status,
+        Ok(Answer::Watch(_)) => StatusCode::OK,
         Err(error) => error.code,
     };
     record.status = status.as_u16();
@@ -138,12 +149,18 @@ pub(super) async fn handle_request(State(shared): State<Arc<Shared>>, request: R
     respond(result)
 }
 
-fn respond(result: ApiResult) -> Response {
-    let (status, body) = match result {
-        Ok(ok) => ok,
-        Err(error) => (error.code, error.body),
+/// A successful answer: one JSON document, or a watch's event stream.
+enum Answer {
+    Json(StatusCode, Value),
+    Watch(Body),
+}
+
+fn respond(result: Result<Answer, ApiError>) -> Response {
+    let mut response = match result {
+        Ok(Answer::Json(status, body)) => (status, body.to_string()).into_response(),
+        Ok(Answer::Watch(events)) => (StatusCode::OK, events).into_response(),
+        Err(error) => (error.code, error.body.to_string()).into_response(),
     };
-    let mut response = (status, body.to_string()).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
@@ -158,10 +175,7 @@ pub(super) struct RequestCtx<'a> {
 
 impl RequestCtx<'_> {
     pub(super) fn query_param(&self, key: &str) -> Option<String> {
-        self.query?.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (k == key).then(|| url_decode(v))
-        })
+        query_param(self.query, key)
     }
 
     pub(super) fn dry_run(&self) -> bool {
@@ -185,6 +199,14 @@ impl RequestCtx<'_> {
         serde_json::from_slice(self.body)
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
     }
+}
+
+/// The first value of `key` in a query string, URL-decoded.
+pub(super) fn query_param(query: Option<&str>, key: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == key).then(|| url_decode(v))
+    })
 }
 
 fn url_decode(value: &str) -> String {
@@ -245,12 +267,8 @@ fn dispatch(ctx: &RequestCtx<'_>, route: Route<'_>) -> ApiResult {
             None => Err(ApiError::path_not_found()),
         },
         Route::Collection(rt) => match *method {
-            Method::GET => {
-                if ctx.query_param("watch").is_some_and(|v| v == "true" || v == "1") {
-                    return Err(ApiError::bad_request("watch is not supported by the fake API server"));
-                }
-                list(ctx, rt)
-            }
+            // Watches are answered by `watch::start` before dispatch.
+            Method::GET => list(ctx, rt),
             Method::POST => create(ctx, rt),
             _ => Err(ApiError::method_not_allowed(method)),
         },
@@ -293,7 +311,7 @@ fn api_resource_list(group: &str, version: &str) -> Option<Value> {
                     "singularName": rt.singular,
                     "namespaced": false,
                     "kind": rt.kind,
-                    "verbs": ["delete", "get", "list", "patch", "create", "update"],
+                    "verbs": ["delete", "get", "list", "patch", "create", "update", "watch"],
                 }),
                 json!({
                     "name": format!("{}/status", rt.plural),

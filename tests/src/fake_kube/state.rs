@@ -12,6 +12,7 @@ use tokio::task::AbortHandle;
 
 use super::controller::StatusResolver;
 use super::faults::{GetHook, WriteFault};
+use super::watch::{Change, ChangeKind, EventLog};
 use super::{NODECLASSES, NODEPOOLS};
 
 /// One request as the fake API server answered it.
@@ -24,10 +25,15 @@ pub struct RecordedRequest {
     pub status: u16,
     /// Resource plural, for resource requests.
     pub plural: Option<String>,
-    /// Object name: from the URL, or from the body for a create.
+    /// Object name: from the URL, from the body for a create, or from the
+    /// `metadata.name=` field selector of a watch.
     pub name: Option<String>,
     /// `status` for the status subresource.
     pub subresource: Option<String>,
+    /// A watch (`GET` of a collection with `watch=true`), recorded when its
+    /// stream starts; never a write. Its `name` comes from a
+    /// `metadata.name=` field selector.
+    pub watch: bool,
 }
 
 impl RecordedRequest {
@@ -113,9 +119,59 @@ pub(super) struct Store {
     pub(super) resolver_tasks: Vec<AbortHandle>,
     /// `Some(n)`: lists return at most n items a page, whatever `limit` asked.
     pub(super) max_list_page: Option<usize>,
+    /// Every stored change, for watches.
+    pub(super) events: EventLog,
 }
 
+/// The resourceVersion of a fresh server; the first object gets the next.
+const FIRST_RESOURCE_VERSION: u64 = 1000;
+
 impl Store {
+    pub(super) fn new() -> Self {
+        Self {
+            resource_version: FIRST_RESOURCE_VERSION,
+            uid_counter: 0,
+            objects: BTreeMap::new(),
+            requests: Vec::new(),
+            get_hooks: HashMap::new(),
+            write_faults: VecDeque::new(),
+            status_delay: Duration::ZERO,
+            resolver: None,
+            resolver_tasks: Vec::new(),
+            max_list_page: None,
+            events: EventLog::new(FIRST_RESOURCE_VERSION),
+        }
+    }
+
+    /// Stores `object` as `name` with a new resourceVersion, and logs the
+    /// change for watches; returns the stored object. Every change to an
+    /// object goes through here or [`commit_delete`](Self::commit_delete).
+    pub(super) fn commit(&mut self, rt: &'static ResourceType, name: &str, mut object: Value) -> Value {
+        let rv = self.next_rv();
+        metadata_mut(&mut object).insert("resourceVersion".into(), json!(rv.to_string()));
+        let before = self.objects_mut(rt).insert(name.to_owned(), object.clone());
+        let kind = if before.is_some() { ChangeKind::Modified } else { ChangeKind::Added };
+        self.events.record(Change { rv, plural: rt.plural, kind, before, object: object.clone() });
+        object
+    }
+
+    /// Removes an object and logs its deletion; returns its last state,
+    /// carrying the deletion's resourceVersion as the real server's does.
+    pub(super) fn commit_delete(&mut self, rt: &'static ResourceType, name: &str) -> Option<Value> {
+        let before = self.objects_mut(rt).remove(name)?;
+        let rv = self.next_rv();
+        let mut object = before.clone();
+        metadata_mut(&mut object).insert("resourceVersion".into(), json!(rv.to_string()));
+        self.events.record(Change {
+            rv,
+            plural: rt.plural,
+            kind: ChangeKind::Deleted,
+            before: Some(before),
+            object: object.clone(),
+        });
+        Some(object)
+    }
+
     pub(super) fn next_rv(&mut self) -> u64 {
         self.resource_version += 1;
         self.resource_version

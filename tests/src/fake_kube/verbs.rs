@@ -2,15 +2,13 @@
 //! and merge patch) and delete, with optimistic concurrency, CRD validation,
 //! the status subresource and generation bookkeeping.
 
-use std::collections::VecDeque;
-
 use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::NODECLASSES;
 use super::controller::schedule_status;
 use super::errors::{ApiError, ApiResult};
-use super::faults::system_write;
+use super::faults::fire_get_hook;
 use super::protocol::{RequestCtx, fields_match, labels_match};
 use super::state::{ResourceType, Store, generation_of, meta_str, metadata_mut, now_rfc3339, spec_of};
 use super::validate;
@@ -18,13 +16,8 @@ use super::validate;
 pub(super) fn get(ctx: &RequestCtx<'_>, rt: &'static ResourceType, name: &str) -> ApiResult {
     let mut store = ctx.shared.lock();
     let current = store.object(rt, name).cloned().ok_or_else(|| ApiError::not_found(rt, name))?;
-    let hook = store.get_hooks.get_mut(&(rt.plural.to_owned(), name.to_owned())).and_then(VecDeque::pop_front);
-    if let Some(hook) = hook {
-        // The concurrent writer lands right after our read was served.
-        let mut changed = current.clone();
-        hook(&mut changed);
-        system_write(ctx.shared, &mut store, rt, name, &current, changed);
-    }
+    // The concurrent writer lands right after our read was served.
+    fire_get_hook(ctx.shared, &mut store, rt, name, &current);
     Ok((StatusCode::OK, current))
 }
 
@@ -72,13 +65,7 @@ pub(super) fn list(ctx: &RequestCtx<'_>, rt: &'static ResourceType) -> ApiResult
     let items: Vec<Value> = matching[..taken].iter().map(|(_, o)| (*o).clone()).collect();
     // A list is a read of each object it returns: concurrent-writer hooks fire.
     for item in &items {
-        let name = meta_str(item, "name").unwrap_or_default();
-        let hook = store.get_hooks.get_mut(&(rt.plural.to_owned(), name.clone())).and_then(VecDeque::pop_front);
-        if let Some(hook) = hook {
-            let mut changed = item.clone();
-            hook(&mut changed);
-            system_write(ctx.shared, &mut store, rt, &name, item, changed);
-        }
+        fire_get_hook(ctx.shared, &mut store, rt, &meta_str(item, "name").unwrap_or_default(), item);
     }
     Ok((
         StatusCode::OK,
@@ -171,9 +158,7 @@ pub(super) fn create(ctx: &RequestCtx<'_>, rt: &'static ResourceType) -> ApiResu
         meta.insert("resourceVersion".into(), json!(""));
         return Ok((StatusCode::CREATED, object));
     }
-    let rv = store.next_rv();
-    metadata_mut(&mut object).insert("resourceVersion".into(), json!(rv.to_string()));
-    store.objects_mut(rt).insert(name.clone(), object.clone());
+    let object = store.commit(rt, &name, object);
     if rt.plural == NODECLASSES {
         schedule_status(ctx.shared, &mut store, name, 1, object.clone());
     }
@@ -320,9 +305,7 @@ fn commit_update(
     if ctx.dry_run() {
         return Ok((StatusCode::OK, updated));
     }
-    let rv = store.next_rv();
-    metadata_mut(&mut updated).insert("resourceVersion".into(), json!(rv.to_string()));
-    store.objects_mut(rt).insert(name.to_owned(), updated.clone());
+    let updated = store.commit(rt, name, updated);
     if spec_changed && rt.plural == NODECLASSES {
         schedule_status(ctx.shared, store, name.to_owned(), generation, updated.clone());
     }
@@ -338,8 +321,7 @@ pub(super) fn delete(ctx: &RequestCtx<'_>, rt: &'static ResourceType, name: &str
         let object = store.object(rt, name).cloned().unwrap_or(Value::Null);
         return Ok((StatusCode::OK, object));
     }
-    let removed = store.objects_mut(rt).remove(name).unwrap_or(Value::Null);
-    store.next_rv();
+    let removed = store.commit_delete(rt, name).unwrap_or(Value::Null);
     Ok((StatusCode::OK, removed))
 }
 
