@@ -796,3 +796,33 @@ async fn a_watch_is_recorded_faults_apply_and_it_is_never_a_write() {
     assert_eq!(api_error(refused).0, 401);
     assert!(kube.requests().iter().any(|r| r.watch && r.status == 401));
 }
+
+#[tokio::test]
+async fn latency_delays_every_answer_and_each_round_trip_pays_it() {
+    let (kube, api) = start().await;
+    kube.put_object(NODECLASSES, nodeclass("headroom")).unwrap();
+    let latency = Duration::from_millis(150);
+    kube.set_latency(Some(latency));
+
+    let started = std::time::Instant::now();
+    api.get("headroom").await.unwrap();
+    assert!(started.elapsed() >= latency, "GET answered after {:?}", started.elapsed());
+
+    // Sequential round trips add up, errors included.
+    let started = std::time::Instant::now();
+    api.patch("headroom", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})))
+        .await
+        .unwrap();
+    api.get("missing").await.expect_err("404");
+    assert!(started.elapsed() >= 2 * latency, "two round trips took {:?}", started.elapsed());
+
+    // A watch pays it once, to start.
+    let started = std::time::Instant::now();
+    let mut events = watch(&api, &named("headroom"), "0").await;
+    assert!(started.elapsed() >= latency, "watch started after {:?}", started.elapsed());
+    assert_eq!(next_event(&mut events).await.0, "ADDED");
+
+    kube.set_latency(None);
+    api.get("headroom").await.expect("answered without latency");
+    assert_eq!(kube.requests().len(), 5);
+}

@@ -1,9 +1,11 @@
 //! Fault injection: writes refused or applied with a lost answer, a
-//! concurrent writer that lands right after a read, and a forced list page
-//! size; the misbehaviours of a real cluster that headroom must survive.
+//! concurrent writer that lands right after a read, a forced list page size
+//! and latency; the misbehaviours of a real cluster that headroom must
+//! survive, and the distance to a remote one.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::StatusCode;
 use serde_json::{Value, json};
@@ -71,6 +73,15 @@ impl FakeKubeHandle {
     /// Drops write faults that have not fired yet.
     pub fn clear_write_faults(&self) {
         self.shared.lock().write_faults.clear();
+    }
+
+    /// Makes every request wait `latency` before it is handled (`None`: no
+    /// wait), as if the API server were remote: for benchmarks that count
+    /// sequential round trips. A watch waits once, before its stream
+    /// starts; its events are not delayed. Kept across
+    /// [`reset`](Self::reset).
+    pub fn set_latency(&self, latency: Option<Duration>) {
+        self.shared.lock().latency = latency.filter(|l| !l.is_zero());
     }
 
     /// Lists answer at most `n` items a page (`None`: as many as `limit`

@@ -75,6 +75,11 @@ pub(super) async fn handle_request(State(shared): State<Arc<Shared>>, request: R
         }
     };
 
+    let latency = shared.lock().latency;
+    if let Some(latency) = latency {
+        tokio::time::sleep(latency).await;
+    }
+
     let mut record = RecordedRequest {
         method: parts.method.to_string(),
         path: path.clone(),

@@ -121,6 +121,8 @@ pub(super) struct Store {
     pub(super) max_list_page: Option<usize>,
     /// Every stored change, for watches.
     pub(super) events: EventLog,
+    /// How long every request waits before it is handled.
+    pub(super) latency: Option<Duration>,
 }
 
 /// The resourceVersion of a fresh server; the first object gets the next.
@@ -140,6 +142,7 @@ impl Store {
             resolver_tasks: Vec::new(),
             max_list_page: None,
             events: EventLog::new(FIRST_RESOURCE_VERSION),
+            latency: None,
         }
     }
 
