@@ -634,7 +634,8 @@ async fn route_table_rules_refuse_a_second_association_like_aws() {
 
 #[tokio::test]
 async fn compressed_put_metric_data_is_identified() {
-    // The SDK gzips PutMetricData bodies above 10 KiB, hiding `Action=`.
+    // The SDK gzips PutMetricData bodies above 10 KiB; the proxy still names
+    // the call (and testbed_cloudwatch.rs reads such a call back).
     use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
     let aws = start().await;
     let cloudwatch = aws_sdk_cloudwatch::Client::new(&aws.sdk_config(DEFAULT_REGION).await);

@@ -6,8 +6,9 @@ use headroom::rng::SplitMix64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Fault {
     /// Answer with the service's throttling error, without forwarding:
-    /// EC2 `503 RequestLimitExceeded`, awsQuery (CloudWatch) `400 Throttling`,
-    /// restJson (EKS) `429 ThrottlingException`.
+    /// EC2 `503 RequestLimitExceeded`, CloudWatch `400 Throttling` (awsQuery,
+    /// or RPCv2-CBOR with the code in `x-amzn-query-error`), restJson (EKS)
+    /// `429 ThrottlingException`.
     Throttle,
     /// Answer `500` with the service's internal-error shape, without forwarding.
     ServerError,

@@ -3,6 +3,7 @@
 use http::header::{self, HeaderMap};
 use http::{Method, Uri};
 
+use super::cloudwatch_cbor::{rpc_v2_target, signing_name};
 use super::protocol::Protocol;
 
 pub(super) struct CallId {
@@ -11,14 +12,23 @@ pub(super) struct CallId {
     pub(super) protocol: Protocol,
 }
 
-/// Service from the SigV4 credential scope, action from the query protocol's
-/// `Action=` or from the EKS REST route.
+/// Service from the SigV4 credential scope, action from the RPCv2 path
+/// (`/service/<service>/operation/<Op>`), the query protocol's `Action=` or
+/// the EKS REST route.
 pub(super) fn identify(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> CallId {
     let service = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(credential_scope_service)
         .map(str::to_owned);
+
+    if let Some((rpc_service, operation)) = rpc_v2_target(uri.path(), headers) {
+        return CallId {
+            service: service.unwrap_or_else(|| signing_name(rpc_service).to_owned()),
+            action: operation.to_owned(),
+            protocol: Protocol::RpcV2Cbor,
+        };
+    }
 
     let gzipped =
         headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("gzip"));
@@ -170,6 +180,27 @@ mod tests {
         assert_eq!(form_value("a=%", "a").as_deref(), Some("%"));
         assert_eq!(form_value("a=%2", "a").as_deref(), Some("%2"));
         assert_eq!(form_value("Version=1", "Action"), None);
+    }
+
+    #[test]
+    fn rpc_v2_cbor_calls_are_named_by_operation() {
+        let path = "/service/GraniteServiceVersion20100801/operation/PutMetricData";
+        let mut headers = HeaderMap::new();
+        headers.insert("smithy-protocol", http::HeaderValue::from_static("rpc-v2-cbor"));
+        // Unsigned: the service comes from the RPCv2 service name.
+        let id = identify(&Method::POST, &path.parse().unwrap(), &headers, b"\xbf\xff");
+        assert_eq!(
+            (id.service.as_str(), id.action.as_str(), id.protocol),
+            ("monitoring", "PutMetricData", Protocol::RpcV2Cbor)
+        );
+        headers.insert(
+            header::AUTHORIZATION,
+            http::HeaderValue::from_static("AWS4-HMAC-SHA256 Credential=t/20240101/us-east-1/monitoring/aws4_request"),
+        );
+        headers.insert(header::CONTENT_ENCODING, http::HeaderValue::from_static("gzip"));
+        let path = "/service/GraniteServiceVersion20100801/operation/ListMetrics";
+        let id = identify(&Method::POST, &path.parse().unwrap(), &headers, b"\x1f\x8b");
+        assert_eq!((id.service.as_str(), id.action.as_str()), ("monitoring", "ListMetrics"));
     }
 
     #[test]

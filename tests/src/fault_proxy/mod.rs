@@ -6,6 +6,13 @@
 //! and can add latency, throttle, answer 500, drop the connection before or
 //! after moto acts, and make a new VPC CIDR association look slow or failed.
 //!
+//! moto speaks CloudWatch's awsQuery only, while aws-sdk-cloudwatch speaks
+//! Smithy RPCv2-CBOR: the proxy translates CloudWatch's CBOR calls to
+//! awsQuery for moto and moto's XML answers and errors back to CBOR
+//! (`cloudwatch_cbor.rs`), names them by operation like any other call, and
+//! answers the faults it injects into them in RPCv2-CBOR's shape, with the
+//! awsQuery code in `x-amzn-query-error` as CloudWatch does.
+//!
 //! Faults are configured at run time through the cloneable
 //! [`FaultProxyHandle`] (which [`FaultProxy`] derefs to); all methods are
 //! thread-safe and take effect for the next request.
@@ -44,10 +51,11 @@ use faults::{EveryRule, FaultRules, FractionRule, NthRule};
 use headroom::rng::SplitMix64;
 use identify::identify;
 use protocol::Protocol;
-use protocol::{crashed_response, ec2_error_response, error_response, fault_response, plain_response};
+use protocol::{answer_response, crashed_response, ec2_error_response, error_response, fault_response, plain_response};
 
 mod association;
 mod aws_rules;
+mod cloudwatch_cbor;
 mod eks;
 mod emulated;
 mod faults;
@@ -651,6 +659,24 @@ async fn handle(
             _ => (body, 0),
         };
         let uri = parts.uri.clone();
+        // moto speaks CloudWatch's awsQuery only: RPCv2-CBOR calls go to it
+        // translated, and their answers come back in CBOR.
+        let (parts, body) = if id.protocol == Protocol::RpcV2Cbor {
+            match cloudwatch_cbor::to_query_request(parts, &body) {
+                Ok(translated) => translated,
+                Err(message) => {
+                    tracing::warn!(seq, action = %id.action, %message, "proxy could not translate an RPCv2-CBOR call");
+                    let request_id = format!("00000000-0000-4000-8000-{seq:012x}");
+                    let status = StatusCode::BAD_REQUEST;
+                    let answer =
+                        cloudwatch_cbor::error_answer(status, "SerializationException", None, &message, &request_id);
+                    shared.lock().finish(seq, Some(400), false);
+                    return Ok(answer_response(answer));
+                }
+            }
+        } else {
+            (parts, body)
+        };
 
         let upstream_response = match forward(&shared, parts, body).await {
             Ok(response) => response,
@@ -662,6 +688,17 @@ async fn handle(
         };
         let (mut response_parts, response_body) = upstream_response;
         let mut response_body = simulate_association(&shared, &id.action, response_parts.status, response_body);
+        if id.protocol == Protocol::RpcV2Cbor {
+            let (status, headers, body) = cloudwatch_cbor::to_cbor_answer(
+                &id.action,
+                response_parts.status,
+                &response_parts.headers,
+                &response_body,
+            );
+            response_parts.status = status;
+            response_parts.headers = headers;
+            response_body = body;
+        }
         if response_parts.status.is_success() {
             if let (Some((set, size)), Ok(xml)) = (paged, std::str::from_utf8(&response_body)) {
                 response_body = Bytes::from(paging::page_of(xml, set, page, size));

@@ -5,12 +5,16 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
+use super::cloudwatch_cbor;
+
 /// How a service encodes errors, which decides the shape of injected ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Protocol {
     Ec2Query,
     AwsQuery,
     RestJson,
+    /// Smithy RPCv2-CBOR (CloudWatch), translated for moto (cloudwatch_cbor.rs).
+    RpcV2Cbor,
 }
 
 pub(super) fn plain_response(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
@@ -22,10 +26,14 @@ pub(super) fn plain_response(status: StatusCode, message: &str) -> Response<Full
 
 /// The error responses real AWS sends, in the shape each SDK protocol parses:
 /// EC2's `<Response><Errors><Error>`, awsQuery's `<ErrorResponse><Error>`,
-/// restJson's `x-amzn-ErrorType` header. The codes are in the SDK's list of
-/// throttling errors, so standard retries back off and retry them.
+/// restJson's `x-amzn-ErrorType` header, RPCv2-CBOR's `__type` and
+/// `x-amzn-query-error`. The codes are in the SDK's list of throttling
+/// errors, so standard retries back off and retry them.
 pub(super) fn fault_response(protocol: Protocol, throttle: bool, seq: u64) -> Response<Full<Bytes>> {
     let request_id = format!("00000000-0000-4000-8000-{seq:012x}");
+    let cbor = |status, code, message| {
+        answer_response(cloudwatch_cbor::error_answer(status, code, None, message, &request_id))
+    };
     let (status, content_type, body, error_type) = match (protocol, throttle) {
         (Protocol::Ec2Query, true) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -63,6 +71,11 @@ pub(super) fn fault_response(protocol: Protocol, throttle: bool, seq: u64) -> Re
             r#"{"message":"An internal error has occurred."}"#.to_owned(),
             Some("ServerException"),
         ),
+        // CloudWatch's awsQuery codes, in the query-compatible header.
+        (Protocol::RpcV2Cbor, true) => return cbor(StatusCode::BAD_REQUEST, "Throttling", "Rate exceeded"),
+        (Protocol::RpcV2Cbor, false) => {
+            return cbor(StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure", "Internal failure.");
+        }
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
@@ -131,7 +144,16 @@ pub(super) fn error_response(
             }
             response
         }
+        Protocol::RpcV2Cbor => answer_response(cloudwatch_cbor::error_answer(status, code, None, message, &request_id)),
     }
+}
+
+/// A response from a translated answer (status, headers, body).
+pub(super) fn answer_response((status, headers, body): cloudwatch_cbor::Answer) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
 }
 
 /// [`Fault::Crashed`]: a client error in each protocol's shape, with a code
