@@ -1,7 +1,12 @@
-//! Applying a plan: EC2 in three phases, then the NodeClass and NodePool,
-//! then a re-read that checks the plan holds ([`crate::verify`]), then a
-//! bounded wait for Auto Mode to list the new subnets in the NodeClass
-//! status.
+//! Applying a plan, or proving that it could be applied.
+//!
+//! [`apply_and_verify`]: EC2 in three phases, then the NodeClass and
+//! NodePool (side by side), then a re-read that checks the plan holds
+//! ([`crate::verify`]), then a bounded wait, watching the NodeClass, for
+//! Auto Mode to list the new subnets in its status.
+//!
+//! [`prove`]: the preflight, every write of the plan checked without being
+//! made ([`crate::preflight`]).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -10,13 +15,14 @@ use futures::future;
 use tracing::Instrument;
 
 use crate::aws::executor::Ec2Executor;
-use crate::aws::inventory;
-use crate::cluster::nodeclass::NodeClassApi;
+use crate::aws::{inventory, preflight as aws_preflight};
+use crate::cluster::ClusterError;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::model::NetworkSnapshot;
 use crate::nodeclass::SelectorTarget;
 use crate::plan::{Applied, Plan, Step, StepKind, SubnetRef};
+use crate::preflight::{Occasion, Preflight};
 use crate::report::Verification;
 use crate::snapshot;
 use crate::verify;
@@ -27,12 +33,7 @@ fn elapsed_ms(since: Instant) -> u64 {
 
 pub type ApplyResult = (Vec<Applied>, BTreeMap<&'static str, u64>, Result<Verification>);
 
-pub async fn apply_and_verify(
-    ctx: &Context,
-    info: &inventory::ClusterInfo,
-    before: &NetworkSnapshot,
-    plan: &Plan,
-) -> ApplyResult {
+pub async fn apply_and_verify(ctx: &Context, before: &NetworkSnapshot, plan: &Plan) -> ApplyResult {
     let mut timings = BTreeMap::new();
     let t = Instant::now();
     let (changes, applied) = execute(ctx, before, plan).await;
@@ -41,14 +42,24 @@ pub async fn apply_and_verify(
         return (changes, timings, Err(error));
     }
     let t = Instant::now();
-    let verification = verify_applied(ctx, info, plan, &changes).await;
+    let verified = verify_applied(ctx, plan).await;
     timings.insert("verify", elapsed_ms(t));
+    if let Err(error) = verified {
+        return (changes, timings, Err(error));
+    }
+    // Timed apart: this is Auto Mode's controller at work, not headroom.
+    let t = Instant::now();
+    let pending = await_nodeclass_status(ctx, plan, &changes).await;
+    timings.insert("nodeclass_status", elapsed_ms(t));
+    let verification =
+        pending.map(|status_pending_subnets| Verification { ok: true, problems: Vec::new(), status_pending_subnets });
     (changes, timings, verification)
 }
 
 /// Applies the steps in three phases: CIDRs; subnets with their route
-/// tables (every AZ at once); NodeClass and NodePool. A failure stops at the
-/// end of its phase, so what is in flight finishes and the next run resumes.
+/// tables (every AZ at once); NodeClass and NodePool, at once. A failure
+/// stops at the end of its phase, so what is in flight finishes and the next
+/// run resumes.
 pub async fn execute(ctx: &Context, before: &NetworkSnapshot, plan: &Plan) -> (Vec<Applied>, Result<()>) {
     let mut changes = Vec::new();
     let ec2 = Ec2Executor {
@@ -127,40 +138,61 @@ pub async fn execute(ctx: &Context, before: &NetworkSnapshot, plan: &Plan) -> (V
         return (changes, Err(e));
     }
 
-    let kube_steps: Vec<&Step> = plan
-        .steps
-        .iter()
-        .filter(|s| {
-            matches!(s, Step::CreateNodeClass { .. } | Step::PatchNodeClass { .. } | Step::CreateNodePool { .. })
-        })
-        .collect();
+    let kube_steps: Vec<&Step> = plan.steps.iter().filter(|s| s.kind().is_cluster_write()).collect();
     if kube_steps.is_empty() {
         return (changes, Ok(()));
     }
-    // Asked for here, not earlier: an EKS token must not age during the CIDR wait.
-    let api = match ctx.clusters.client_for(&plan.cluster).await {
-        Ok(client) => NodeClassApi::new(client),
-        Err(e) => return (changes, Err(e)),
-    };
+    // The two writes are independent: a NodePool may name a NodeClass that
+    // does not exist yet (Karpenter holds it not ready until it does), and
+    // each is complete on its own, so the next run finishes either one.
+    // The client is asked for here, not earlier: an EKS token must not age
+    // during the CIDR wait.
     let targets = selector_targets(before, plan, &changes, managed_key);
-    for step in kube_steps {
-        let span = tracing::info_span!("step", step = %step.kind());
-        let result = match step {
-            Step::CreateNodeClass { object, intent, .. } => {
-                api.create_nodeclass(object, intent, &targets).instrument(span).await
+    let written = ctx
+        .clusters
+        .with_api(&plan.cluster, |api| {
+            let (targets, kube_steps) = (&targets, &kube_steps);
+            async move {
+                let writes = kube_steps.iter().map(|step| {
+                    let api = api.clone();
+                    let span = tracing::info_span!("step", step = %step.kind());
+                    async move {
+                        match step {
+                            Step::CreateNodeClass { object, intent, .. } => {
+                                api.create_nodeclass(object, intent, targets).await
+                            }
+                            Step::PatchNodeClass { name, intent, patch } => {
+                                api.ensure_selected(name, intent, targets, Some(patch)).await
+                            }
+                            Step::CreateNodePool { object, .. } => api.create_nodepool(object).await,
+                            _ => unreachable!("filtered above"),
+                        }
+                    }
+                    .instrument(span)
+                });
+                let results = future::join_all(writes).await;
+                // A refused token: let `with_api` retry the writes with a new one.
+                match results.iter().position(|r| r.as_ref().is_err_and(ClusterError::is_unauthorized)) {
+                    Some(i) => Err(results.into_iter().nth(i).and_then(Result::err).expect("an error")),
+                    None => Ok(results),
+                }
             }
-            Step::PatchNodeClass { name, intent, patch } => {
-                api.ensure_selected(name, intent, &targets, Some(patch)).instrument(span).await
-            }
-            Step::CreateNodePool { object, .. } => api.create_nodepool(object).instrument(span).await,
-            _ => unreachable!("filtered above"),
-        };
+        })
+        .await;
+    let results = match written {
+        Ok(results) => results,
+        Err(e) => return (changes, Err(e.into())),
+    };
+    let mut first_error = None;
+    for result in results {
         match result {
             Ok(applied) => changes.push(applied),
-            Err(e) => return (changes, Err(e)),
+            Err(e) => {
+                first_error.get_or_insert(Error::from(e));
+            }
         }
     }
-    (changes, Ok(()))
+    (changes, first_error.map_or(Ok(()), Err))
 }
 
 /// The subnets the NodeClass must select: headroom's existing ones and the
@@ -185,14 +217,10 @@ fn selector_targets(
     targets
 }
 
-async fn verify_applied(
-    ctx: &Context,
-    info: &inventory::ClusterInfo,
-    plan: &Plan,
-    changes: &[Applied],
-) -> Result<Verification> {
+/// One level of verification: the world re-read, checked against the plan.
+async fn verify_applied(ctx: &Context, plan: &Plan) -> Result<()> {
     // Capacity is not what is verified: skip the ENI and reservation reads.
-    let after = snapshot::read(ctx, &plan.cluster, Some(info), inventory::Depth::Structure).await?;
+    let after = snapshot::read(ctx, &plan.cluster, inventory::Depth::Structure).await?;
     if let Some(error) = after.cluster_api_error {
         return Err(error);
     }
@@ -200,21 +228,53 @@ async fn verify_applied(
     if !problems.is_empty() {
         return Err(Error::Verification(problems.join("; ")));
     }
+    Ok(())
+}
+
+/// Waits (bounded) until the NodeClass status lists the new subnets: only
+/// then can Auto Mode launch nodes into them. Returns the ids still missing.
+async fn await_nodeclass_status(ctx: &Context, plan: &Plan, changes: &[Applied]) -> Result<Vec<String>> {
     let touches_nodeclass =
-        plan.steps.iter().any(|s| matches!(s, Step::CreateNodeClass { .. } | Step::PatchNodeClass { .. }));
+        plan.steps.iter().any(|s| matches!(s.kind(), StepKind::CreateNodeclass | StepKind::PatchNodeclass));
     let created = verify::created_subnet_ids(changes);
-    let status_pending_subnets = if touches_nodeclass
-        && ctx.config.subnet_mode == crate::config::SubnetMode::Nodes
-        && !created.is_empty()
-        && !ctx.config.nodeclass_ready_timeout.is_zero()
+    if !touches_nodeclass
+        || ctx.config.subnet_mode != crate::config::SubnetMode::Nodes
+        || created.is_empty()
+        || ctx.config.nodeclass_ready_timeout.is_zero()
     {
-        let api = NodeClassApi::new(ctx.clusters.client_for(&plan.cluster).await?);
-        api.wait_for_status_subnets(&ctx.config.nodeclass_name, &created, ctx.config.nodeclass_ready_timeout).await?
-    } else {
-        Vec::new()
-    };
-    if !status_pending_subnets.is_empty() {
-        tracing::warn!(pending = ?status_pending_subnets, "NodeClass status does not list the new subnets yet");
+        return Ok(Vec::new());
     }
-    Ok(Verification { ok: true, problems, status_pending_subnets })
+    let (name, timeout, created) = (&ctx.config.nodeclass_name, ctx.config.nodeclass_ready_timeout, &created);
+    let pending = ctx
+        .clusters
+        .with_api(&plan.cluster, |api| async move { api.wait_for_status_subnets(name, created, timeout).await })
+        .await?;
+    if !pending.is_empty() {
+        tracing::warn!(?pending, "NodeClass status does not list the new subnets yet");
+    }
+    Ok(pending)
+}
+
+/// The preflight: every write of `plan`, checked without being made (EC2
+/// `DryRun`, IAM policy simulation, Kubernetes `dryRun=All`).
+pub async fn prove(ctx: &Context, cluster: &str, plan: &Plan, occasion: Occasion) -> Result<Preflight> {
+    let region = ctx.aws.region();
+    let scope = aws_preflight::Scope {
+        ec2: &ctx.aws.ec2,
+        iam: &ctx.aws.iam,
+        role_arn: ctx.config.function_role_arn.as_deref(),
+        region: &region,
+        managed_tag_key: &ctx.config.managed_tag_key,
+    };
+    let kube_steps: Vec<&Step> = plan.steps.iter().filter(|s| s.kind().is_cluster_write()).collect();
+    let kube = async {
+        if kube_steps.is_empty() {
+            return Ok(Vec::new());
+        }
+        let kube_steps = &kube_steps;
+        ctx.clusters.with_api(cluster, |api| async move { Ok(api.preflight(kube_steps).await) }).await
+    };
+    let (mut checks, kube_checks) = future::join(aws_preflight::check_plan(&scope, plan, cluster), kube).await;
+    checks.extend(kube_checks?);
+    Ok(Preflight { occasion, checks })
 }

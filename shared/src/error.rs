@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use crate::cluster::ClusterError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A setting in the environment is invalid. Nothing was changed.
@@ -41,9 +43,10 @@ pub enum Error {
         retryable: bool,
     },
 
-    /// A Kubernetes API call failed.
-    #[error("Kubernetes {operation} failed: {message}")]
-    Kube { operation: &'static str, message: String, retryable: bool },
+    /// The cluster could not be described or reached, or its API server
+    /// refused a read or a change ([`ClusterError`]).
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 
     /// A CIDR association did not reach `associated` in time. The next run
     /// picks it up where this one stopped.
@@ -75,7 +78,8 @@ impl Error {
     /// Whether retrying the same invocation can succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Aws { retryable, .. } | Error::Kube { retryable, .. } => *retryable,
+            Error::Aws { retryable, .. } => *retryable,
+            Error::Cluster(error) => error.is_retryable(),
             Error::AssociationTimeout { .. } | Error::Verification(_) => true,
             Error::Config { .. }
             | Error::WrongVpc { .. }
@@ -97,7 +101,7 @@ impl Error {
             Error::UnmanagedCluster { .. } => "UnmanagedCluster",
             Error::Inventory { .. } => "Inventory",
             Error::Aws { .. } => "Aws",
-            Error::Kube { .. } => "Kube",
+            Error::Cluster(error) => error.kind(),
             Error::AssociationTimeout { .. } => "AssociationTimeout",
             Error::AssociationFailed { .. } => "AssociationFailed",
             Error::Verification(_) => "Verification",

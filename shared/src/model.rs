@@ -1,5 +1,5 @@
 //! A snapshot of one cluster's network: the planner's only input besides the
-//! config. The inventory reader (`aws::inventory`, `cluster::nodeclass`)
+//! config. The inventory reader (`aws::inventory`, `cluster::auto_mode_api`)
 //! fills it; tests build it by hand.
 
 use std::collections::{BTreeMap, HashSet};

@@ -77,8 +77,9 @@ pub fn subnet_terms_field(mode: SubnetMode) -> &'static str {
 pub enum Extension {
     /// It already selects every target.
     AlreadySelected,
-    /// RFC 6902 operations, led by a `test` of the resourceVersion read, so a
-    /// concurrent writer makes the patch fail (422) instead of being overwritten.
+    /// RFC 6902 operations, led by a `test` of what they change (the list
+    /// appended to, or the whole spec when a member is added), so a
+    /// concurrent change makes the patch fail (422) instead of being overwritten.
     Patch(Value),
     /// It cannot be extended without removing something the user set.
     Unextendable(String),
@@ -97,11 +98,16 @@ pub fn extension(current: &Value, intent: &NodeClassIntent, targets: &[SelectorT
         return Extension::AlreadySelected;
     }
 
-    let mut ops = Vec::new();
-    match current.pointer("/metadata/resourceVersion") {
-        Some(rv) => ops.push(json!({ "op": "test", "path": "/metadata/resourceVersion", "value": rv })),
-        None => ops.push(json!({ "op": "test", "path": "/spec", "value": spec.cloned().unwrap_or(Value::Null) })),
-    }
+    // The guard: appending to a list tests that list; adding a member that
+    // is absent (RFC 6902 cannot test for absence) tests the whole spec. The
+    // resourceVersion is not tested: the Auto Mode controller moves it with
+    // every status write (docs/aws-rules.md, "Changing a NodeClass").
+    let adds_member = pod_groups_missing || (unselected && existing.is_none());
+    let mut ops = vec![if adds_member {
+        json!({ "op": "test", "path": "/spec", "value": spec.cloned().unwrap_or(Value::Null) })
+    } else {
+        json!({ "op": "test", "path": format!("/spec/{field}"), "value": existing.cloned().unwrap_or(Value::Null) })
+    }];
     if unselected {
         match existing.and_then(Value::as_array) {
             Some(terms) if terms.len() >= MAX_TERMS => {
@@ -329,7 +335,7 @@ mod tests {
     }
 
     #[test]
-    fn nodes_mode_appends_the_managed_term_guarded_by_the_resource_version() {
+    fn nodes_mode_appends_the_managed_term_guarded_by_the_list_it_changes() {
         let current = nodeclass(json!({
             "role": "R",
             "subnetSelectorTerms": [{"id": "subnet-user"}],
@@ -341,7 +347,7 @@ mod tests {
         assert_eq!(
             patch,
             json!([
-                {"op": "test", "path": "/metadata/resourceVersion", "value": "7"},
+                {"op": "test", "path": "/spec/subnetSelectorTerms", "value": [{"id": "subnet-user"}]},
                 {"op": "add", "path": "/spec/subnetSelectorTerms/-", "value": {"tags": {"headroom.io/cluster": "demo"}}}
             ])
         );
@@ -353,6 +359,29 @@ mod tests {
             extension(&patched, &intent(SubnetMode::Nodes), &[managed("subnet-new")]),
             Extension::AlreadySelected
         );
+    }
+
+    #[test]
+    fn the_guard_ignores_status_writes_and_catches_a_concurrent_list_change() {
+        let current = nodeclass(json!({"role": "R", "subnetSelectorTerms": [{"id": "subnet-user"}]}));
+        let Extension::Patch(patch) = extension(&current, &intent(SubnetMode::Nodes), &[managed("subnet-new")]) else {
+            panic!("expected a patch")
+        };
+        let patch: json_patch_kube::Patch = serde_json::from_value(patch).unwrap();
+        let apply = |doc: &Value| {
+            let mut doc = doc.clone();
+            json_patch_kube::patch(&mut doc, &patch).map(|()| doc)
+        };
+        // The controller rewrote the status: a new resourceVersion, same list.
+        let mut status_moved = current.clone();
+        status_moved["metadata"]["resourceVersion"] = json!("8");
+        status_moved["status"] = json!({"subnets": [{"id": "subnet-user"}]});
+        let patched = apply(&status_moved).expect("a status write does not get in the way");
+        assert_eq!(patched["spec"]["subnetSelectorTerms"][1], intent(SubnetMode::Nodes).term);
+        // Someone changed the list itself: the patch is refused, not merged over it.
+        let mut list_moved = current.clone();
+        list_moved["spec"]["subnetSelectorTerms"] = json!([{"id": "subnet-other"}]);
+        assert!(apply(&list_moved).is_err());
     }
 
     #[test]

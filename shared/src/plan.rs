@@ -207,6 +207,11 @@ impl StepKind {
             StepKind::CreateNodepool => "create-nodepool",
         }
     }
+
+    /// Steps that write to the cluster's Kubernetes API rather than to EC2.
+    pub fn is_cluster_write(self) -> bool {
+        matches!(self, StepKind::CreateNodeclass | StepKind::PatchNodeclass | StepKind::CreateNodepool)
+    }
 }
 
 impl fmt::Display for StepKind {

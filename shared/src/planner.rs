@@ -37,6 +37,32 @@ pub fn plan(snapshot: &NetworkSnapshot, config: &Config, demand: Demand) -> Deci
     }
 }
 
+/// [`plan`] for an event that names the subnets where allocation failed
+/// (`failing_subnets`, empty when it names none). When none of them holds
+/// this cluster's nodes or pods, the failure belongs to another workload:
+/// the decision is a no-op that says so.
+pub fn plan_for_failure(
+    snapshot: &NetworkSnapshot,
+    config: &Config,
+    demand: Demand,
+    failing_subnets: &[String],
+) -> Decision {
+    if failing_subnets.is_empty() {
+        return plan(snapshot, config, demand);
+    }
+    let used = node_subnets(snapshot, config);
+    if failing_subnets.iter().any(|failing| used.subnets.iter().any(|s| &s.id == failing)) {
+        return plan(snapshot, config, demand);
+    }
+    Decision::NoOp {
+        reason: format!(
+            "the failure was in {}, which holds no node or pod of cluster {}; nothing to do for this cluster",
+            failing_subnets.join(", "),
+            snapshot.cluster.name
+        ),
+    }
+}
+
 /// Per-AZ capacity the thresholds are checked against: the subnets the
 /// cluster's nodes and pods use ([`node_subnets`]).
 pub fn az_capacity(snapshot: &NetworkSnapshot, config: &Config) -> BTreeMap<String, AzCapacity> {

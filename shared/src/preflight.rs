@@ -1,6 +1,6 @@
 //! Proving the permissions a plan needs without changing anything. The
 //! checks and their verdicts; the calls are in `aws::preflight` and
-//! `cluster::nodeclass`.
+//! `cluster::auto_mode_api`.
 //!
 //! A dry run never exercises a write, so a wrong `VpcId`, a NodeClass name
 //! the RBAC does not cover or a missing verb would first show when capacity

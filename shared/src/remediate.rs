@@ -1,7 +1,9 @@
-//! The imperative shell, per event: read → plan → apply or prove → report,
-//! per cluster, then tell ([`crate::announce`]).
+//! The imperative shell, per event: which clusters, then for each one read
+//! ([`crate::snapshot`]) → decide ([`crate::planner`]) → apply or prove
+//! ([`crate::apply`]) → report, then tell ([`crate::announce`]).
 //!
-//! Handlers build one [`Context`] per process and call [`handle`] per event.
+//! Handlers build one [`Context`] per process ([`crate::context`]) and call
+//! [`handle`] per event.
 
 use std::time::Instant;
 
@@ -9,18 +11,15 @@ use futures::future;
 use tracing::Instrument;
 
 use crate::announce;
-use crate::apply::apply_and_verify;
+use crate::apply::{self, apply_and_verify};
+use crate::aws::inventory;
 use crate::aws::metrics::{self, Memory, Metric};
-use crate::aws::{inventory, preflight as aws_preflight};
-use crate::cluster::nodeclass::NodeClassApi;
-use crate::config::Config;
 pub use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::model::NetworkSnapshot;
 use crate::node_subnets::node_subnets;
-use crate::plan::{Decision, Plan, Step};
+use crate::plan::{Decision, Plan};
 use crate::planner::{self, Demand};
-use crate::preflight::{Occasion, Preflight};
+use crate::preflight::Occasion;
 use crate::report::{ClusterReport, Outcome, Report};
 use crate::snapshot;
 use crate::trigger::{Trigger, TriggerAction, TriggerKind};
@@ -127,8 +126,8 @@ async fn clusters_for(ctx: &Context, trigger: &Trigger) -> Result<Vec<String>> {
         // Several clusters: the failing ENI's VPC tells which one.
         if let Some((_, vpc_id)) = inventory::locate_interface(&ctx.aws.ec2, eni).await? {
             for cluster in &ctx.config.clusters {
-                let info = inventory::describe_cluster(&ctx.aws.eks, cluster).await?;
-                if info.vpc_id.as_deref() == Some(vpc_id.as_str()) {
+                let description = ctx.clusters.describe(cluster).await?;
+                if description.vpc_id.as_deref() == Some(vpc_id.as_str()) {
                     return Ok(vec![cluster.clone()]);
                 }
             }
@@ -159,6 +158,8 @@ impl ClusterRun<'_> {
         if let Err(error) = self.remediate_into(cluster, &mut outcome).await {
             tracing::error!(error = %error, retryable = error.is_retryable(), "remediation failed");
             outcome.report.fail(&error);
+            // The cause may be a reconfigured cluster: describe it afresh next time.
+            self.ctx.clusters.invalidate(cluster).await;
         }
         outcome
     }
@@ -179,10 +180,10 @@ impl ClusterRun<'_> {
             }))
         };
         let (reading, memory) =
-            future::join(snapshot::read(ctx, cluster, None, inventory::Depth::WithCapacity), recall).await;
+            future::join(snapshot::read(ctx, cluster, inventory::Depth::WithCapacity), recall).await;
         outcome.memory = memory;
         let reading = reading?;
-        let (info, snapshot) = (&reading.info, &reading.snapshot);
+        let snapshot = &reading.snapshot;
         let report = &mut outcome.report;
         report.timings_ms.insert("read", elapsed_ms(t));
         report.vpc_id = Some(snapshot.vpc.id.clone());
@@ -211,17 +212,14 @@ impl ClusterRun<'_> {
         }
 
         let t = Instant::now();
-        let decision = match foreign_subnets(snapshot, config, subnet_hints) {
-            Some(reason) => Decision::NoOp { reason },
-            None => planner::plan(snapshot, config, demand),
-        };
+        let decision = planner::plan_for_failure(snapshot, config, demand, subnet_hints);
         report.timings_ms.insert("plan", elapsed_ms(t));
         report.set_decision(&decision);
         tracing::info!(decision = decision.name(), reason = %report.reason, "decided");
 
         match (&decision, dry_run) {
             (Decision::Plan(plan), false) => {
-                let (changes, timings, verified) = apply_and_verify(ctx, info, snapshot, plan).await;
+                let (changes, timings, verified) = apply_and_verify(ctx, snapshot, plan).await;
                 // Changes are recorded before any error is raised, so the report never loses them.
                 report.changes = changes;
                 report.timings_ms.extend(timings);
@@ -243,35 +241,11 @@ impl ClusterRun<'_> {
         Ok(())
     }
 
-    /// The preflight: every write of `plan`, checked without being made.
+    /// The preflight ([`apply::prove`]), recorded in the report; a denied
+    /// permission fails the run.
     async fn prove(&self, cluster: &str, plan: &Plan, occasion: Occasion, report: &mut ClusterReport) -> Result<()> {
-        let ctx = self.ctx;
         let t = Instant::now();
-        let region = ctx.aws.region();
-        let scope = aws_preflight::Scope {
-            ec2: &ctx.aws.ec2,
-            iam: &ctx.aws.iam,
-            role_arn: ctx.config.function_role_arn.as_deref(),
-            region: &region,
-            managed_tag_key: &ctx.config.managed_tag_key,
-        };
-        let kube_steps: Vec<&Step> = plan
-            .steps
-            .iter()
-            .filter(|s| {
-                matches!(s, Step::CreateNodeClass { .. } | Step::PatchNodeClass { .. } | Step::CreateNodePool { .. })
-            })
-            .collect();
-        let kube = async {
-            if kube_steps.is_empty() {
-                return Ok(Vec::new());
-            }
-            let client = ctx.clusters.client_for(cluster).await?;
-            Ok::<_, Error>(NodeClassApi::new(client).preflight(&kube_steps).await)
-        };
-        let (mut checks, kube_checks) = future::join(aws_preflight::check_plan(&scope, plan, cluster), kube).await;
-        checks.extend(kube_checks?);
-        let preflight = Preflight { occasion, checks };
+        let preflight = apply::prove(self.ctx, cluster, plan, occasion).await?;
         report.timings_ms.insert("preflight", elapsed_ms(t));
         tracing::info!(
             checks = preflight.checks.len(),
@@ -286,21 +260,4 @@ impl ClusterRun<'_> {
             None => Ok(()),
         }
     }
-}
-
-/// When the event names subnets and none of them holds this cluster's nodes
-/// or pods, the failure belongs to another workload: say so, change nothing.
-fn foreign_subnets(snapshot: &NetworkSnapshot, config: &Config, hints: &[String]) -> Option<String> {
-    if hints.is_empty() {
-        return None;
-    }
-    let ours = node_subnets(snapshot, config);
-    if hints.iter().any(|h| ours.subnets.iter().any(|s| &s.id == h)) {
-        return None;
-    }
-    Some(format!(
-        "the failure was in {}, which holds no node or pod of cluster {}; nothing to do for this cluster",
-        hints.join(", "),
-        snapshot.cluster.name
-    ))
 }

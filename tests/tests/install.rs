@@ -24,10 +24,14 @@ fn the_rbac_is_rendered_for_the_stacks_nodeclass_and_group() {
     assert!(custom.contains("resourceNames: [\"extra-ips\"]"), "{custom}");
     assert!(custom.contains("    name: platform-headroom\n"), "{custom}");
     assert!(!custom.contains("resourceNames: [\"headroom\"]"));
-    // The verbs are those the code uses: no update, no delete, no watch.
-    for verb in ["\"update\"", "\"delete\"", "\"watch\""] {
+    // The verbs are those the code uses: no update, no delete, and watch
+    // only on the managed NodeClass, by name.
+    for verb in ["\"update\"", "\"delete\""] {
         assert!(!checked_in.contains(verb), "{verb} granted");
     }
+    let watch_rules: Vec<&str> = checked_in.split("  - apiGroups:").filter(|rule| rule.contains("\"watch\"")).collect();
+    assert_eq!(watch_rules.len(), 1, "{checked_in}");
+    assert!(watch_rules[0].contains("resourceNames: [\"headroom\"]"), "{}", watch_rules[0]);
 
     let (ok, _, error) = rbac(&["--nodeclass", "default"]);
     assert!(!ok && error.contains("not a custom NodeClass"), "{error}");

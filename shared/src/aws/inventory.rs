@@ -4,8 +4,9 @@
 //! with a page size set where the API takes one (EC2 refuses `MaxResults`
 //! with explicit ids, so lookups by id are single calls).
 //!
-//! Independent reads run concurrently: after DescribeCluster (and, where the
-//! API omits the VPC id, one DescribeSubnets to find it), the VPC, its
+//! Independent reads run concurrently: after DescribeCluster (made by
+//! [`crate::cluster::ClusterAccess`], which owns it, and, where the API
+//! omits the VPC id, one DescribeSubnets to find it), the VPC, its
 //! subnets, route tables, network interfaces and peering connections are
 //! read at once, and the subnet CIDR reservations of the subnets known to
 //! matter follow without waiting for the rest. [`Occupancy`] then reads the
@@ -22,6 +23,7 @@ use ipnet::Ipv4Net;
 use super::errors::aws_error;
 use super::retry;
 use crate::capacity::{self, AddressUsage, Reservation, ReservationKind};
+use crate::cluster::ClusterDescription;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::model::{
@@ -40,40 +42,6 @@ pub const ACCESS_ENTRY_PAGE: i32 = 100;
 pub const SECURITY_GROUP_PAGE: i32 = 1000;
 pub const NETWORK_ACL_PAGE: i32 = 100;
 
-/// What DescribeCluster tells us.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterInfo {
-    pub name: String,
-    /// Absent in some emulators; derived from the subnets then.
-    pub vpc_id: Option<String>,
-    pub subnet_ids: Vec<String>,
-    pub security_group_ids: Vec<String>,
-    pub cluster_security_group_id: Option<String>,
-    /// `computeConfig.nodeRoleArn`: the Auto Mode node role.
-    pub node_role_arn: Option<String>,
-}
-
-pub async fn describe_cluster(eks: &aws_sdk_eks::Client, name: &str) -> Result<ClusterInfo> {
-    let out = eks.describe_cluster().name(name).send().await.map_err(|e| aws_error("DescribeCluster", e))?;
-    let cluster = out.cluster().ok_or_else(|| Error::Inventory {
-        cluster: name.to_string(),
-        reason: "DescribeCluster returned no cluster".into(),
-    })?;
-    let vpc = cluster.resources_vpc_config();
-    Ok(ClusterInfo {
-        name: name.to_string(),
-        vpc_id: vpc.and_then(|v| v.vpc_id()).filter(|v| !v.is_empty()).map(String::from),
-        subnet_ids: vpc.map(|v| v.subnet_ids().to_vec()).unwrap_or_default(),
-        security_group_ids: vpc.map(|v| v.security_group_ids().to_vec()).unwrap_or_default(),
-        cluster_security_group_id: vpc.and_then(|v| v.cluster_security_group_id()).map(String::from),
-        node_role_arn: cluster
-            .compute_config()
-            .and_then(|c| c.node_role_arn())
-            .filter(|r| !r.is_empty())
-            .map(String::from),
-    })
-}
-
 fn filter(name: &str, value: impl Into<String>) -> Filter {
     Filter::builder().name(name).values(value).build()
 }
@@ -88,7 +56,7 @@ fn parse_net(context: &str, cidr: Option<&str>) -> Result<Ipv4Net> {
 }
 
 /// The VPC of the cluster: from DescribeCluster, else from its first subnet.
-async fn vpc_id_of(ec2: &aws_sdk_ec2::Client, cluster: &ClusterInfo, wait: Duration) -> Result<String> {
+async fn vpc_id_of(ec2: &aws_sdk_ec2::Client, cluster: &ClusterDescription, wait: Duration) -> Result<String> {
     if let Some(id) = &cluster.vpc_id {
         return Ok(id.clone());
     }
@@ -503,7 +471,7 @@ impl Network {
     pub fn into_snapshot(
         self,
         region: &str,
-        cluster: &ClusterInfo,
+        cluster: &ClusterDescription,
         cluster_api: ClusterApi,
         node_role_access_entries: Option<Vec<AccessEntry>>,
     ) -> NetworkSnapshot {
@@ -528,7 +496,7 @@ impl Network {
 }
 
 /// The whole network of one cluster; the NodeClasses are read by the
-/// caller (`cluster::nodeclass`), side by side.
+/// caller (`cluster::auto_mode_api`), side by side.
 ///
 /// Two chains run side by side, so the critical path is DescribeCluster
 /// (done by the caller), then one round of reads (two where the VPC id must
@@ -540,7 +508,7 @@ impl Network {
 ///   connections at once.
 pub async fn read_network(
     ec2: &aws_sdk_ec2::Client,
-    cluster: &ClusterInfo,
+    cluster: &ClusterDescription,
     config: &Config,
     depth: Depth,
 ) -> Result<(Network, Occupancy)> {

@@ -1,47 +1,45 @@
-//! A [`kube::Client`] for a cluster, authenticated in process.
+//! [`ClusterAccess`]: the one owner of a cluster's description and of its
+//! Kubernetes clients, kept per process.
 //!
 //! Two ways in, chosen once when [`ClusterAccess`] is created:
 //!
 //! - `KUBECONFIG` is set (tests, local runs): the client comes from that
 //!   kubeconfig and is kept for the life of the process.
-//! - Otherwise (Lambda): `eks:DescribeCluster` gives the endpoint and CA, the
-//!   bearer token is signed locally ([`super::token`]), and the client is kept
-//!   until its token comes near expiry, then rebuilt with a fresh token. The
-//!   endpoint and CA are asked for once per cluster and process.
+//! - Otherwise (Lambda): the description's endpoint and CA locate the API
+//!   server, the bearer token is signed locally ([`super::token`]), and the
+//!   client is kept until its token comes near expiry, then rebuilt with a
+//!   fresh token.
+//!
+//! Either way, `eks:DescribeCluster` is called once per run at most, and a
+//! warm process reuses the answer for [`DESCRIPTION_TTL`]: the inventory
+//! (VPC, subnets, node role) and the client (endpoint, CA) share it.
 //!
 //! A client is handed out only while its token has at least
-//! [`MIN_REMAINING`] left, so take a client with [`ClusterAccess::client_for`]
-//! right before a burst of Kubernetes calls rather than keeping one across a
+//! [`MIN_REMAINING`] left, so take one right before a burst of Kubernetes
+//! calls ([`ClusterAccess::with_api`]) rather than keeping one across a
 //! long wait.
 
-use crate::aws::errors;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fmt;
+use std::future::Future;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_config::{Region, SdkConfig};
 use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
-use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
-use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject as _;
 use tokio::sync::Mutex;
 
+use super::auto_mode_api::AutoModeApi;
+use super::describe::{ClusterDescription, describe_cluster};
+use super::error::{ClusterError, ClusterResult};
+use super::kube_config::{
+    build_client, ca_certificates, decode_certificate_authority, kube_config_for_eks, kube_config_from_kubeconfig,
+};
 use super::token::{EksToken, generate_token};
-use crate::error::{Error, Result};
-
-/// Timeout to open a connection to the API server.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Timeout for the API server's response and for sending a request.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A cached client is handed out only while its token stays valid at least
 /// this long (beyond the one-minute margin already in
@@ -49,35 +47,11 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// 9 minutes, then rebuilt; rebuilding signs locally and makes no AWS call.
 pub const MIN_REMAINING: Duration = Duration::from_secs(5 * 60);
 
-/// `operation` of the errors about reaching the API server.
-const CONNECT: &str = "connect";
-/// `operation` of the errors of the DescribeCluster call.
-const DESCRIBE_CLUSTER: &str = "DescribeCluster";
-
-/// Where a cluster's API server is.
-#[derive(Clone, PartialEq, Eq)]
-pub enum ClusterEndpoint {
-    /// The kubeconfig files named by `KUBECONFIG`, merged the way kubectl
-    /// does. Context: the one named like the cluster if there is one, else
-    /// the current context.
-    Kubeconfig { paths: Vec<PathBuf> },
-    /// From `eks:DescribeCluster`: `cluster.endpoint` and the decoded
-    /// `cluster.certificateAuthority.data` (PEM).
-    Eks { endpoint: String, ca_pem: Vec<u8> },
-}
-
-impl fmt::Debug for ClusterEndpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ClusterEndpoint::Kubeconfig { paths } => f.debug_struct("Kubeconfig").field("paths", paths).finish(),
-            ClusterEndpoint::Eks { endpoint, ca_pem } => f
-                .debug_struct("Eks")
-                .field("endpoint", endpoint)
-                .field("ca_pem", &format_args!("<{} bytes>", ca_pem.len()))
-                .finish(),
-        }
-    }
-}
+/// How long a warm process reuses a cluster's description. What headroom
+/// takes from it (VPC, endpoint, CA, subnets, node role) changes only when
+/// someone reconfigures the cluster; a run that fails forgets it at once
+/// ([`ClusterAccess::invalidate`]).
+pub const DESCRIPTION_TTL: Duration = Duration::from_secs(10 * 60);
 
 struct CachedClient {
     client: kube::Client,
@@ -86,14 +60,19 @@ struct CachedClient {
     expires_at: Option<SystemTime>,
 }
 
+struct CachedDescription {
+    described_at: Instant,
+    description: Arc<ClusterDescription>,
+}
+
 #[derive(Default)]
 struct Cache {
-    endpoints: HashMap<String, ClusterEndpoint>,
+    descriptions: HashMap<String, CachedDescription>,
     clients: HashMap<String, CachedClient>,
 }
 
-/// Hands out [`kube::Client`]s per cluster. Create one per process and share
-/// it; creating it does no I/O.
+/// Hands out cluster descriptions and [`kube::Client`]s per cluster. Create
+/// one per process and share it; creating it does no I/O.
 pub struct ClusterAccess {
     eks: aws_sdk_eks::Client,
     credentials: Option<SharedCredentialsProvider>,
@@ -138,33 +117,83 @@ impl ClusterAccess {
         self.kubeconfig.is_some()
     }
 
+    /// What EKS says about `cluster`: described at most once per
+    /// [`DESCRIPTION_TTL`], and once for all concurrent callers.
+    pub async fn describe(&self, cluster: &str) -> ClusterResult<Arc<ClusterDescription>> {
+        let mut cache = self.cache.lock().await;
+        self.describe_cached(&mut cache, cluster, Instant::now()).await
+    }
+
     /// A client for `cluster`, authenticated and valid for at least
     /// [`MIN_REMAINING`].
     ///
     /// Cheap when cached (a clone). Otherwise: with `KUBECONFIG`, the
-    /// kubeconfig is read; with EKS, `DescribeCluster` is called the first
-    /// time and a token is signed. No request goes to the API server here.
-    pub async fn client_for(&self, cluster: &str) -> Result<kube::Client> {
-        self.client_at(cluster, SystemTime::now()).await
+    /// kubeconfig is read; with EKS, the description gives the endpoint and
+    /// CA and a token is signed. No request goes to the API server here.
+    pub async fn client_for(&self, cluster: &str) -> ClusterResult<kube::Client> {
+        self.client_at(cluster, SystemTime::now(), Instant::now()).await
     }
 
-    /// Forgets the client (and the endpoint and CA) of `cluster`: the next
-    /// [`ClusterAccess::client_for`] starts over. For a 401 or a TLS error,
-    /// which mean the cached token or CA is no longer right.
+    /// Runs `call` against the cluster's NodeClasses and NodePools. A 401
+    /// (the token was refused: it expired, or the access entry was just
+    /// replaced) forgets the client and description and tries once more
+    /// with a fresh token; a 401 was not acted on, so writes may repeat.
+    pub async fn with_api<T, F, Fut>(&self, cluster: &str, call: F) -> ClusterResult<T>
+    where
+        F: Fn(AutoModeApi) -> Fut,
+        Fut: Future<Output = ClusterResult<T>>,
+    {
+        match call(AutoModeApi::new(self.client_for(cluster).await?)).await {
+            Err(error) if error.is_unauthorized() => {
+                tracing::warn!(cluster, %error, "the API server refused the token; retrying once with a fresh one");
+                self.invalidate(cluster).await;
+                call(AutoModeApi::new(self.client_for(cluster).await?)).await
+            }
+            other => other,
+        }
+    }
+
+    /// Records the VPC found through the cluster's subnets when the
+    /// description did not name it (some emulators leave it out), so the
+    /// rest of the run and warm runs need not look for it again.
+    pub async fn learn_vpc(&self, cluster: &str, vpc_id: &str) {
+        let mut cache = self.cache.lock().await;
+        if let Some(cached) = cache.descriptions.get_mut(cluster)
+            && cached.description.vpc_id.is_none()
+        {
+            Arc::make_mut(&mut cached.description).vpc_id = Some(vpc_id.to_owned());
+        }
+    }
+
+    /// Forgets the description and the client of `cluster`: the next call
+    /// describes it again and signs a new token. For a refused token, and
+    /// after a failed run, whose cause may be a reconfigured cluster.
     pub async fn invalidate(&self, cluster: &str) {
         let mut cache = self.cache.lock().await;
         cache.clients.remove(cluster);
-        cache.endpoints.remove(cluster);
+        cache.descriptions.remove(cluster);
     }
 
-    /// Where `cluster`'s API server is (`DescribeCluster` once per process
-    /// with EKS).
-    pub async fn endpoint_for(&self, cluster: &str) -> Result<ClusterEndpoint> {
-        let mut cache = self.cache.lock().await;
-        self.endpoint_cached(&mut cache, cluster).await
+    async fn describe_cached(
+        &self,
+        cache: &mut Cache,
+        cluster: &str,
+        now: Instant,
+    ) -> ClusterResult<Arc<ClusterDescription>> {
+        if let Some(cached) = cache.descriptions.get(cluster)
+            && now.saturating_duration_since(cached.described_at) < DESCRIPTION_TTL
+        {
+            return Ok(cached.description.clone());
+        }
+        let region = self.region(cluster)?;
+        let description = Arc::new(describe_cluster(&self.eks, cluster, region.as_ref()).await?);
+        cache
+            .descriptions
+            .insert(cluster.to_owned(), CachedDescription { described_at: now, description: description.clone() });
+        Ok(description)
     }
 
-    async fn client_at(&self, cluster: &str, now: SystemTime) -> Result<kube::Client> {
+    async fn client_at(&self, cluster: &str, now: SystemTime, monotonic: Instant) -> ClusterResult<kube::Client> {
         // Held across the awaits below on purpose: concurrent callers wait for
         // one DescribeCluster instead of each making their own.
         let mut cache = self.cache.lock().await;
@@ -174,13 +203,14 @@ impl ClusterAccess {
             return Ok(cached.client.clone());
         }
 
-        let endpoint = self.endpoint_cached(&mut cache, cluster).await?;
-        let (config, expires_at) = match &endpoint {
-            ClusterEndpoint::Kubeconfig { paths } => (kube_config_from_kubeconfig(paths, cluster).await?, None),
-            ClusterEndpoint::Eks { endpoint, ca_pem } => {
+        let (config, expires_at) = match &self.kubeconfig {
+            Some(paths) => (kube_config_from_kubeconfig(paths, cluster).await?, None),
+            None => {
+                let description = self.describe_cached(&mut cache, cluster, monotonic).await?;
+                let (endpoint, ca_pem) = endpoint_and_ca(&description)?;
                 let token = self.token(cluster, now).await?;
                 let expires_at = token.expires_at;
-                (kube_config_for_eks(cluster, endpoint, ca_pem, &token)?, Some(expires_at))
+                (kube_config_for_eks(cluster, endpoint, &ca_pem, &token)?, Some(expires_at))
             }
         };
         let cluster_url = config.cluster_url.to_string();
@@ -190,61 +220,9 @@ impl ClusterAccess {
         Ok(client)
     }
 
-    async fn endpoint_cached(&self, cache: &mut Cache, cluster: &str) -> Result<ClusterEndpoint> {
-        if let Some(endpoint) = cache.endpoints.get(cluster) {
-            return Ok(endpoint.clone());
-        }
-        let endpoint = match &self.kubeconfig {
-            Some(paths) => ClusterEndpoint::Kubeconfig { paths: paths.clone() },
-            None => self.describe(cluster).await?,
-        };
-        cache.endpoints.insert(cluster.to_owned(), endpoint.clone());
-        Ok(endpoint)
-    }
-
-    async fn describe(&self, cluster: &str) -> Result<ClusterEndpoint> {
-        let region = self.region()?;
-        let output = self
-            .eks
-            .describe_cluster()
-            .name(cluster)
-            .send()
-            .await
-            .map_err(|err| describe_cluster_error(cluster, region.as_ref(), &err))?;
-        let Some(info) = output.cluster() else {
-            return Err(Error::Aws {
-                operation: DESCRIBE_CLUSTER,
-                message: format!("the response for cluster {cluster:?} has no cluster"),
-                retryable: true,
-            });
-        };
-        let status = info.status().map_or("unknown", |s| s.as_str());
-        let endpoint = info.endpoint().filter(|e| !e.is_empty()).ok_or_else(|| Error::Kube {
-            operation: CONNECT,
-            message: format!(
-                "cluster {cluster:?} has no API endpoint yet (status {status}); \
-                 headroom can act once it is ACTIVE"
-            ),
-            retryable: false,
-        })?;
-        let ca_data =
-            info.certificate_authority().and_then(|ca| ca.data()).filter(|d| !d.is_empty()).ok_or_else(|| {
-                Error::Kube {
-                    operation: CONNECT,
-                    message: format!("cluster {cluster:?} has no certificate authority data yet (status {status})"),
-                    retryable: false,
-                }
-            })?;
-        let ca_pem = decode_certificate_authority(cluster, ca_data)?;
-        // Fail here, once, rather than at every client build.
-        ca_certificates(cluster, &ca_pem)?;
-        tracing::debug!(cluster, endpoint, status, "described the cluster");
-        Ok(ClusterEndpoint::Eks { endpoint: endpoint.to_owned(), ca_pem })
-    }
-
-    async fn token(&self, cluster: &str, now: SystemTime) -> Result<EksToken> {
-        let region = self.region()?;
-        let provider = self.credentials.as_ref().ok_or_else(|| Error::Aws {
+    async fn token(&self, cluster: &str, now: SystemTime) -> ClusterResult<EksToken> {
+        let region = self.region(cluster)?;
+        let provider = self.credentials.as_ref().ok_or_else(|| ClusterError::Credentials {
             operation: "ProvideCredentials",
             message: "the AWS SDK configuration has no credentials provider".into(),
             retryable: false,
@@ -253,15 +231,23 @@ impl ClusterAccess {
         generate_token(cluster, region.as_ref(), &credentials, now)
     }
 
-    fn region(&self) -> Result<&Region> {
-        self.region.as_ref().ok_or_else(|| Error::Config {
-            setting: "AWS_REGION",
-            value: String::new(),
-            reason: "no AWS region is configured; it is needed to find the cluster and to sign \
-                     its token"
-                .into(),
-        })
+    fn region(&self, cluster: &str) -> ClusterResult<&Region> {
+        self.region.as_ref().ok_or_else(|| ClusterError::NoRegion { cluster: cluster.to_owned() })
     }
+}
+
+/// The API server's URL and the decoded CA (PEM) of a described cluster.
+fn endpoint_and_ca(description: &ClusterDescription) -> ClusterResult<(&str, Vec<u8>)> {
+    let cluster = &description.name;
+    let not_active =
+        |missing| ClusterError::NotActive { cluster: cluster.clone(), missing, status: description.status.clone() };
+    let endpoint = description.endpoint.as_deref().ok_or_else(|| not_active("API endpoint"))?;
+    let ca_data =
+        description.certificate_authority.as_deref().ok_or_else(|| not_active("certificate authority data"))?;
+    let ca_pem = decode_certificate_authority(cluster, ca_data)?;
+    // Fail here with the CA's own message rather than at the TLS setup.
+    ca_certificates(cluster, &ca_pem)?;
+    Ok((endpoint, ca_pem))
 }
 
 /// Whether a cached client must be rebuilt at `now`. `expires_at` is the
@@ -273,137 +259,9 @@ pub fn needs_rebuild(expires_at: Option<SystemTime>, now: SystemTime) -> bool {
     }
 }
 
-/// Decodes `certificateAuthority.data` (base64 of a PEM bundle).
-pub fn decode_certificate_authority(cluster: &str, data: &str) -> Result<Vec<u8>> {
-    let compact: String = data.split_ascii_whitespace().collect();
-    STANDARD.decode(compact).map_err(|e| Error::Kube {
-        operation: CONNECT,
-        message: format!("the certificate authority data of cluster {cluster:?} is not valid base64 PEM: {e}"),
-        retryable: false,
-    })
-}
-
-/// The DER certificates of a PEM bundle (other PEM sections are skipped).
-pub fn ca_certificates(cluster: &str, pem: &[u8]) -> Result<Vec<Vec<u8>>> {
-    let invalid = |reason: String| Error::Kube {
-        operation: CONNECT,
-        message: format!("the certificate authority data of cluster {cluster:?} is not valid base64 PEM: {reason}"),
-        retryable: false,
-    };
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .map(|cert| cert.map(|der| der.as_ref().to_vec()))
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| invalid(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(invalid("it holds no CERTIFICATE block".into()));
-    }
-    Ok(certs)
-}
-
-/// The client configuration for an EKS endpoint: TLS pinned to the cluster
-/// CA, the token as bearer, [`CONNECT_TIMEOUT`] and [`READ_TIMEOUT`].
-pub fn kube_config_for_eks(cluster: &str, endpoint: &str, ca_pem: &[u8], token: &EksToken) -> Result<kube::Config> {
-    let cluster_url: http::Uri = endpoint.parse().map_err(|e| Error::Kube {
-        operation: CONNECT,
-        message: format!("cluster {cluster:?} has an invalid API endpoint {endpoint:?}: {e}"),
-        retryable: false,
-    })?;
-    if cluster_url.scheme().is_none() || cluster_url.host().is_none() {
-        return Err(Error::Kube {
-            operation: CONNECT,
-            message: format!("cluster {cluster:?} has an API endpoint without scheme or host: {endpoint:?}"),
-            retryable: false,
-        });
-    }
-    let mut config = kube::Config::new(cluster_url);
-    config.default_namespace = "default".into();
-    config.root_cert = Some(ca_certificates(cluster, ca_pem)?);
-    config.auth_info.token = Some(secrecy::SecretString::from(token.token.clone()));
-    set_timeouts(&mut config);
-    Ok(config)
-}
-
-/// The client configuration from kubeconfig files (merged in order, like
-/// kubectl). Uses the context named `cluster` when there is one, else the
-/// current context.
-pub async fn kube_config_from_kubeconfig(paths: &[PathBuf], cluster: &str) -> Result<kube::Config> {
-    let shown = paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
-    let invalid = |e: kube::config::KubeconfigError| Error::Kube {
-        operation: CONNECT,
-        message: format!("cannot use the kubeconfig {shown} (KUBECONFIG): {e}"),
-        retryable: false,
-    };
-    let mut merged: Option<Kubeconfig> = None;
-    for path in paths {
-        let next = Kubeconfig::read_from(path).map_err(invalid)?;
-        merged = Some(match merged {
-            None => next,
-            Some(merged) => merged.merge(next).map_err(invalid)?,
-        });
-    }
-    let kubeconfig = merged.ok_or_else(|| Error::Kube {
-        operation: CONNECT,
-        message: "KUBECONFIG names no file".into(),
-        retryable: false,
-    })?;
-    let context = kubeconfig.contexts.iter().any(|c| c.name == cluster).then(|| cluster.to_owned());
-    let options = KubeConfigOptions { context, ..KubeConfigOptions::default() };
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(invalid)?;
-    set_timeouts(&mut config);
-    Ok(config)
-}
-
-fn set_timeouts(config: &mut kube::Config) {
-    config.connect_timeout = Some(CONNECT_TIMEOUT);
-    config.read_timeout = Some(READ_TIMEOUT);
-    config.write_timeout = Some(READ_TIMEOUT);
-    // Count the read timeout from the request, not from when a pooled
-    // connection went idle (kube's documentation advises it with read_timeout).
-    config.reset_reader_on_write = true;
-}
-
-/// Builds the client (TLS setup only; no request). Needs a Tokio runtime.
-fn build_client(cluster: &str, config: kube::Config) -> Result<kube::Client> {
-    let url = config.cluster_url.to_string();
-    kube::Client::try_from(config).map_err(|e| Error::Kube {
-        operation: CONNECT,
-        message: format!(
-            "cannot set up a client for cluster {cluster:?} at {url}: {e} \
-             (check the cluster's certificate authority data)"
-        ),
-        retryable: false,
-    })
-}
-
-fn describe_cluster_error<E>(cluster: &str, region: &str, err: &SdkError<E, HttpResponse>) -> Error
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    let detail = errors::message(err);
-    let status = match err {
-        SdkError::ServiceError(ctx) => Some(ctx.raw().status().as_u16()),
-        _ => None,
-    };
-    let code = err.code();
-    let message = if code == Some("ResourceNotFoundException") {
-        format!(
-            "cluster {cluster:?} does not exist in {region}; check the cluster name and AWS_REGION \
-             ({detail})"
-        )
-    } else if status == Some(403) || code.is_some_and(|c| c.contains("AccessDenied")) {
-        format!(
-            "not allowed to describe cluster {cluster:?}: the function's role needs \
-             eks:DescribeCluster on it ({detail})"
-        )
-    } else {
-        format!("cannot describe cluster {cluster:?} in {region}: {detail}")
-    };
-    Error::Aws { operation: DESCRIBE_CLUSTER, message, retryable: errors::is_retryable(err) }
-}
-
-fn credentials_error(err: &CredentialsError) -> Error {
+fn credentials_error(err: &CredentialsError) -> ClusterError {
     let retryable = matches!(err, CredentialsError::ProviderTimedOut(_) | CredentialsError::ProviderError(_));
-    Error::Aws {
+    ClusterError::Credentials {
         operation: "ProvideCredentials",
         message: format!("no AWS credentials to sign the cluster token: {}", DisplayErrorContext(err)),
         retryable,
@@ -414,175 +272,11 @@ fn credentials_error(err: &CredentialsError) -> Error {
 mod tests {
     use super::*;
 
-    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-    use std::net::TcpListener;
-    use std::sync::{Arc, Mutex as StdMutex};
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
 
-    use aws_config::BehaviorVersion;
-    use aws_config::retry::RetryConfig;
-    use aws_credential_types::Credentials;
-    use aws_sdk_eks::operation::describe_cluster::DescribeClusterError;
-    use aws_smithy_runtime_api::http::StatusCode;
-    use aws_smithy_types::body::SdkBody;
-    use aws_smithy_types::error::ErrorMetadata;
-
+    use crate::cluster::test_support::*;
     use crate::cluster::token::TOKEN_PREFIX;
-
-    /// A self-signed test CA (EC P-256, CN=headroom-test-ca, valid to 2126),
-    /// made with `openssl req -x509 -newkey ec ...`; its key was discarded.
-    const TEST_CA_PEM: &str = "-----BEGIN CERTIFICATE-----
-MIIBnjCCAUOgAwIBAgIUevlOx9KLE4SN6dIydSfaxcKcxm0wCgYIKoZIzj0EAwIw
-GzEZMBcGA1UEAwwQaGVhZHJvb20tdGVzdC1jYTAgFw0yNjExMjgxNjI1MTlaGA8y
-MTI2MTEwNDE2MjUxOVowGzEZMBcGA1UEAwwQaGVhZHJvb20tdGVzdC1jYTBZMBMG
-ByqGSM49AgEGCCqGSM49AwEHA0IABJaZcFVfIH2CyTb2x32I7NHtQbnX4ZzEA8XE
-+b/+oGFlIvH5oEimW4UplUF85NPgM7e/wuHOZ3b0msZy97FRt2WjYzBhMB0GA1Ud
-DgQWBBQzCoXUhVIaJXOc6ONS0URKdWouLjAfBgNVHSMEGDAWgBQzCoXUhVIaJXOc
-6ONS0URKdWouLjAPBgNVHRMBAf8EBTADAQH/MA4GA1UdDwEB/wQEAwIBBjAKBggq
-hkjOPQQDAgNJADBGAiEA24VNebWoW9IbWPiJd1ohn9ONbPh77mK/TR5ZW8H0C7AC
-IQD1LOpDU4hfjbM6X79bYXJlW82XUAH7G6tCYbPZBngsXg==
------END CERTIFICATE-----
-";
-
-    const VERSION_JSON: &str = r#"{"major":"1","minor":"33","gitVersion":"v1.33.0-eks-test","gitCommit":"0","gitTreeState":"clean","buildDate":"2025-01-01T00:00:00Z","goVersion":"go1.24","compiler":"gc","platform":"linux/amd64"}"#;
-
-    fn t0() -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_705_322_096)
-    }
-
-    #[derive(Clone, Debug)]
-    struct Seen {
-        method: String,
-        path: String,
-        headers: Vec<(String, String)>,
-    }
-
-    impl Seen {
-        fn header(&self, name: &str) -> Option<&str> {
-            self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-        }
-    }
-
-    type Handler = Box<dyn Fn(&Seen) -> (u16, Vec<(String, String)>, String) + Send>;
-
-    /// A one-thread HTTP/1.1 server on 127.0.0.1 that records requests and
-    /// answers each with `handler`, one request per connection.
-    fn serve(handler: impl FnOnce(String) -> Handler) -> (String, Arc<StdMutex<Vec<Seen>>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let handler = handler(base.clone());
-        let seen = Arc::new(StdMutex::new(Vec::new()));
-        let log = seen.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    continue;
-                }
-                let mut parts = line.split_whitespace();
-                let method = parts.next().unwrap_or_default().to_owned();
-                let path = parts.next().unwrap_or_default().to_owned();
-                let mut headers = Vec::new();
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                        break;
-                    }
-                    if let Some((n, v)) = h.trim_end().split_once(':') {
-                        headers.push((n.trim().to_owned(), v.trim().to_owned()));
-                    }
-                }
-                let seen = Seen { method, path, headers };
-                if let Some(len) = seen.header("content-length").and_then(|l| l.parse().ok()) {
-                    let mut body = vec![0; len];
-                    let _ = reader.read_exact(&mut body);
-                }
-                let (status, extra, body) = handler(&seen);
-                log.lock().unwrap().push(seen);
-                let mut response = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
-                    body.len()
-                );
-                for (n, v) in extra {
-                    response.push_str(&format!("{n}: {v}\r\n"));
-                }
-                response.push_str("\r\n");
-                response.push_str(&body);
-                let _ = stream.write_all(response.as_bytes());
-            }
-        });
-        (base, seen)
-    }
-
-    /// Fake EKS + API server: DescribeCluster points back at itself.
-    fn fake_eks(cluster_status: &'static str) -> (String, Arc<StdMutex<Vec<Seen>>>) {
-        serve(move |base| {
-            Box::new(move |req: &Seen| {
-                if req.path.starts_with("/clusters/") {
-                    let name = req.path.trim_start_matches("/clusters/");
-                    let endpoint =
-                        if cluster_status == "CREATING" { serde_json::Value::Null } else { base.clone().into() };
-                    let body = serde_json::json!({"cluster": {
-                        "name": name,
-                        "status": cluster_status,
-                        "endpoint": endpoint,
-                        "certificateAuthority": {"data": STANDARD.encode(TEST_CA_PEM)},
-                    }});
-                    (200, vec![], body.to_string())
-                } else if req.path == "/version" {
-                    (200, vec![], VERSION_JSON.to_owned())
-                } else {
-                    (404, vec![], "{}".to_owned())
-                }
-            })
-        })
-    }
-
-    fn sdk_config(endpoint_url: &str) -> SdkConfig {
-        SdkConfig::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("eu-west-1"))
-            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-                "AKIAIOSFODNN7EXAMPLE",
-                "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-                Some("session-token".into()),
-                None,
-                "test",
-            )))
-            .endpoint_url(endpoint_url)
-            .retry_config(RetryConfig::disabled())
-            .build()
-    }
-
-    fn write_kubeconfig(dir: &tempfile::TempDir, name: &str, server: &str, token: &str) -> PathBuf {
-        let path = dir.path().join(name);
-        std::fs::write(
-            &path,
-            format!(
-                "apiVersion: v1
-kind: Config
-clusters:
-- name: fake
-  cluster:
-    server: {server}
-users:
-- name: fake
-  user:
-    token: {token}
-contexts:
-- name: fake
-  context:
-    cluster: fake
-    user: fake
-    namespace: kube-system
-current-context: fake
-"
-            ),
-        )
-        .unwrap();
-        path
-    }
 
     #[test]
     fn rebuild_only_when_less_than_min_remaining_is_left() {
@@ -593,66 +287,6 @@ current-context: fake
         assert!(needs_rebuild(Some(expires), expires - MIN_REMAINING));
         assert!(needs_rebuild(Some(expires), expires));
         assert!(needs_rebuild(Some(expires), expires + Duration::from_secs(3600)));
-    }
-
-    #[test]
-    fn the_ca_pem_decodes_to_der_certificates() {
-        let pem = decode_certificate_authority("c", &STANDARD.encode(TEST_CA_PEM)).unwrap();
-        assert_eq!(pem, TEST_CA_PEM.as_bytes());
-        let certs = ca_certificates("c", &pem).unwrap();
-        assert_eq!(certs.len(), 1);
-        assert_eq!(certs[0].len(), 418);
-        assert_eq!(certs[0][0], 0x30, "DER SEQUENCE");
-
-        // Line-wrapped base64 is accepted; bundles give every certificate.
-        let wrapped = STANDARD
-            .encode(TEST_CA_PEM)
-            .as_bytes()
-            .chunks(64)
-            .map(|c| std::str::from_utf8(c).unwrap())
-            .collect::<Vec<_>>()
-            .join("\n");
-        assert_eq!(decode_certificate_authority("c", &wrapped).unwrap(), pem);
-        let bundle = format!("{TEST_CA_PEM}{TEST_CA_PEM}");
-        assert_eq!(ca_certificates("c", bundle.as_bytes()).unwrap().len(), 2);
-    }
-
-    #[test]
-    fn bad_ca_data_is_reported_as_such() {
-        // moto returns a random string as the CA.
-        let err = decode_certificate_authority("demo", "not base64!").unwrap_err();
-        assert!(matches!(err, Error::Kube { operation: "connect", retryable: false, .. }));
-        assert!(err.to_string().contains("not valid base64 PEM"), "{err}");
-
-        let err = ca_certificates("demo", b"random bytes").unwrap_err();
-        assert!(err.to_string().contains("no CERTIFICATE block"), "{err}");
-        let truncated = &TEST_CA_PEM[..TEST_CA_PEM.len() - 30];
-        assert!(ca_certificates("demo", truncated.as_bytes()).is_err());
-    }
-
-    #[tokio::test]
-    async fn an_eks_config_pins_the_ca_and_sends_the_token() {
-        let token = EksToken { token: format!("{TOKEN_PREFIX}abc"), expires_at: t0() };
-        let config = kube_config_for_eks(
-            "demo",
-            "https://ABCDEF.gr7.eu-west-1.eks.amazonaws.com",
-            TEST_CA_PEM.as_bytes(),
-            &token,
-        )
-        .unwrap();
-        assert_eq!(config.cluster_url.host(), Some("ABCDEF.gr7.eu-west-1.eks.amazonaws.com"));
-        assert_eq!(config.root_cert.as_ref().map(Vec::len), Some(1));
-        assert_eq!(config.default_namespace, "default");
-        assert_eq!(config.connect_timeout, Some(CONNECT_TIMEOUT));
-        assert_eq!(config.read_timeout, Some(READ_TIMEOUT));
-        assert!(!config.accept_invalid_certs);
-        use secrecy::ExposeSecret as _;
-        assert_eq!(config.auth_info.token.as_ref().map(|t| t.expose_secret().to_owned()), Some(token.token.clone()));
-        // The real TLS setup (rustls root store from the DER) accepts it.
-        build_client("demo", config).unwrap();
-
-        let err = kube_config_for_eks("demo", "not a url", TEST_CA_PEM.as_bytes(), &token).unwrap_err();
-        assert!(err.to_string().contains("invalid API endpoint"), "{err}");
     }
 
     #[tokio::test]
@@ -678,47 +312,6 @@ current-context: fake
         access.client_for("any-cluster").await.unwrap();
     }
 
-    #[tokio::test]
-    async fn kubeconfig_paths_merge_and_a_context_named_like_the_cluster_wins() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = write_kubeconfig(&dir, "a", "http://127.0.0.1:1", "t1");
-        let second = dir.path().join("b");
-        std::fs::write(
-            &second,
-            "apiVersion: v1
-kind: Config
-clusters:
-- name: other
-  cluster:
-    server: http://127.0.0.1:2
-users:
-- name: other
-  user:
-    token: t2
-contexts:
-- name: my-cluster
-  context:
-    cluster: other
-    user: other
-",
-        )
-        .unwrap();
-        let paths = vec![first, second];
-        let config = kube_config_from_kubeconfig(&paths, "my-cluster").await.unwrap();
-        assert_eq!(config.cluster_url.port_u16(), Some(2));
-        let config = kube_config_from_kubeconfig(&paths, "unknown").await.unwrap();
-        assert_eq!(config.cluster_url.port_u16(), Some(1));
-        assert_eq!(config.read_timeout, Some(READ_TIMEOUT));
-
-        let joined = std::env::join_paths(&paths).unwrap();
-        let access = ClusterAccess::with_kubeconfig(&sdk_config("http://127.0.0.1:9"), Some(&joined));
-        assert_eq!(access.endpoint_for("x").await.unwrap(), ClusterEndpoint::Kubeconfig { paths });
-
-        let err = kube_config_from_kubeconfig(&[dir.path().join("missing")], "c").await.unwrap_err();
-        assert!(matches!(err, Error::Kube { operation: "connect", retryable: false, .. }));
-        assert!(err.to_string().contains("KUBECONFIG"), "{err}");
-    }
-
     #[test]
     fn an_empty_kubeconfig_means_eks() {
         let config = sdk_config("http://127.0.0.1:9");
@@ -731,13 +324,13 @@ contexts:
         let (base, seen) = fake_eks("ACTIVE");
         let access = ClusterAccess::with_kubeconfig(&sdk_config(&base), None);
 
-        let client = access.client_at("demo", t0()).await.unwrap();
+        let client = access.client_at("demo", t0(), Instant::now()).await.unwrap();
         client.apiserver_version().await.unwrap();
         // Reused while the token has MIN_REMAINING left...
-        let again = access.client_at("demo", t0() + Duration::from_secs(8 * 60)).await.unwrap();
+        let again = access.client_at("demo", t0() + Duration::from_secs(8 * 60), Instant::now()).await.unwrap();
         again.apiserver_version().await.unwrap();
         // ...then rebuilt with a new token, without describing again.
-        let rebuilt = access.client_at("demo", t0() + Duration::from_secs(10 * 60)).await.unwrap();
+        let rebuilt = access.client_at("demo", t0() + Duration::from_secs(10 * 60), Instant::now()).await.unwrap();
         rebuilt.apiserver_version().await.unwrap();
 
         let seen = seen.lock().unwrap().clone();
@@ -766,7 +359,7 @@ contexts:
         let (base, _) = fake_eks("CREATING");
         let access = ClusterAccess::with_kubeconfig(&sdk_config(&base), None);
         let err = access.client_for("demo").await.err().expect("an error");
-        assert!(matches!(err, Error::Kube { operation: "connect", retryable: false, .. }), "{err}");
+        assert!(matches!(err, ClusterError::NotActive { .. }) && !err.is_retryable(), "{err}");
         assert!(err.to_string().contains("no API endpoint yet (status CREATING)"), "{err}");
     }
 
@@ -793,10 +386,7 @@ contexts:
             let access = ClusterAccess::with_kubeconfig(&sdk_config(&base), None);
             let err = access.client_for("demo").await.err().expect("an error");
             match &err {
-                Error::Aws { operation, retryable: r, .. } => {
-                    assert_eq!(*operation, "DescribeCluster");
-                    assert_eq!(*r, retryable, "{code}: {err}");
-                }
+                ClusterError::Describe { retryable: r, .. } => assert_eq!(*r, retryable, "{code}: {err}"),
                 other => panic!("{code}: unexpected {other:?}"),
             }
             assert!(err.to_string().contains(text), "{code}: {err}");
@@ -809,37 +399,73 @@ contexts:
     }
 
     #[test]
-    fn retryable_classification_of_sdk_errors() {
-        let service = |status: u16, code: &str| {
-            let err = DescribeClusterError::generic(ErrorMetadata::builder().code(code).build());
-            let raw = HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::empty());
-            SdkError::service_error(err, raw)
-        };
-        assert!(errors::is_retryable(&service(400, "ThrottlingException")));
-        assert!(errors::is_retryable(&service(503, "RequestLimitExceeded")));
-        assert!(errors::is_retryable(&service(500, "InternalError")));
-        assert!(errors::is_retryable(&service(429, "TooManyRequests")));
-        assert!(!errors::is_retryable(&service(400, "InvalidParameterException")));
-        assert!(!errors::is_retryable(&service(404, "ResourceNotFoundException")));
-        assert!(!errors::is_retryable(&service(403, "AccessDeniedException")));
-
-        let construction: SdkError<DescribeClusterError, HttpResponse> = SdkError::construction_failure("bad input");
-        assert!(!errors::is_retryable(&construction));
-        let timeout: SdkError<DescribeClusterError, HttpResponse> = SdkError::timeout_error("slow");
-        assert!(errors::is_retryable(&timeout));
-
-        assert_eq!(
-            errors::message(&service(404, "ResourceNotFoundException")),
-            "ResourceNotFoundException (HTTP 404): no message"
-        );
-    }
-
-    #[test]
     fn debug_output_holds_no_secrets() {
-        let endpoint = ClusterEndpoint::Eks { endpoint: "https://x".into(), ca_pem: TEST_CA_PEM.as_bytes().to_vec() };
-        assert!(!format!("{endpoint:?}").contains("BEGIN"));
+        let mut description = ClusterDescription::new("demo");
+        description.certificate_authority = Some(STANDARD.encode(TEST_CA_PEM));
+        assert!(!format!("{description:?}").contains(&STANDARD.encode(TEST_CA_PEM)[..20]));
         let access = ClusterAccess::with_kubeconfig(&sdk_config("http://127.0.0.1:9"), None);
         let debug = format!("{access:?}");
         assert!(!debug.contains("wJalrXUtnFEMI"), "{debug}");
+    }
+
+    #[tokio::test]
+    async fn a_description_is_reused_until_its_ttl_then_asked_again() {
+        let (base, seen) = fake_eks("ACTIVE");
+        let access = ClusterAccess::with_kubeconfig(&sdk_config(&base), None);
+        let start = Instant::now();
+        let mut cache = access.cache.lock().await;
+        let first = access.describe_cached(&mut cache, "demo", start).await.unwrap();
+        assert_eq!(first.endpoint.as_deref(), Some(base.as_str()));
+        let warm = access.describe_cached(&mut cache, "demo", start + DESCRIPTION_TTL / 2).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &warm), "reused within the TTL");
+        let stale = access.describe_cached(&mut cache, "demo", start + DESCRIPTION_TTL).await.unwrap();
+        assert!(!Arc::ptr_eq(&first, &stale), "described again once the TTL is over");
+        drop(cache);
+        let described = seen.lock().unwrap().iter().filter(|s| s.path == "/clusters/demo").count();
+        assert_eq!(described, 2);
+
+        // A client built after describing reuses the description.
+        access.client_for("demo").await.unwrap().apiserver_version().await.unwrap();
+        access.invalidate("demo").await;
+        access.describe("demo").await.unwrap();
+        let described = seen.lock().unwrap().iter().filter(|s| s.path == "/clusters/demo").count();
+        assert_eq!(described, 3, "invalidate forgets the description");
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_is_replaced_once() {
+        // The API server refuses the first request (as after an access entry
+        // was replaced), then accepts.
+        let (base, seen) = serve(|base| {
+            let refused = std::sync::atomic::AtomicBool::new(false);
+            Box::new(move |req: &Seen| {
+                if req.path.starts_with("/clusters/") {
+                    let body = serde_json::json!({"cluster": {
+                        "name": "demo", "status": "ACTIVE", "endpoint": base,
+                        "certificateAuthority": {"data": STANDARD.encode(TEST_CA_PEM)},
+                    }});
+                    return (200, vec![], body.to_string());
+                }
+                if !refused.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    let status = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}"#;
+                    return (401, vec![], status.to_owned());
+                }
+                (200, vec![], r#"{"apiVersion":"eks.amazonaws.com/v1","kind":"NodeClass","metadata":{"name":"headroom","resourceVersion":"7"},"spec":{}}"#.to_owned())
+            })
+        });
+        let access = ClusterAccess::with_kubeconfig(&sdk_config(&base), None);
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let read = access
+            .with_api("demo", |api| {
+                calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                async move { api.get_nodeclass("headroom").await }
+            })
+            .await;
+        let nodeclass = read.unwrap().expect("the NodeClass");
+        assert_eq!(nodeclass["metadata"]["resourceVersion"], "7");
+        assert_eq!(calls.into_inner(), 2, "one retry after the 401");
+        let seen = seen.lock().unwrap().clone();
+        let described = seen.iter().filter(|s| s.path.starts_with("/clusters/")).count();
+        assert_eq!(described, 2, "the description is refreshed with the token");
     }
 }

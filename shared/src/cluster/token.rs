@@ -22,7 +22,7 @@ use aws_smithy_runtime_api::client::identity::Identity;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::error::{Error, Result};
+use super::error::{ClusterError, ClusterResult as Result};
 
 /// Every EKS token starts with this.
 pub const TOKEN_PREFIX: &str = "k8s-aws-v1.";
@@ -149,8 +149,8 @@ pub fn generate_token(cluster: &str, region: &str, credentials: &Credentials, no
     Ok(EksToken { token, expires_at: now + TOKEN_LIFETIME })
 }
 
-fn signing_error(message: String) -> Error {
-    Error::Aws { operation: OPERATION, message, retryable: false }
+fn signing_error(message: String) -> ClusterError {
+    ClusterError::Credentials { operation: OPERATION, message, retryable: false }
 }
 
 /// EKS cluster names: 1 to 100 characters, alphanumerics, `-` and `_`,
@@ -432,7 +432,7 @@ mod tests {
 
         let too_long = "A".repeat(3_000);
         let err = generate_token(CLUSTER, REGION, &creds(Some(&too_long)), fixed_time()).unwrap_err();
-        assert!(matches!(err, Error::Aws { retryable: false, .. }), "{err}");
+        assert!(matches!(err, ClusterError::Credentials { retryable: false, .. }), "{err}");
         assert!(err.to_string().contains("4096"), "{err}");
     }
 
@@ -440,7 +440,7 @@ mod tests {
     fn invalid_names_are_refused_without_signing() {
         for cluster in ["", "-starts-with-dash", "has space", "new\nline", &"a".repeat(101)] {
             let err = generate_token(cluster, REGION, &creds(None), fixed_time()).unwrap_err();
-            assert!(matches!(err, Error::Aws { retryable: false, .. }), "{cluster:?}: {err}");
+            assert!(matches!(err, ClusterError::Credentials { retryable: false, .. }), "{cluster:?}: {err}");
         }
         assert!(generate_token(&"a".repeat(100), REGION, &creds(None), fixed_time()).is_ok());
         assert!(generate_token("my_cluster-1", REGION, &creds(None), fixed_time()).is_ok());

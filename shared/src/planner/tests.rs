@@ -262,7 +262,10 @@ fn the_lab_scenario_extends_an_existing_nodeclass() {
     let plan = expect_plan(plan(&snapshot, &config(), Demand::BelowThreshold));
     let Some(Step::PatchNodeClass { patch, .. }) = plan.steps.last() else { panic!("expected a patch last") };
     assert!(!plan.steps.iter().any(|s| matches!(s, Step::CreateNodePool { .. })), "a NodePool uses it already");
-    assert_eq!(patch[0], json!({"op": "test", "path": "/metadata/resourceVersion", "value": "42"}));
+    assert_eq!(
+        patch[0],
+        json!({"op": "test", "path": "/spec/subnetSelectorTerms", "value": [{"id": "subnet-priv-a"}]})
+    );
     assert_eq!(patch[1]["path"], "/spec/subnetSelectorTerms/-");
 }
 
@@ -514,7 +517,8 @@ fn pods_mode_fills_both_pod_selectors() {
     let paths: Vec<&str> = patch.as_array().unwrap().iter().map(|op| op["path"].as_str().unwrap()).collect();
     assert_eq!(
         paths,
-        vec!["/metadata/resourceVersion", "/spec/podSubnetSelectorTerms", "/spec/podSecurityGroupSelectorTerms"]
+        vec!["/spec", "/spec/podSubnetSelectorTerms", "/spec/podSecurityGroupSelectorTerms"],
+        "adding members that are absent tests the whole spec"
     );
 }
 
@@ -801,6 +805,21 @@ fn input_order_does_not_change_the_plan() {
     assert_eq!(plan(&shuffled, &config(), Demand::BelowThreshold), original);
 }
 
+#[test]
+fn a_failure_outside_the_node_subnets_is_someone_elses() {
+    let snapshot = lab();
+    let config = config();
+    let elsewhere = plan_for_failure(&snapshot, &config, Demand::BelowThreshold, &["subnet-pub-a".into()]);
+    let Decision::NoOp { reason } = &elsewhere else { panic!("expected a no-op, got {elsewhere:#?}") };
+    assert!(reason.contains("subnet-pub-a") && reason.contains("no node or pod of cluster demo-cluster"), "{reason}");
+    // A node subnet among them, or none named: the usual decision.
+    let ours = ["subnet-pub-a".to_string(), "subnet-priv-b".to_string()];
+    let usual = plan(&snapshot, &config, Demand::BelowThreshold);
+    assert_eq!(plan_for_failure(&snapshot, &config, Demand::BelowThreshold, &ours), usual);
+    assert_eq!(plan_for_failure(&snapshot, &config, Demand::BelowThreshold, &[]), usual);
+    assert!(usual.plan().is_some());
+}
+
 // ---- properties over random networks ----
 
 fn arb_primary() -> impl Strategy<Value = Ipv4Net> {
@@ -877,7 +896,7 @@ prop_compose! {
         for (i, (which, slot, az, capacity)) in managed.into_iter().enumerate() {
             let Some(parent) = live.get(which % live.len().max(1)) else { continue };
             let Some(block) = parent.subnets(subnet_prefix.max(parent.prefix_len())).ok().and_then(|mut b| b.nth(slot as usize)) else { continue };
-            if snapshot.subnets.iter().any(|s| crate::cidr::overlaps(s.cidr, block)) { continue; }
+            if snapshot.subnets.iter().any(|s| cidr::overlaps(s.cidr, block)) { continue; }
             snapshot.subnets.push(managed_subnet(&format!("subnet-m{i}"), AZS[az], &block.to_string(), capacity));
         }
         let config = Config {
@@ -911,13 +930,13 @@ proptest! {
         if let Some(cidr) = new_cidr {
             prop_assert!(config.cidr_pool.iter().any(|p| p.contains(&cidr)), "{cidr} outside the pool");
             prop_assert_eq!(cidr.prefix_len(), config.vpc_cidr_prefix);
-            prop_assert!(crate::cidr::restriction(snapshot.vpc.primary_cidr, cidr).is_ok(), "{cidr} restricted");
+            prop_assert!(cidr::restriction(snapshot.vpc.primary_cidr, cidr).is_ok(), "{cidr} restricted");
             for a in snapshot.vpc.cidr_associations.iter().filter(|a| a.state != CidrState::Disassociated) {
-                prop_assert!(!crate::cidr::overlaps(a.cidr, cidr), "{cidr} overlaps {}", a.cidr);
+                prop_assert!(!cidr::overlaps(a.cidr, cidr), "{cidr} overlaps {}", a.cidr);
             }
             for r in snapshot.route_tables.iter().flat_map(|t| &t.routes).filter(|r| !r.is_local()) {
                 if let Some(d) = r.destination.filter(|d| d.prefix_len() > 0) {
-                    prop_assert!(!crate::cidr::overlaps(d, cidr), "{cidr} collides with route {d}");
+                    prop_assert!(!cidr::overlaps(d, cidr), "{cidr} collides with route {d}");
                 }
             }
         }
@@ -929,8 +948,8 @@ proptest! {
             prop_assert_eq!(block.prefix_len(), config.subnet_prefix);
             prop_assert_eq!(*block, block.trunc(), "unaligned");
             prop_assert!(parents.iter().any(|p| p.contains(block)), "{block} outside every managed CIDR");
-            prop_assert!(snapshot.subnets.iter().all(|s| !crate::cidr::overlaps(s.cidr, *block)), "{block} overlaps a subnet");
-            prop_assert!(created[..i].iter().all(|(_, other)| !crate::cidr::overlaps(*other, *block)));
+            prop_assert!(snapshot.subnets.iter().all(|s| !cidr::overlaps(s.cidr, *block)), "{block} overlaps a subnet");
+            prop_assert!(created[..i].iter().all(|(_, other)| !cidr::overlaps(*other, *block)));
             prop_assert!(node_subnets(&snapshot, &config).azs().contains(az), "{az} holds no node subnet");
         }
         let mut azs: Vec<&String> = created.iter().map(|(az, _)| az).collect();

@@ -104,7 +104,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = harness.config(&settings);
     let ctx = harness.context(config.clone()).await;
 
-    let before = snapshot::read(&ctx, lab::CLUSTER, None, Depth::WithCapacity).await?.snapshot;
+    let before = snapshot::read(&ctx, lab::CLUSTER, Depth::WithCapacity).await?.snapshot;
     println!("\n=== BEFORE ===\n{}", view::render(&before, &config));
 
     // First as an operator would on a new install: a dry run, which plans
@@ -135,7 +135,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
-    let after = snapshot::read(&ctx, lab::CLUSTER, None, Depth::WithCapacity).await?.snapshot;
+    let after = snapshot::read(&ctx, lab::CLUSTER, Depth::WithCapacity).await?.snapshot;
     println!("\n=== AFTER ===\n{}", view::render(&after, &config));
 
     if args.serve {

@@ -1,17 +1,25 @@
-//! NodeClass and NodePool reads and writes against the cluster's API.
+//! [`AutoModeApi`]: NodeClass and NodePool reads and writes against the
+//! cluster's API server. What to write is decided by the pure
+//! [`crate::nodeclass`]; this module only talks to the API server.
 //!
 //! Writes never use strategic merge (the API server answers 415 for custom
 //! resources) nor merge patch (it replaces whole lists). A NodeClass is
-//! extended with an RFC 6902 JSON Patch whose first op tests the
-//! resourceVersion that was read: a concurrent writer makes it fail with 422
-//! (or 409), and the change is recomputed from a fresh read.
+//! extended with an RFC 6902 JSON Patch whose first op tests the list it
+//! changes (docs/aws-rules.md, "Changing a NodeClass"): a concurrent change
+//! to that list makes it fail with 422 and the change is recomputed from a
+//! fresh read, while the Auto Mode controller's status writes, which move
+//! the resourceVersion, do not get in the way.
 
 use std::time::{Duration, Instant};
 
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
+use futures::TryStreamExt as _;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams, WatchEvent,
+    WatchParams,
+};
 use serde_json::Value;
 
-use crate::error::{Error, Result};
+use super::error::{ClusterError, ClusterResult as Result};
 use crate::model::AutoModeObjects;
 use crate::nodeclass::{self, Extension, SelectorTarget};
 use crate::plan::{Applied, NodeClassIntent, Step, StepKind};
@@ -24,35 +32,19 @@ pub const LIST_PAGE: u32 = 100;
 const MAX_CONFLICT_RETRIES: usize = 5;
 const FIELD_MANAGER: &str = "headroom";
 
+/// The longest one watch request lasts: shorter than the client's read
+/// timeout, so a quiet watch ends on the server's side, not as an error.
+const WATCH_SECONDS: u64 = 9;
+
+/// The NodeClasses and NodePools of one cluster.
 #[derive(Clone)]
-pub struct NodeClassApi {
+pub struct AutoModeApi {
     nodeclasses: Api<DynamicObject>,
     nodepools: Api<DynamicObject>,
 }
 
 fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
-}
-
-pub(crate) fn kube_error(operation: &'static str, err: kube::Error) -> Error {
-    let (message, retryable) = match &err {
-        kube::Error::Api(status) => {
-            // 410: a list's continue token expired; the next run lists afresh.
-            let retryable = status.code == 429 || status.code == 410 || status.code >= 500 || status.is_conflict();
-            let hint = match status.code {
-                401 => "; the token was refused: check the function's EKS access entry",
-                403 => "; RBAC forbids it: apply infra/rbac.yaml and map the access entry to its group",
-                404 if status.message.contains("could not find the requested resource") => {
-                    "; the NodeClass CRD is missing: is this an EKS Auto Mode cluster?"
-                }
-                _ => "",
-            };
-            (format!("{} {}: {}{hint}", status.code, status.reason, status.message), retryable)
-        }
-        // Connection, TLS and timeout failures can pass.
-        other => (other.to_string(), !matches!(other, kube::Error::SerdeError(_) | kube::Error::BuildRequest(_))),
-    };
-    Error::Kube { operation, message, retryable }
 }
 
 /// Every object of a kind, following `continue` to the last page.
@@ -64,7 +56,7 @@ async fn list_all(api: &Api<DynamicObject>, operation: &'static str) -> Result<V
         if let Some(token) = token.take() {
             params = params.continue_token(&token);
         }
-        let page = api.list(&params).await.map_err(|e| kube_error(operation, e))?;
+        let page = api.list(&params).await.map_err(|e| ClusterError::from_kube(operation, e))?;
         for object in page.items {
             items.push(to_value(object)?);
         }
@@ -76,7 +68,7 @@ async fn list_all(api: &Api<DynamicObject>, operation: &'static str) -> Result<V
 }
 
 fn to_value(object: DynamicObject) -> Result<Value> {
-    serde_json::to_value(object).map_err(|e| Error::Kube {
+    serde_json::to_value(object).map_err(|e| ClusterError::Transport {
         operation: "decode",
         message: e.to_string(),
         retryable: false,
@@ -84,16 +76,13 @@ fn to_value(object: DynamicObject) -> Result<Value> {
 }
 
 fn to_object(value: &Value) -> Result<DynamicObject> {
-    serde_json::from_value(value.clone()).map_err(|e| Error::Kube {
-        operation: "encode",
-        message: e.to_string(),
-        retryable: false,
-    })
+    serde_json::from_value(value.clone())
+        .map_err(|e| ClusterError::Refused { operation: "encode", message: format!("not a Kubernetes object: {e}") })
 }
 
-impl NodeClassApi {
+impl AutoModeApi {
     pub fn new(client: kube::Client) -> Self {
-        NodeClassApi {
+        AutoModeApi {
             nodeclasses: Api::all_with(
                 client.clone(),
                 &resource(
@@ -116,7 +105,7 @@ impl NodeClassApi {
     }
 
     pub async fn get_nodeclass(&self, name: &str) -> Result<Option<Value>> {
-        match self.nodeclasses.get_opt(name).await.map_err(|e| kube_error("get NodeClass", e))? {
+        match self.nodeclasses.get_opt(name).await.map_err(|e| ClusterError::from_kube("get NodeClass", e))? {
             Some(object) => Ok(Some(to_value(object)?)),
             None => Ok(None),
         }
@@ -161,12 +150,12 @@ impl NodeClassApi {
             Err(kube::Error::Api(status)) if status.is_already_exists() => {
                 self.ensure_selected(&name, intent, targets, None).await
             }
-            Err(e) => Err(kube_error("create NodeClass", e)),
+            Err(e) => Err(ClusterError::from_kube("create NodeClass", e)),
         }
     }
 
     /// Extends the NodeClass until it selects every target, re-reading and
-    /// recomputing after each concurrent write.
+    /// recomputing after each concurrent change to what the patch tests.
     pub async fn ensure_selected(
         &self,
         name: &str,
@@ -176,9 +165,9 @@ impl NodeClassApi {
     ) -> Result<Applied> {
         refuse_default(name)?;
         // The planner's patch was computed from the snapshot just read: try it
-        // first, and read again only if the NodeClass moved on since.
+        // first, and read again only if the list it tests moved on since.
         let mut planned = planned.cloned();
-        let mut rejected: Option<(Value, String)> = None;
+        let mut rejected: Option<Rejected> = None;
         for attempt in 1..=MAX_CONFLICT_RETRIES {
             let ops = match planned.take() {
                 Some(ops) => ops,
@@ -194,10 +183,8 @@ impl NodeClassApi {
                     }
                 },
             };
-            let patch: json_patch_kube::Patch = serde_json::from_value(ops.clone()).map_err(|e| Error::Kube {
-                operation: "patch NodeClass",
-                message: format!("invalid JSON Patch: {e}"),
-                retryable: false,
+            let patch: json_patch_kube::Patch = serde_json::from_value(ops.clone()).map_err(|e| {
+                ClusterError::Refused { operation: "patch NodeClass", message: format!("invalid JSON Patch: {e}") }
             })?;
             let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
             match self.nodeclasses.patch(name, &params, &Patch::Json::<()>(patch)).await {
@@ -213,9 +200,10 @@ impl NodeClassApi {
                         already_present: false,
                     });
                 }
-                // 422: our `test` op saw a newer resourceVersion. 409: a conflict. Both: re-read.
+                // 422: our `test` op failed (or the change is invalid: the
+                // re-read tells which). 409: a conflict. Both: re-read.
                 Err(kube::Error::Api(status)) if status.code == 422 || status.is_conflict() => {
-                    rejected = Some((ops[0].get("value").cloned().unwrap_or_default(), status.message.clone()));
+                    rejected = (status.code == 422).then(|| Rejected::by(&ops, status.message.clone()));
                     tracing::info!(
                         nodeclass = name,
                         attempt,
@@ -224,51 +212,45 @@ impl NodeClassApi {
                     );
                     tokio::time::sleep(Duration::from_millis(50 * attempt as u64)).await;
                 }
-                Err(e) => return Err(kube_error("patch NodeClass", e)),
+                Err(e) => return Err(ClusterError::from_kube("patch NodeClass", e)),
             }
         }
-        Err(Error::Kube {
+        Err(ClusterError::Contended {
             operation: "patch NodeClass",
             message: format!(
                 "NodeClass {name} kept changing during {MAX_CONFLICT_RETRIES} attempts; the next run retries"
             ),
-            retryable: true,
         })
     }
 
     /// The patch a fresh read calls for; `None` when it already selects every target.
-    /// `rejected` is the resourceVersion a refused patch tested, with the
-    /// refusal: if the object has not moved since, the 422 was validation,
-    /// not a race, and retrying cannot help.
+    /// `rejected` is a patch the API server answered 422: if what it tested
+    /// still holds, the 422 was validation, not a race, and retrying cannot help.
     async fn next_patch(
         &self,
         name: &str,
         intent: &NodeClassIntent,
         targets: &[SelectorTarget],
-        rejected: Option<(Value, String)>,
+        rejected: Option<Rejected>,
     ) -> Result<Option<Value>> {
-        let current = self.get_nodeclass(name).await?.ok_or_else(|| Error::Kube {
+        let current = self.get_nodeclass(name).await?.ok_or_else(|| ClusterError::Contended {
             operation: "patch NodeClass",
             message: format!("NodeClass {name} disappeared while being extended; the next run recreates it"),
-            retryable: true,
         })?;
-        if let Some((tested, message)) = rejected
-            && current.pointer("/metadata/resourceVersion") == Some(&tested)
+        if let Some(rejected) = rejected
+            && rejected.still_holds(&current)
         {
-            return Err(Error::Kube {
+            return Err(ClusterError::Refused {
                 operation: "patch NodeClass",
-                message: format!("the API server rejected the change to NodeClass {name}: {message}"),
-                retryable: false,
+                message: format!("the API server rejected the change to NodeClass {name}: {}", rejected.message),
             });
         }
         match nodeclass::extension(&current, intent, targets) {
             Extension::AlreadySelected => Ok(None),
             Extension::Patch(ops) => Ok(Some(ops)),
-            Extension::Unextendable(why) => Err(Error::Kube {
-                operation: "patch NodeClass",
-                message: format!("NodeClass {name}: {why}"),
-                retryable: false,
-            }),
+            Extension::Unextendable(why) => {
+                Err(ClusterError::Refused { operation: "patch NodeClass", message: format!("NodeClass {name}: {why}") })
+            }
         }
     }
 
@@ -289,7 +271,7 @@ impl NodeClassApi {
                 detail: format!("NodePool {name} already exists; left as it is"),
                 already_present: true,
             }),
-            Err(e) => Err(kube_error("create NodePool", e)),
+            Err(e) => Err(ClusterError::from_kube("create NodePool", e)),
         }
     }
 
@@ -349,23 +331,104 @@ impl NodeClassApi {
         checks
     }
 
-    /// Waits, up to `timeout`, until `status.subnets` lists every subnet.
-    /// Returns the ids still missing (empty when all arrived).
+    /// Waits, up to `timeout`, until `status.subnets` lists every subnet,
+    /// by watching the NodeClass: the wait ends as soon as the Auto Mode
+    /// controller writes the status. Returns the ids still missing (empty
+    /// when all arrived). Without RBAC `watch` (an install from before it was
+    /// granted) it polls instead.
     pub async fn wait_for_status_subnets(
         &self,
         name: &str,
         subnet_ids: &[String],
         timeout: Duration,
     ) -> Result<Vec<String>> {
-        let started = Instant::now();
+        let deadline = Instant::now() + timeout;
+        let missing_from = |object: Option<&Value>| -> Vec<String> {
+            let listed = object.map(nodeclass::status_subnet_ids).unwrap_or_default();
+            subnet_ids.iter().filter(|id| !listed.contains(id)).cloned().collect()
+        };
+        let mut current = self.get_nodeclass(name).await?;
+        let mut missing = missing_from(current.as_ref());
+        while !missing.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let version = current
+                .as_ref()
+                .and_then(|c| c.pointer("/metadata/resourceVersion"))
+                .and_then(Value::as_str)
+                .unwrap_or("0")
+                .to_owned();
+            let seconds = left.as_secs().clamp(1, WATCH_SECONDS) as u32;
+            let params = WatchParams::default().fields(&format!("metadata.name={name}")).timeout(seconds);
+            let events = match self.nodeclasses.watch(&params, &version).await {
+                Ok(events) => events,
+                Err(kube::Error::Api(status)) if status.code == 403 => {
+                    tracing::warn!(
+                        nodeclass = name,
+                        "RBAC forbids watching NodeClasses; polling (apply infra/rbac.yaml)"
+                    );
+                    return self.poll_status_subnets(name, missing_from, deadline).await;
+                }
+                Err(e) => return Err(ClusterError::from_kube("watch NodeClass", e)),
+            };
+            let mut events = std::pin::pin!(events);
+            let watched = tokio::time::timeout(left, async {
+                while let Some(event) =
+                    events.try_next().await.map_err(|e| ClusterError::from_kube("watch NodeClass", e))?
+                {
+                    match event {
+                        WatchEvent::Added(object) | WatchEvent::Modified(object) => {
+                            current = Some(to_value(object)?);
+                            missing = missing_from(current.as_ref());
+                            if missing.is_empty() {
+                                return Ok(());
+                            }
+                        }
+                        WatchEvent::Deleted(_) => {
+                            current = None;
+                            missing = missing_from(None);
+                        }
+                        WatchEvent::Bookmark(bookmark) => {
+                            if let Some(object) = current.as_mut() {
+                                object["metadata"]["resourceVersion"] = bookmark.metadata.resource_version.into();
+                            }
+                        }
+                        // 410: the version is too old to resume from; read afresh.
+                        WatchEvent::Error(status) if status.code == 410 => {
+                            current = self.get_nodeclass(name).await?;
+                            missing = missing_from(current.as_ref());
+                            return Ok(());
+                        }
+                        WatchEvent::Error(status) => {
+                            return Err(ClusterError::from_kube("watch NodeClass", kube::Error::Api(status)));
+                        }
+                    }
+                }
+                // The server ended the watch (its timeout): watch again.
+                Ok(())
+            })
+            .await;
+            match watched {
+                Ok(result) => result?,
+                Err(_deadline) => break,
+            }
+        }
+        Ok(missing)
+    }
+
+    /// The wait without watch: reads with growing intervals until `deadline`.
+    async fn poll_status_subnets(
+        &self,
+        name: &str,
+        missing_from: impl Fn(Option<&Value>) -> Vec<String>,
+        deadline: Instant,
+    ) -> Result<Vec<String>> {
         let mut interval = Duration::from_millis(200);
         loop {
-            let listed = match self.get_nodeclass(name).await? {
-                Some(current) => nodeclass::status_subnet_ids(&current),
-                None => Vec::new(),
-            };
-            let missing: Vec<String> = subnet_ids.iter().filter(|id| !listed.contains(id)).cloned().collect();
-            if missing.is_empty() || started.elapsed() + interval > timeout {
+            let missing = missing_from(self.get_nodeclass(name).await?.as_ref());
+            if missing.is_empty() || Instant::now() + interval > deadline {
                 return Ok(missing);
             }
             tokio::time::sleep(interval).await;
@@ -374,12 +437,32 @@ impl NodeClassApi {
     }
 }
 
+/// A JSON Patch the API server answered 422, with what its `test` op tested.
+struct Rejected {
+    tested: Option<(String, Value)>,
+    message: String,
+}
+
+impl Rejected {
+    fn by(ops: &Value, message: String) -> Self {
+        let tested = ops.get(0).filter(|op| op["op"] == "test").and_then(|op| {
+            Some((op.get("path")?.as_str()?.to_owned(), op.get("value").cloned().unwrap_or(Value::Null)))
+        });
+        Rejected { tested, message }
+    }
+
+    /// The tested value is still there: the test passed, so the 422 came
+    /// from validating the change itself.
+    fn still_holds(&self, current: &Value) -> bool {
+        self.tested.as_ref().is_some_and(|(path, value)| current.pointer(path) == Some(value))
+    }
+}
+
 fn refuse_default(name: &str) -> Result<()> {
     if name == nodeclass::DEFAULT_NODECLASS {
-        return Err(Error::Kube {
+        return Err(ClusterError::Refused {
             operation: "write NodeClass",
             message: "the `default` NodeClass is managed by EKS; headroom never writes it".into(),
-            retryable: false,
         });
     }
     Ok(())
