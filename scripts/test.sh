@@ -1,9 +1,23 @@
 #!/usr/bin/env bash
-# Everything CI runs, from a fresh machine: installs moto into .venv and the
-# infra linters into .venv-infra, lints and scans infra/, then runs every
-# Rust test (unit, property, moto-backed integration, Lambda runtime harness).
+# Everything CI runs, from a fresh machine: checks formatting and clippy
+# (warnings are errors), installs moto into .venv and the infra linters into
+# .venv-infra, lints and scans infra/, then runs every Rust test (unit,
+# property, moto-backed integration, Lambda runtime harness).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# Minimal rustup profiles leave these out; the default profile has them.
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    rustup component add "$component"
+  fi
+done
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "==> cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "==> installing the local AWS emulator (moto)"
 scripts/setup-moto.sh

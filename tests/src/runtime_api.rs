@@ -36,7 +36,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper_util::rt::TokioIo;
@@ -500,12 +500,7 @@ async fn init_error(State(shared): State<Arc<Shared>>, request_headers: HeaderMa
     response
 }
 
-async fn unknown(
-    State(shared): State<Arc<Shared>>,
-    method: axum::http::Method,
-    uri: axum::http::Uri,
-    request_headers: HeaderMap,
-) -> Response {
+async fn unknown(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, request_headers: HeaderMap) -> Response {
     shared.violation(format!("{method} {uri}: not a Runtime API endpoint"));
     let response = refuse(StatusCode::NOT_FOUND, "NotFound", "Not Found");
     shared.record(method.as_str(), uri.path(), response.status(), &request_headers);
