@@ -53,6 +53,18 @@ fn api_error(error: kube::Error) -> (u16, String, String) {
     }
 }
 
+/// A client of the fake that presents the wrong bearer token.
+async fn intruder(kube: &FakeKube) -> Api<DynamicObject> {
+    let wrong = kube.kubeconfig().replace(kube.token(), "wrong-token");
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::from_yaml(&wrong).unwrap(),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    Api::all_with(kube::Client::try_from(config).unwrap(), &nodeclass_api_resource())
+}
+
 fn rv(object: &DynamicObject) -> String {
     object.metadata.resource_version.clone().expect("resourceVersion")
 }
@@ -351,15 +363,7 @@ async fn bearer_token_is_required() {
     kube.put_object(NODECLASSES, nodeclass("default")).unwrap();
     api.get("default").await.expect("authorized");
 
-    let wrong = kube.kubeconfig().replace(kube.token(), "wrong-token");
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::from_yaml(&wrong).unwrap(),
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    let intruder: Api<DynamicObject> =
-        Api::all_with(kube::Client::try_from(config).unwrap(), &nodeclass_api_resource());
+    let intruder = intruder(&kube).await;
     let (code, reason, _) = api_error(intruder.get("default").await.expect_err("401"));
     assert_eq!((code, reason.as_str()), (401, "Unauthorized"));
 
@@ -783,15 +787,7 @@ async fn a_watch_is_recorded_faults_apply_and_it_is_never_a_write() {
     assert_eq!((kind, &raced["metadata"]["labels"]), ("MODIFIED", &json!({"by": "someone"})));
 
     // Without the token: 401 before any stream.
-    let wrong = kube.kubeconfig().replace(kube.token(), "wrong-token");
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::from_yaml(&wrong).unwrap(),
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    let intruder: Api<DynamicObject> =
-        Api::all_with(kube::Client::try_from(config).unwrap(), &nodeclass_api_resource());
+    let intruder = intruder(&kube).await;
     let refused = intruder.watch(&named("headroom"), "0").await.err().expect("401");
     assert_eq!(api_error(refused).0, 401);
     assert!(kube.requests().iter().any(|r| r.watch && r.status == 401));
@@ -825,4 +821,38 @@ async fn latency_delays_every_answer_and_each_round_trip_pays_it() {
     kube.set_latency(None);
     api.get("headroom").await.expect("answered without latency");
     assert_eq!(kube.requests().len(), 5);
+}
+
+/// The status of a refused write, `None` when it was accepted.
+fn write_code(result: Result<DynamicObject, kube::Error>) -> Option<u16> {
+    result.err().map(|e| api_error(e).0)
+}
+
+#[tokio::test]
+async fn write_faults_refuse_or_lose_the_answer_and_spare_reads() {
+    let (kube, api) = start().await;
+    let post = PostParams::default();
+    let object = |name| dynamic(nodeclass(name));
+
+    kube.fail_next_writes(2, 500);
+    assert_eq!(write_code(api.create(&post, &object("a")).await), Some(500));
+    assert!(api.get_opt("a").await.unwrap().is_none(), "reads pass and nothing was created");
+    assert_eq!(write_code(api.create(&post, &object("a")).await), Some(500));
+    assert_eq!(write_code(api.create(&post, &object("a")).await), None, "two only");
+    assert_eq!(kube.writes_to(NODECLASSES, "a"), 3);
+
+    // The second write from now lands, but its answer is a 500.
+    kube.fail_nth_write(2, 500, true);
+    assert_eq!(write_code(api.create(&post, &object("b")).await), None);
+    assert_eq!(write_code(api.create(&post, &object("c")).await), Some(500));
+    assert!(kube.get_object(NODECLASSES, "c").is_some(), "applied despite the error");
+    assert_eq!(write_code(api.create(&post, &object("c")).await), Some(409), "and a retry conflicts");
+
+    kube.fail_next_writes(1, 500);
+    kube.clear_write_faults();
+    assert_eq!(write_code(api.create(&post, &object("d")).await), None);
+
+    kube.reset();
+    assert!(kube.list_objects(NODECLASSES).is_empty());
+    assert!(kube.requests().is_empty());
 }

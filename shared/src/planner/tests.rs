@@ -147,6 +147,27 @@ pub(crate) fn lab() -> NetworkSnapshot {
     }
 }
 
+/// The lab after a full remediation: 100.64.0.0/16 associated, a roomy
+/// headroom subnet per AZ, each routed like the AZ's private subnet.
+fn lab_with_routed_managed_subnets() -> NetworkSnapshot {
+    let mut snapshot = lab();
+    add_association(&mut snapshot, "100.64.0.0/16", CidrState::Associated);
+    for (i, az) in AZS.iter().enumerate() {
+        let id = format!("subnet-m-{i}");
+        snapshot.subnets.push(managed_subnet(&id, az, &format!("100.64.{}.0/19", i * 32), ROOMY));
+        snapshot.route_tables[1 + i].subnet_ids.push(id);
+    }
+    snapshot
+}
+
+/// headroom's NodeClass, selecting the managed subnets by the cluster's tag.
+fn nodeclass_selecting_managed_subnets() -> Value {
+    json!({
+        "metadata": {"name": "headroom", "resourceVersion": "9"},
+        "spec": {"role": "AmazonEKSAutoNodeRole", "subnetSelectorTerms": [{"tags": {"headroom.io/cluster": "demo-cluster"}}], "securityGroupSelectorTerms": [{"id": "sg"}]}
+    })
+}
+
 fn config() -> Config {
     Config { clusters: vec!["demo-cluster".into()], ..Config::default() }
 }
@@ -539,20 +560,8 @@ fn pods_mode_refuses_pod_subnets_in_an_az_without_node_subnets() {
 
 #[test]
 fn a_nodeclass_that_selects_the_managed_subnets_is_not_patched() {
-    let mut snapshot = lab();
-    add_association(&mut snapshot, "100.64.0.0/16", CidrState::Associated);
-    for (i, az) in AZS.iter().enumerate() {
-        let id = format!("subnet-m-{i}");
-        snapshot.subnets.push(managed_subnet(&id, az, &format!("100.64.{}.0/19", i * 32), ROOMY));
-        snapshot.route_tables[1 + i].subnet_ids.push(id);
-    }
-    put_used_nodeclass(
-        &mut snapshot,
-        json!({
-            "metadata": {"name": "headroom", "resourceVersion": "9"},
-            "spec": {"role": "AmazonEKSAutoNodeRole", "subnetSelectorTerms": [{"tags": {"headroom.io/cluster": "demo-cluster"}}], "securityGroupSelectorTerms": [{"id": "sg"}]}
-        }),
-    );
+    let mut snapshot = lab_with_routed_managed_subnets();
+    put_used_nodeclass(&mut snapshot, nodeclass_selecting_managed_subnets());
     match plan(&snapshot, &config(), Demand::BelowThreshold) {
         Decision::NoOp { reason } => assert!(reason.contains("selected"), "{reason}"),
         other => panic!("expected a no-op, got {other:#?}"),
@@ -621,20 +630,8 @@ fn without_a_nodepool_for_the_nodeclass_nothing_is_planned() {
     );
 
     // Even with nothing left to create, starved AZs whose new subnets no NodePool uses are reported.
-    let mut snapshot = lab();
-    add_association(&mut snapshot, "100.64.0.0/16", CidrState::Associated);
-    for (i, az) in AZS.iter().enumerate() {
-        let id = format!("subnet-m-{i}");
-        snapshot.subnets.push(managed_subnet(&id, az, &format!("100.64.{}.0/19", i * 32), ROOMY));
-        snapshot.route_tables[1 + i].subnet_ids.push(id);
-    }
-    put_nodeclass(
-        &mut snapshot,
-        json!({
-            "metadata": {"name": "headroom", "resourceVersion": "9"},
-            "spec": {"role": "AmazonEKSAutoNodeRole", "subnetSelectorTerms": [{"tags": {"headroom.io/cluster": "demo-cluster"}}], "securityGroupSelectorTerms": [{"id": "sg"}]}
-        }),
-    );
+    let mut snapshot = lab_with_routed_managed_subnets();
+    put_nodeclass(&mut snapshot, nodeclass_selecting_managed_subnets());
     expect_refusal(plan(&snapshot, &c, Demand::BelowThreshold), RefusalCode::NoNodePool);
 }
 

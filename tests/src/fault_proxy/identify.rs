@@ -88,36 +88,14 @@ pub(super) fn credential_scope_service(authorization: &str) -> Option<&str> {
     parts.nth(3)
 }
 
-/// The value of `key` in an `a=b&c=d` string (percent-decoded).
+/// The value of `key` in an `a=b&c=d` string (form-decoded: `+` is a space).
 pub(super) fn form_value(form: &str, key: &str) -> Option<String> {
-    form.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == key).then(|| percent_decode(v))
-    })
+    form_urlencoded::parse(form.as_bytes()).find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
 }
 
+/// A percent-decoded URL path segment (`+` stays a `+`).
 pub(super) fn percent_decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = |b: u8| (b as char).to_digit(16);
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(high), Some(low)) => {
-                        out.push((high * 16 + low) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            other => out.push(other),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned()
 }
 
 /// Maps the EKS REST routes headroom and its tests use to action names.
