@@ -4,6 +4,7 @@
 //! reads, and JSON answers.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -75,6 +76,7 @@ pub(super) async fn handle_request(State(shared): State<Arc<Shared>>, request: R
         }
     };
 
+    let arrived = Instant::now();
     let latency = shared.lock().latency;
     if let Some(latency) = latency {
         tokio::time::sleep(latency).await;
@@ -90,6 +92,8 @@ pub(super) async fn handle_request(State(shared): State<Arc<Shared>>, request: R
         name: None,
         subresource: None,
         watch: false,
+        arrived,
+        answered: arrived,
     };
     let route = route(&path);
     match &route {
@@ -149,6 +153,7 @@ pub(super) async fn handle_request(State(shared): State<Arc<Shared>>, request: R
         Err(error) => error.code,
     };
     record.status = status.as_u16();
+    record.answered = Instant::now();
     tracing::debug!(method = %record.method, path = %record.path, status = record.status, "fake kube request");
     shared.lock().requests.push(record);
     respond(result)

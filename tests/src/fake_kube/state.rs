@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 use tokio::task::AbortHandle;
@@ -34,6 +34,10 @@ pub struct RecordedRequest {
     /// stream starts; never a write. Its `name` comes from a
     /// `metadata.name=` field selector.
     pub watch: bool,
+    /// When the request arrived (its body read), before any added latency.
+    pub arrived: Instant,
+    /// When the answer (or, for a watch, the stream's headers) left.
+    pub answered: Instant,
 }
 
 impl RecordedRequest {
