@@ -164,15 +164,20 @@ pub fn subnet_capacity(cidr: Ipv4Net, usage: &AddressUsage) -> SubnetCapacity {
     blocked.extend(usage.prefixes.iter().map(range_of));
     blocked
         .extend(usage.reservations.iter().filter(|r| r.kind == ReservationKind::Explicit).map(|r| range_of(&r.cidr)));
-    // Single IPs are also kept out of prefix reservations.
-    let prefix_reserved =
-        usage.reservations.iter().filter(|r| r.kind == ReservationKind::Prefix).map(|r| range_of(&r.cidr));
-    let not_single: Vec<(u64, u64)> = blocked.iter().copied().chain(prefix_reserved).collect();
-
     let blocked = merged(base, last, blocked);
-    let not_single = merged(base, last, not_single);
     let (blocked_addresses, touched_prefixes) = addresses_and_touched_prefixes(base, &blocked);
-    let (not_single_addresses, _) = addresses_and_touched_prefixes(base, &not_single);
+
+    // Single IPs are also kept out of prefix reservations. Most subnets have
+    // none, so the blocked ranges are reused rather than sorted again; where
+    // there are some, they are merged into the already merged (short) list.
+    let mut prefix_reserved =
+        usage.reservations.iter().filter(|r| r.kind == ReservationKind::Prefix).map(|r| range_of(&r.cidr)).peekable();
+    let not_single_addresses = if prefix_reserved.peek().is_none() {
+        blocked_addresses
+    } else {
+        let not_single = merged(base, last, blocked.iter().copied().chain(prefix_reserved).collect());
+        addresses_and_touched_prefixes(base, &not_single).0
+    };
 
     let total_prefixes = if cidr.prefix_len() <= PREFIX_LEN { size / PREFIX_SIZE } else { 0 };
     SubnetCapacity {
