@@ -31,6 +31,19 @@ fn elapsed_ms(since: Instant) -> u64 {
     since.elapsed().as_millis() as u64
 }
 
+/// Runs one step's calls in its `step` span, and says inside the span when
+/// it failed: logs, and the CLI's progress, show which step it was.
+async fn in_step<T, E: std::fmt::Display>(
+    span: tracing::Span,
+    call: impl Future<Output = std::result::Result<T, E>>,
+) -> std::result::Result<T, E> {
+    let result = call.instrument(span.clone()).await;
+    if let Err(error) = &result {
+        span.in_scope(|| tracing::error!(%error, "step failed"));
+    }
+    result
+}
+
 pub type ApplyResult = (Vec<Applied>, BTreeMap<&'static str, u64>, Result<Verification>);
 
 pub async fn apply_and_verify(ctx: &Context, before: &NetworkSnapshot, plan: &Plan) -> ApplyResult {
@@ -71,16 +84,14 @@ pub async fn execute(ctx: &Context, before: &NetworkSnapshot, plan: &Plan) -> (V
 
     for step in &plan.steps {
         let result = match step {
-            Step::AssociateVpcCidr { vpc_id, cidr } => ec2
-                .associate_vpc_cidr(vpc_id, *cidr)
-                .instrument(tracing::info_span!("step", step = %step.kind(), %cidr))
-                .await
-                .map(Some),
-            Step::AwaitVpcCidr { vpc_id, cidr } => ec2
-                .wait_for_association(vpc_id, *cidr)
-                .instrument(tracing::info_span!("step", step = %step.kind(), %cidr))
-                .await
-                .map(|()| None),
+            Step::AssociateVpcCidr { vpc_id, cidr } => {
+                let span = tracing::info_span!("step", step = %step.kind(), %cidr);
+                in_step(span, ec2.associate_vpc_cidr(vpc_id, *cidr)).await.map(Some)
+            }
+            Step::AwaitVpcCidr { vpc_id, cidr } => {
+                let span = tracing::info_span!("step", step = %step.kind(), %cidr);
+                in_step(span, ec2.wait_for_association(vpc_id, *cidr)).await.map(|()| None)
+            }
             _ => continue,
         };
         match result {
@@ -103,25 +114,23 @@ pub async fn execute(ctx: &Context, before: &NetworkSnapshot, plan: &Plan) -> (V
         Step::CreateSubnet { cidr, availability_zone, .. } => {
             let table = route_for(*cidr);
             let span = tracing::info_span!("step", step = %StepKind::CreateSubnet, az = %availability_zone, %cidr);
-            Some(
-                async move {
-                    let created = ec2.create_subnet(step).await?;
-                    let mut done = vec![created.clone()];
-                    if let Some(table) = table {
-                        done.push(ec2.associate_route_table(&table, &created.resource).await?);
-                    }
-                    Ok::<_, Error>(done)
+            Some(async move {
+                let created = in_step(span, ec2.create_subnet(step)).await?;
+                let mut done = vec![created.clone()];
+                if let Some(table) = table {
+                    let span = tracing::info_span!("step", step = %StepKind::AssociateRouteTable, subnet = %created.resource, route_table = %table);
+                    done.push(in_step(span, ec2.associate_route_table(&table, &created.resource)).await?);
                 }
-                .instrument(span),
-            )
+                Ok::<_, Error>(done)
+            })
         }
         _ => None,
     });
     let routes = plan.steps.iter().filter_map(|step| match step {
-        Step::AssociateRouteTable { route_table_id, subnet: SubnetRef::Existing(id), .. } => Some(
-            async move { ec2.associate_route_table(route_table_id, id).await.map(|a| vec![a]) }
-                .instrument(tracing::info_span!("step", step = %StepKind::AssociateRouteTable, subnet = %id)),
-        ),
+        Step::AssociateRouteTable { route_table_id, subnet: SubnetRef::Existing(id), .. } => {
+            let span = tracing::info_span!("step", step = %StepKind::AssociateRouteTable, subnet = %id, route_table = %route_table_id);
+            Some(async move { in_step(span, ec2.associate_route_table(route_table_id, id)).await.map(|a| vec![a]) })
+        }
         _ => None,
     });
     let (chain_results, route_results) = future::join(future::join_all(chains), future::join_all(routes)).await;
@@ -156,7 +165,7 @@ pub async fn execute(ctx: &Context, before: &NetworkSnapshot, plan: &Plan) -> (V
                 let writes = kube_steps.iter().map(|step| {
                     let api = api.clone();
                     let span = tracing::info_span!("step", step = %step.kind());
-                    async move {
+                    in_step(span, async move {
                         match step {
                             Step::CreateNodeClass { object, intent, .. } => {
                                 api.create_nodeclass(object, intent, targets).await
@@ -167,8 +176,7 @@ pub async fn execute(ctx: &Context, before: &NetworkSnapshot, plan: &Plan) -> (V
                             Step::CreateNodePool { object, .. } => api.create_nodepool(object).await,
                             _ => unreachable!("filtered above"),
                         }
-                    }
-                    .instrument(span)
+                    })
                 });
                 let results = future::join_all(writes).await;
                 // A refused token: let `with_api` retry the writes with a new one.

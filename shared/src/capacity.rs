@@ -19,7 +19,7 @@
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Addresses the CNI takes at a time in prefix mode.
 pub const PREFIX_LEN: u8 = 28;
@@ -189,7 +189,7 @@ pub fn subnet_capacity(cidr: Ipv4Net, usage: &AddressUsage) -> SubnetCapacity {
 }
 
 /// Capacity summed over the subnets of one availability zone.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AzCapacity {
     /// The subnets counted, in the order given.

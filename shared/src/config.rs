@@ -9,12 +9,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
 /// Where the new subnets go in the NodeClass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SubnetMode {
     /// `subnetSelectorTerms`: nodes and their pods use the new subnets.
@@ -44,7 +44,7 @@ impl fmt::Display for SubnetMode {
 }
 
 /// Free capacity below which an AZ needs more address space.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Thresholds {
     pub min_free_ips_per_az: u64,
     pub min_free_prefixes_per_az: u64,

@@ -69,6 +69,13 @@ pub enum Error {
     )]
     WrongVpc { cluster: String, configured: String, actual: String },
 
+    /// The plan differs from the one a person confirmed (the CLI's `apply`):
+    /// the network or the cluster changed in between. Nothing was changed.
+    #[error(
+        "the plan for cluster {cluster:?} changed since it was confirmed (another run or a person changed the network); nothing was changed: review the new plan and confirm again"
+    )]
+    PlanChanged { cluster: String },
+
     /// The preflight found a permission the remediation needs and lacks.
     #[error("{0}")]
     PermissionDenied(String),
@@ -84,6 +91,7 @@ impl Error {
             Error::Config { .. }
             | Error::WrongVpc { .. }
             | Error::PermissionDenied(_)
+            | Error::PlanChanged { .. }
             | Error::InvalidEvent(_)
             | Error::NoCluster
             | Error::UnmanagedCluster { .. }
@@ -107,6 +115,7 @@ impl Error {
             Error::Verification(_) => "Verification",
             Error::WrongVpc { .. } => "WrongVpc",
             Error::PermissionDenied(_) => "PermissionDenied",
+            Error::PlanChanged { .. } => "PlanChanged",
         }
     }
 

@@ -39,7 +39,7 @@ impl Function {
     }
 
     fn options(self) -> RunOptions {
-        RunOptions { publish_metrics: self == Function::CapacityCheck }
+        RunOptions { publish_metrics: self == Function::CapacityCheck, ..RunOptions::default() }
     }
 
     fn expected(self) -> &'static str {

@@ -9,6 +9,7 @@
 //! | read the network | [`snapshot`] over [`aws::inventory`], [`cluster`] | yes |
 //! | which subnets nodes use | [`node_subnets`] | no |
 //! | count free space | [`capacity`] | no |
+//! | headroom per AZ and subnet, for people | [`status`] | no |
 //! | choose a CIDR | [`cidr`] | no |
 //! | decide | [`planner`] → [`plan`] | no |
 //! | NodeClass rules | [`nodeclass`] | no |
@@ -37,6 +38,7 @@ pub mod remediate;
 pub mod report;
 pub mod rng;
 pub mod snapshot;
+pub mod status;
 pub mod trigger;
 pub mod verify;
 

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use ipnet::Ipv4Net;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::capacity::SubnetCapacity;
@@ -141,7 +141,7 @@ pub struct Peering {
 }
 
 /// Which way traffic a rule judges flows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     Ingress,
@@ -151,7 +151,7 @@ pub enum Direction {
 /// A security-group rule or network ACL entry that allows traffic from (or
 /// to) an IPv4 CIDR: pods in a new block are refused by those that cover the
 /// VPC's existing CIDRs but not the new block.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AllowRule {
     /// `sg-… (name)` or `acl-…`.

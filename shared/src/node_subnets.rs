@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::capacity::AzCapacity;
@@ -23,7 +23,7 @@ use crate::model::{ClusterApi, NetworkSnapshot, RouteTable, Subnet};
 use crate::nodeclass::{self, SelectorTarget};
 
 /// Where the capacity figures come from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "source", rename_all = "kebab-case")]
 pub enum CapacityBasis {
     /// The subnets of the NodeClasses that NodePools reference.
@@ -119,6 +119,49 @@ pub fn node_subnets<'a>(snapshot: &'a NetworkSnapshot, config: &Config) -> NodeS
             NodeSubnets::sorted(subnets, basis)
         }
     }
+}
+
+/// Who uses a subnet: the NodeClasses that select it and the NodePools
+/// that launch nodes from those NodeClasses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubnetUsers {
+    /// NodeClasses whose nodes use the subnet (`status.subnets`, or the
+    /// `subnetSelectorTerms` while the status is not resolved).
+    pub nodes_of: BTreeSet<String>,
+    /// NodeClasses whose pods take addresses from it (`podSubnetSelectorTerms`).
+    pub pods_of: BTreeSet<String>,
+    /// NodePools that reference one of those NodeClasses.
+    pub nodepools: BTreeSet<String>,
+}
+
+/// Every subnet of the snapshot that a NodePool-referenced NodeClass uses,
+/// by subnet id, with who uses it. Empty when the cluster's API was not read.
+pub fn users_by_subnet(snapshot: &NetworkSnapshot) -> BTreeMap<String, SubnetUsers> {
+    let mut users: BTreeMap<String, SubnetUsers> = BTreeMap::new();
+    let Some(objects) = snapshot.cluster_api.objects() else {
+        return users;
+    };
+    for pool in &objects.nodepools {
+        let Some(name) = nodeclass::nodeclass_ref(pool) else { continue };
+        let Some(class) = objects.nodeclass(name) else { continue };
+        let pool_name = pool.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        let node_ids: Vec<&str> = match nodeclass::status_subnets(class) {
+            Some(listed) => listed,
+            None => selected_by(snapshot, class.pointer("/spec/subnetSelectorTerms")).map(|s| s.id.as_str()).collect(),
+        };
+        let pod_terms = class.pointer("/spec/podSubnetSelectorTerms").filter(|t| !t.is_null());
+        let pod_ids: Vec<&str> = match pod_terms {
+            Some(terms) => selected_by(snapshot, Some(terms)).map(|s| s.id.as_str()).collect(),
+            None => Vec::new(),
+        };
+        for (id, pods) in node_ids.into_iter().map(|id| (id, false)).chain(pod_ids.into_iter().map(|id| (id, true))) {
+            let entry = users.entry(id.to_string()).or_default();
+            if pods { &mut entry.pods_of } else { &mut entry.nodes_of }.insert(name.to_string());
+            entry.nodepools.insert(pool_name.to_string());
+        }
+    }
+    users
 }
 
 impl<'a> NodeSubnets<'a> {

@@ -136,7 +136,7 @@ fn kebab(kind: &str) -> String {
 fn next_steps(cluster: &ClusterReport) -> Vec<String> {
     let anchor = match (cluster.refusal, &cluster.error) {
         (Some(code), _) => Some(refusal_word(code)),
-        (None, Some(error)) => Some(kebab(error.kind)),
+        (None, Some(error)) => Some(kebab(&error.kind)),
         _ => None,
     };
     let mut steps = Vec::new();

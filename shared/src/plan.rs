@@ -37,7 +37,7 @@ impl Decision {
 }
 
 /// Why headroom will not act. Refusals change nothing and are not retried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RefusalCode {
     /// Network Address Usage quota: more CIDR makes it worse.
@@ -82,7 +82,7 @@ impl fmt::Display for Refusal {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub cluster: String,
     pub vpc_id: String,
@@ -97,7 +97,7 @@ pub struct Plan {
 }
 
 /// A subnet a step refers to: one that exists, or one an earlier step creates.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SubnetRef {
     Existing(String),
@@ -115,7 +115,7 @@ impl fmt::Display for SubnetRef {
 
 /// What the NodeClass must select once the plan has run. Kept in the step so
 /// the executor can recompute the patch after a concurrent write.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeClassIntent {
     pub mode: SubnetMode,
     /// The selector term for headroom's subnets: `{tags: {<key>: <cluster>}}`.
@@ -124,7 +124,7 @@ pub struct NodeClassIntent {
     pub managed_tags: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "kebab-case")]
 pub enum Step {
     /// Associate the block and wait until it is `associated`.
@@ -237,7 +237,7 @@ impl Step {
 /// One change a step made, or found already made: the plan's counterpart in
 /// the report. Lives beside the plan so verify, report and the cluster code
 /// depend on the plan, not on whichever executor applied it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Applied {
     pub step: StepKind,

@@ -20,10 +20,10 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How a permission was checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
     /// The EC2 call with `DryRun=true`.
@@ -34,7 +34,7 @@ pub enum Method {
     KubernetesDryRun,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     Allowed,
@@ -44,7 +44,7 @@ pub enum Verdict {
 }
 
 /// One permission, as checked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PermissionCheck {
     /// `ec2:CreateSubnet`, `create nodeclasses`, …
@@ -71,7 +71,7 @@ fn verdict_word(verdict: Verdict) -> &'static str {
 }
 
 /// Why a preflight ran.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Occasion {
     /// A dry run planned a change: its steps were checked.
@@ -82,7 +82,7 @@ pub enum Occasion {
 }
 
 /// Every permission checked, in plan order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Preflight {
     pub occasion: Occasion,

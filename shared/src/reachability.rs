@@ -7,13 +7,13 @@
 //! report and the notification list every such rule, dry runs included.
 
 use ipnet::Ipv4Net;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cidr::overlaps;
 use crate::model::{AllowRule, NetworkSnapshot};
 
 /// One rule that admits the VPC's existing CIDRs but not a new block.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReachabilityWarning {
     #[serde(flatten)]

@@ -24,11 +24,18 @@ use crate::report::{ClusterReport, Outcome, Report};
 use crate::snapshot;
 use crate::trigger::{Trigger, TriggerAction, TriggerKind};
 
-/// What the calling function adds to the trigger.
+/// What the caller (a function, or the CLI) adds to the trigger.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
     /// Publish the capacity metrics (the capacity check does).
     pub publish_metrics: bool,
+    /// Publish nothing at the end: no outcome metric, no notification. The
+    /// CLI's default: a person at a terminal is told by the terminal.
+    pub quiet: bool,
+    /// Apply only this plan ([`Plan::fingerprint`]): the one a person
+    /// confirmed. If the world moved and the planner now decides otherwise,
+    /// nothing is changed and the run fails with [`Error::PlanChanged`].
+    pub expected_plan: Option<u32>,
 }
 
 /// One cluster's outcome, with what the end of the invocation publishes.
@@ -67,7 +74,9 @@ pub async fn handle(ctx: &Context, trigger: Trigger, options: RunOptions) -> Res
         },
     };
     report.total_ms = started.elapsed().as_millis() as u64;
-    announce::announce(ctx, &mut report, &outcomes).await;
+    if !options.quiet {
+        announce::announce(ctx, &mut report, &outcomes).await;
+    }
     tracing::info!(outcome = ?report.outcome, reason = %report.reason, total_ms = report.total_ms, "done");
     Ok(report)
 }
@@ -185,7 +194,7 @@ impl ClusterRun<'_> {
         let reading = reading?;
         let snapshot = &reading.snapshot;
         let report = &mut outcome.report;
-        report.timings_ms.insert("read", elapsed_ms(t));
+        report.timings_ms.insert("read".into(), elapsed_ms(t));
         report.vpc_id = Some(snapshot.vpc.id.clone());
         tracing::Span::current().record("vpc", snapshot.vpc.id.as_str());
         let used = node_subnets(snapshot, config);
@@ -213,16 +222,21 @@ impl ClusterRun<'_> {
 
         let t = Instant::now();
         let decision = planner::plan_for_failure(snapshot, config, demand, subnet_hints);
-        report.timings_ms.insert("plan", elapsed_ms(t));
+        report.timings_ms.insert("plan".into(), elapsed_ms(t));
         report.set_decision(&decision);
         tracing::info!(decision = decision.name(), reason = %report.reason, "decided");
 
+        if let (Some(confirmed), Decision::Plan(plan), false) = (options.expected_plan, &decision, dry_run)
+            && plan.fingerprint() != confirmed
+        {
+            return Err(Error::PlanChanged { cluster: cluster.to_string() });
+        }
         match (&decision, dry_run) {
             (Decision::Plan(plan), false) => {
                 let (changes, timings, verified) = apply_and_verify(ctx, snapshot, plan).await;
                 // Changes are recorded before any error is raised, so the report never loses them.
                 report.changes = changes;
-                report.timings_ms.extend(timings);
+                report.timings_ms.extend(timings.into_iter().map(|(phase, ms)| (phase.to_string(), ms)));
                 let verification = verified?;
                 report.outcome = Outcome::Applied;
                 report.verification = Some(verification);
@@ -246,7 +260,7 @@ impl ClusterRun<'_> {
     async fn prove(&self, cluster: &str, plan: &Plan, occasion: Occasion, report: &mut ClusterReport) -> Result<()> {
         let t = Instant::now();
         let preflight = apply::prove(self.ctx, cluster, plan, occasion).await?;
-        report.timings_ms.insert("preflight", elapsed_ms(t));
+        report.timings_ms.insert("preflight".into(), elapsed_ms(t));
         tracing::info!(
             checks = preflight.checks.len(),
             denied = preflight.denied().count(),

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::capacity::AzCapacity;
 use crate::error::Error;
@@ -14,7 +14,7 @@ use crate::preflight::Preflight;
 use crate::trigger::Trigger;
 
 /// The outcome of one cluster, in the words of the report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     /// The event was not one headroom understands; nothing was read.
@@ -44,21 +44,21 @@ impl Outcome {
         [Outcome::NoOp, Outcome::Planned, Outcome::Applied, Outcome::Refused, Outcome::Failed, Outcome::Rejected];
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReportedError {
-    pub kind: &'static str,
+    pub kind: String,
     pub message: String,
     pub retryable: bool,
 }
 
 impl From<&Error> for ReportedError {
     fn from(e: &Error) -> Self {
-        ReportedError { kind: e.kind(), message: e.to_string(), retryable: e.is_retryable() }
+        ReportedError { kind: e.kind().to_string(), message: e.to_string(), retryable: e.is_retryable() }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Verification {
     /// The re-read state holds every planned change.
@@ -69,7 +69,7 @@ pub struct Verification {
     pub status_pending_subnets: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterReport {
     pub cluster: String,
@@ -96,7 +96,7 @@ pub struct ClusterReport {
     pub metrics_published: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ReportedError>,
-    pub timings_ms: BTreeMap<&'static str, u64>,
+    pub timings_ms: BTreeMap<String, u64>,
 }
 
 impl ClusterReport {
@@ -150,7 +150,7 @@ impl ClusterReport {
 }
 
 /// What became of one notification.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Notified {
     pub cluster: String,
@@ -164,7 +164,7 @@ pub struct Notified {
 }
 
 /// What was published to CloudWatch at the end of the invocation.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Published {
     /// Data points sent: capacity, outcome, plan fingerprint, preflight.
@@ -175,7 +175,7 @@ pub struct Published {
     pub notifications: Vec<Notified>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
     pub trigger: Trigger,

@@ -190,7 +190,7 @@ async fn the_capacity_check_publishes_metrics_that_read_back() {
         &harness,
         &[("DRY_RUN", "true")],
         json!({"clusterName": lab::CLUSTER}),
-        RunOptions { publish_metrics: true },
+        RunOptions { publish_metrics: true, ..RunOptions::default() },
     )
     .await;
     let published = report.clusters[0].metrics_published.expect("metrics were published");

@@ -183,7 +183,7 @@ async fn a_scheduled_dry_run_tells_a_plan_once_and_proves_its_permissions() {
     let (harness, queue) = setup(Exhaustion::Fragmented).await;
     let topic = queue.topic_arn.clone();
     let settings = [("NOTIFY_TOPIC_ARN", topic.as_str()), ("DRY_RUN", "true"), ("FUNCTION_ROLE_ARN", ROLE)];
-    let scheduled = RunOptions { publish_metrics: true };
+    let scheduled = RunOptions { publish_metrics: true, ..RunOptions::default() };
     let first = run_with(&harness, &settings, sample("scheduled.json"), scheduled).await;
     assert_eq!(first.outcome, Outcome::Planned, "{}", describe(&first));
     let preflight = first.clusters[0].preflight.as_ref().expect("a dry run that plans proves its permissions");
@@ -278,7 +278,7 @@ async fn a_denied_permission_fails_the_dry_run_before_it_is_needed() {
 async fn the_daily_preflight_runs_when_nothing_needs_doing_and_once_a_day() {
     let harness = Harness::start(Exhaustion::None).await.unwrap();
     let settings = [("FUNCTION_ROLE_ARN", ROLE)];
-    let scheduled = RunOptions { publish_metrics: true };
+    let scheduled = RunOptions { publish_metrics: true, ..RunOptions::default() };
     let first = run_with(&harness, &settings, sample("scheduled.json"), scheduled).await;
     assert_eq!(first.outcome, Outcome::NoOp, "{}", describe(&first));
     let preflight = first.clusters[0].preflight.as_ref().expect("the daily preflight ran");

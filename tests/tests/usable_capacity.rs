@@ -134,7 +134,7 @@ async fn capacity_is_judged_on_the_subnets_the_nodeclasses_select() {
     harness.kube.put_object(NODECLASSES, default).unwrap();
     harness.kube.wait_for(NODECLASSES, "default", std::time::Duration::from_secs(5), |o| o["status"].is_object()).await;
 
-    let report = run(&harness, &[], apply(), RunOptions { publish_metrics: true }).await;
+    let report = run(&harness, &[], apply(), RunOptions { publish_metrics: true, ..RunOptions::default() }).await;
     assert_eq!(report.outcome, Outcome::NoOp, "{}", describe(&report));
     let cluster = &report.clusters[0];
     let counted: BTreeSet<&String> = cluster.capacity.values().flat_map(|az| &az.subnet_ids).collect();
@@ -157,7 +157,7 @@ async fn prefix_capacity_in_an_empty_prefix_reservation_needs_nothing() {
             .unwrap(),
     )
     .unwrap();
-    let report = run(&harness, &[], scheduled, RunOptions { publish_metrics: true }).await;
+    let report = run(&harness, &[], scheduled, RunOptions { publish_metrics: true, ..RunOptions::default() }).await;
     assert_eq!(report.outcome, Outcome::NoOp, "{}", describe(&report));
     for (az, capacity) in &report.clusters[0].capacity {
         // 1,023 single IPs in the fragmented /21; 32 prefixes, all inside the /23 prefix reservation.

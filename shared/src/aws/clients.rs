@@ -160,9 +160,22 @@ pub struct AwsClients {
 impl AwsClients {
     /// From the environment and the default credential chain.
     pub async fn from_env() -> Self {
+        Self::load(None, None).await
+    }
+
+    /// The default credential chain, with a named profile and a region when
+    /// given (the CLI's `--profile` and `--region`); nothing is resolved
+    /// until the first call.
+    pub async fn load(profile: Option<&str>, region: Option<&str>) -> Self {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .retry_config(retry_config())
             .timeout_config(timeout_config());
+        if let Some(profile) = profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(region) = region {
+            loader = loader.region(aws_config::Region::new(region.to_owned()));
+        }
         if let Some(client) = https_client_trusting_one_bundle() {
             loader = loader.http_client(client);
         }

@@ -162,8 +162,10 @@ pub async fn check_plan(scope: &Scope<'_>, plan: &Plan, cluster: &str) -> Vec<Pe
             }
             // The subnet does not exist yet: ask IAM with the keys the real call carries.
             Step::AssociateRouteTable { route_table_id, subnet: SubnetRef::Planned(_), .. } => {
-                let table = scope.ec2_arn(&format!("route-table/{route_table_id}")).unwrap_or_default();
-                let subnet = scope.ec2_arn("subnet/*").unwrap_or_default();
+                // Without a role there is no account to build ARNs from: name the resources plainly.
+                let table_resource = format!("route-table/{route_table_id}");
+                let table = scope.ec2_arn(&table_resource).unwrap_or(table_resource);
+                let subnet = scope.ec2_arn("subnet/*").unwrap_or_else(|| "subnet/*".into());
                 Some(Box::pin(simulate(
                     scope,
                     "ec2:AssociateRouteTable",

@@ -79,6 +79,9 @@ pub struct ClusterAccess {
     region: Option<Region>,
     /// `Some`: `KUBECONFIG` was set when this was created.
     kubeconfig: Option<Vec<PathBuf>>,
+    /// The kubeconfig context to use (the CLI's `--context`); `None`: the
+    /// one named like the cluster, else the current one.
+    kube_context: Option<String>,
     cache: Mutex<Cache>,
 }
 
@@ -108,8 +111,15 @@ impl ClusterAccess {
             credentials: sdk_config.credentials_provider(),
             region: sdk_config.region().cloned(),
             kubeconfig,
+            kube_context: None,
             cache: Mutex::new(Cache::default()),
         }
+    }
+
+    /// Uses this kubeconfig context rather than the one named like the cluster.
+    pub fn with_kube_context(mut self, context: Option<String>) -> Self {
+        self.kube_context = context;
+        self
     }
 
     /// Whether clusters are reached through `KUBECONFIG` rather than EKS.
@@ -204,7 +214,7 @@ impl ClusterAccess {
         }
 
         let (config, expires_at) = match &self.kubeconfig {
-            Some(paths) => (kube_config_from_kubeconfig(paths, cluster).await?, None),
+            Some(paths) => (kube_config_from_kubeconfig(paths, cluster, self.kube_context.as_deref()).await?, None),
             None => {
                 let description = self.describe_cached(&mut cache, cluster, monotonic).await?;
                 let (endpoint, ca_pem) = endpoint_and_ca(&description)?;

@@ -67,9 +67,12 @@ pub fn kube_config_for_eks(
 }
 
 /// The client configuration from kubeconfig files (merged in order, like
-/// kubectl). Uses the context named `cluster` when there is one, else the
-/// current context.
-pub async fn kube_config_from_kubeconfig(paths: &[PathBuf], cluster: &str) -> ClusterResult<kube::Config> {
+/// kubectl), in the context [`context_for`] picks.
+pub async fn kube_config_from_kubeconfig(
+    paths: &[PathBuf],
+    cluster: &str,
+    wanted: Option<&str>,
+) -> ClusterResult<kube::Config> {
     let shown = paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
     let invalid = |e: kube::config::KubeconfigError| ClusterError::Connect {
         message: format!("cannot use the kubeconfig {shown} (KUBECONFIG): {e}"),
@@ -83,11 +86,35 @@ pub async fn kube_config_from_kubeconfig(paths: &[PathBuf], cluster: &str) -> Cl
         });
     }
     let kubeconfig = merged.ok_or_else(|| ClusterError::Connect { message: "KUBECONFIG names no file".into() })?;
-    let context = kubeconfig.contexts.iter().any(|c| c.name == cluster).then(|| cluster.to_owned());
+    let names: Vec<&str> = kubeconfig.contexts.iter().map(|c| c.name.as_str()).collect();
+    let context = context_for(&names, cluster, wanted);
+    if let Some(wanted) = wanted
+        && context.is_none()
+    {
+        return Err(ClusterError::Connect {
+            message: format!("the kubeconfig {shown} has no context {wanted:?}; it has {}", names.join(", ")),
+        });
+    }
     let options = KubeConfigOptions { context, ..KubeConfigOptions::default() };
     let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(invalid)?;
     set_timeouts(&mut config);
     Ok(config)
+}
+
+/// The kubeconfig context for `cluster`: the one asked for; else one named
+/// like the cluster, by its name, the ARN `aws eks update-kubeconfig` writes
+/// (`arn:aws:eks:<region>:<account>:cluster/<name>`) or eksctl's
+/// `<user>@<name>.<region>.eksctl.io`; else `None`, the current context.
+pub fn context_for(names: &[&str], cluster: &str, wanted: Option<&str>) -> Option<String> {
+    if let Some(wanted) = wanted {
+        return names.contains(&wanted).then(|| wanted.to_owned());
+    }
+    let arn_suffix = format!(":cluster/{cluster}");
+    let eksctl_infix = format!("@{cluster}.");
+    let by = |matches: &dyn Fn(&str) -> bool| names.iter().find(|n| matches(n)).map(|n| (*n).to_owned());
+    by(&|n| n == cluster)
+        .or_else(|| by(&|n| n.starts_with("arn:") && n.ends_with(&arn_suffix)))
+        .or_else(|| by(&|n| n.contains(&eksctl_infix) && n.ends_with(".eksctl.io")))
 }
 
 fn set_timeouts(config: &mut kube::Config) {
@@ -202,14 +229,36 @@ contexts:
         )
         .unwrap();
         let paths = vec![first, second];
-        let config = kube_config_from_kubeconfig(&paths, "my-cluster").await.unwrap();
+        let config = kube_config_from_kubeconfig(&paths, "my-cluster", None).await.unwrap();
         assert_eq!(config.cluster_url.port_u16(), Some(2));
-        let config = kube_config_from_kubeconfig(&paths, "unknown").await.unwrap();
+        let config = kube_config_from_kubeconfig(&paths, "unknown", None).await.unwrap();
         assert_eq!(config.cluster_url.port_u16(), Some(1));
         assert_eq!(config.read_timeout, Some(READ_TIMEOUT));
 
-        let err = kube_config_from_kubeconfig(&[dir.path().join("missing")], "c").await.unwrap_err();
+        let err = kube_config_from_kubeconfig(&[dir.path().join("missing")], "c", None).await.unwrap_err();
         assert!(matches!(err, ClusterError::Connect { .. }) && !err.is_retryable());
         assert!(err.to_string().contains("KUBECONFIG"), "{err}");
+
+        let config = kube_config_from_kubeconfig(&paths, "unknown", Some("my-cluster")).await.unwrap();
+        assert_eq!(config.cluster_url.port_u16(), Some(2), "the context asked for wins");
+        let err = kube_config_from_kubeconfig(&paths, "unknown", Some("nope")).await.unwrap_err();
+        assert!(err.to_string().contains("no context \"nope\""), "{err}");
+    }
+
+    #[test]
+    fn the_context_is_the_one_asked_for_else_one_named_like_the_cluster() {
+        let names =
+            ["kind-dev", "arn:aws:eks:eu-west-1:123456789012:cluster/prod", "me@staging.eu-west-1.eksctl.io", "demo"];
+        assert_eq!(context_for(&names, "demo", None).as_deref(), Some("demo"));
+        assert_eq!(
+            context_for(&names, "prod", None).as_deref(),
+            Some("arn:aws:eks:eu-west-1:123456789012:cluster/prod")
+        );
+        assert_eq!(context_for(&names, "staging", None).as_deref(), Some("me@staging.eu-west-1.eksctl.io"));
+        assert_eq!(context_for(&names, "other", None), None, "the current context");
+        assert_eq!(context_for(&names, "prod", Some("kind-dev")).as_deref(), Some("kind-dev"));
+        assert_eq!(context_for(&names, "prod", Some("absent")), None);
+        // `cluster/pro` must not pick `cluster/prod`.
+        assert_eq!(context_for(&names, "pro", None), None);
     }
 }

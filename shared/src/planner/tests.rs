@@ -92,7 +92,7 @@ fn put_nodeclass(snapshot: &mut NetworkSnapshot, object: Value) {
 }
 
 /// headroom's NodeClass, with a NodePool that launches from it.
-fn put_used_nodeclass(snapshot: &mut NetworkSnapshot, object: Value) {
+pub(crate) fn put_used_nodeclass(snapshot: &mut NetworkSnapshot, object: Value) {
     put_nodeclass(snapshot, object);
     objects(snapshot).nodepools.push(nodepool("platform", "headroom"));
 }
@@ -149,7 +149,7 @@ pub(crate) fn lab() -> NetworkSnapshot {
 
 /// The lab after a full remediation: 100.64.0.0/16 associated, a roomy
 /// headroom subnet per AZ, each routed like the AZ's private subnet.
-fn lab_with_routed_managed_subnets() -> NetworkSnapshot {
+pub(crate) fn lab_with_routed_managed_subnets() -> NetworkSnapshot {
     let mut snapshot = lab();
     add_association(&mut snapshot, "100.64.0.0/16", CidrState::Associated);
     for (i, az) in AZS.iter().enumerate() {
@@ -161,7 +161,7 @@ fn lab_with_routed_managed_subnets() -> NetworkSnapshot {
 }
 
 /// headroom's NodeClass, selecting the managed subnets by the cluster's tag.
-fn nodeclass_selecting_managed_subnets() -> Value {
+pub(crate) fn nodeclass_selecting_managed_subnets() -> Value {
     json!({
         "metadata": {"name": "headroom", "resourceVersion": "9"},
         "spec": {"role": "AmazonEKSAutoNodeRole", "subnetSelectorTerms": [{"tags": {"headroom.io/cluster": "demo-cluster"}}], "securityGroupSelectorTerms": [{"id": "sg"}]}

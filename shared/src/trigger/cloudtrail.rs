@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 /// The API calls whose failures mean the CNI could not get addresses.
 pub const ALLOCATION_EVENTS: &[&str] = &["AssignPrivateIpAddresses", "AssignIpv6Addresses", "CreateNetworkInterface"];
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AllocationFailure {
     pub event_name: String,

@@ -8,7 +8,7 @@ mod alarm;
 mod cloudtrail;
 mod manual;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use alarm::{AZ_DIMENSION, CLUSTER_DIMENSION, SUBNET_DIMENSION};
@@ -17,7 +17,7 @@ pub use cloudtrail::AllocationFailure;
 use crate::error::{Error, Result};
 
 /// How an alarm reached us.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AlarmDelivery {
     /// The alarm's Lambda action invoked the function directly.
@@ -28,7 +28,7 @@ pub enum AlarmDelivery {
     Sns,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum TriggerKind {
     Alarm {
@@ -44,7 +44,7 @@ pub enum TriggerKind {
 }
 
 /// What the trigger alone says about acting, before anything is read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", content = "reason", rename_all = "kebab-case")]
 pub enum TriggerAction {
     /// Read the network and decide from the actual capacity.
@@ -55,7 +55,7 @@ pub enum TriggerAction {
     DoNotExpand(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Trigger {
     pub kind: TriggerKind,

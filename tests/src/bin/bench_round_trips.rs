@@ -91,7 +91,7 @@ struct Run {
     status_wait: Duration,
     /// Calls up to the end of the verification, reporting left out.
     timeline: Vec<Call>,
-    timings_ms: BTreeMap<&'static str, u64>,
+    timings_ms: BTreeMap<String, u64>,
 }
 
 /// Length of the union of the calls' [arrived, finished] intervals.
