@@ -21,7 +21,6 @@ pub mod lab;
 pub mod moto;
 mod net;
 pub mod runtime_api;
-pub mod view;
 
 pub use error::TestbedError;
 pub use fake_kube::{FakeKube, FakeKubeHandle, RecordedRequest, StatusResolver, ec2_status_resolver};

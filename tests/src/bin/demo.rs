@@ -3,18 +3,17 @@
 //!
 //!     cargo run -p headroom-testbed --bin demo [-- --mode pods] [--dry-run] [--serve]
 //!
-//! It runs a dry run first (the plan and its preflight), then the
-//! remediation, and prints the message the operators' topic received.
+//! It drives the `headroom` CLI as an operator would: `status` (before),
+//! `plan` (the functions' dry run: the plan and its preflight), `apply
+//! --yes --announce`, the message the operators' topic received, and
+//! `status` (after).
 //! `--serve` keeps both running after the demo and writes `.local/demo.env`
 //! for `cargo lambda watch` / `cargo lambda invoke`.
 
 use std::time::Duration;
 
-use headroom::aws::inventory::Depth;
-use headroom::{RunOptions, snapshot};
 use headroom_testbed::harness::Harness;
 use headroom_testbed::lab::{self, Exhaustion};
-use headroom_testbed::view;
 
 struct Args {
     mode: String,
@@ -47,37 +46,6 @@ fn args() -> Result<Args, String> {
 /// (emulated) IAM policy simulator about it.
 const DEMO_ROLE: &str = "arn:aws:iam::123456789012:role/headroom-demo-FunctionRole";
 
-fn print_outcome(report: &headroom::Report, calls: usize) {
-    println!("=== DECISION: {} — {} ===", report.outcome.word(), report.reason);
-    for cluster in &report.clusters {
-        if let Some(plan) = &cluster.plan {
-            print!("{plan}");
-        }
-        if let Some(preflight) = &cluster.preflight {
-            println!("  preflight ({} checks, nothing changed):", preflight.checks.len());
-            for check in &preflight.checks {
-                println!("    {check}");
-            }
-        }
-        for change in &cluster.changes {
-            let how = if change.already_present { "already there" } else { "done" };
-            println!("  ✓ {} {} ({how}): {}", change.step, change.resource, change.detail);
-        }
-        if let Some(v) = &cluster.verification {
-            println!(
-                "  verified: {}{}",
-                v.ok,
-                if v.status_pending_subnets.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (status pending for {:?})", v.status_pending_subnets)
-                }
-            );
-        }
-        println!("  timings (ms): {:?}; AWS calls: {calls}", cluster.timings_ms);
-    }
-}
-
 fn print_notification(subject: &str, message: &serde_json::Value) {
     println!("  Subject: {subject}");
     for line in message["content"]["description"].as_str().unwrap_or_default().lines() {
@@ -88,55 +56,75 @@ fn print_notification(subject: &str, message: &serde_json::Value) {
     }
 }
 
+/// The `headroom` CLI next to this binary (scripts/demo.sh builds both).
+fn cli_path() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("HEADROOM_CLI") {
+        return path.into();
+    }
+    let me = std::env::current_exe().expect("the demo's own path");
+    me.with_file_name("headroom")
+}
+
+/// Runs `headroom args…` as an operator would, against the lab; its output
+/// goes straight to the terminal.
+async fn headroom(
+    harness: &Harness,
+    settings: &[(&str, &str)],
+    args: &[&str],
+) -> Result<i32, Box<dyn std::error::Error>> {
+    println!("\n$ headroom {}", args.join(" "));
+    let mut command = tokio::process::Command::new(cli_path());
+    command.args(args).env("KUBECONFIG", harness.kubeconfig_path()).env_remove("AWS_PROFILE");
+    for (key, value) in harness.aws.env_vars(lab::REGION) {
+        command.env(key, value);
+    }
+    for (key, value) in settings {
+        command.env(key, value);
+    }
+    let status = command
+        .status()
+        .await
+        .map_err(|e| format!("running {}: {e} (scripts/demo.sh builds it)", cli_path().display()))?;
+    Ok(status.code().unwrap_or(-1))
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = args()?;
     println!("Starting moto (AWS) and a local Kubernetes API, seeding the lab's scenario…");
     let harness = Harness::start(Exhaustion::Fragmented).await?;
     let operators = harness.notifications().await?;
-    let dry_run = if args.dry_run { "true" } else { "false" };
+    let latency = args.latency_ms.to_string();
+    // The functions' settings, as the CLI reads them from the environment.
     let settings = [
         ("SUBNET_MODE", args.mode.as_str()),
-        ("DRY_RUN", dry_run),
         ("NOTIFY_TOPIC_ARN", operators.topic_arn.as_str()),
         ("FUNCTION_ROLE_ARN", DEMO_ROLE),
+        ("NODECLASS_READY_TIMEOUT_SECONDS", "10"),
     ];
-    let config = harness.config(&settings);
-    let ctx = harness.context(config.clone()).await;
 
-    let before = snapshot::read(&ctx, lab::CLUSTER, Depth::WithCapacity).await?.snapshot;
-    println!("\n=== BEFORE ===\n{}", view::render(&before, &config));
+    println!("\n=== BEFORE: the lab's node subnets are fragmented, no /28 prefix is left ===");
+    headroom(&harness, &settings, &["status", lab::CLUSTER]).await?;
 
-    // First as an operator would on a new install: a dry run, which plans
-    // and proves the plan's permissions without changing anything.
-    let dry = serde_json::json!({ "dryRun": true, "reason": "demo: what would you do?" });
-    let report = headroom::handle(&ctx, headroom::trigger::parse(&dry)?, RunOptions::default()).await?;
-    println!("=== DRY RUN ===");
-    print_outcome(&report, harness.aws.proxy().working_calls().len());
-    if let Some(cluster) = report.clusters.first() {
-        let preview = headroom::announce::preview(&report, cluster);
-        println!("  (a manual dry run is answered, not told; an alarm's would send this message:)");
-        print_notification(&preview.subject, &headroom::notify::parse(&preview));
-    }
+    // First as an operator would on a new install: a plan, which is the
+    // functions' dry run (the plan, and its permissions proven).
+    println!("\n=== WHAT WOULD HEADROOM DO? (a dry run: nothing changes) ===");
+    headroom(&harness, &settings, &["plan", lab::CLUSTER]).await?;
 
     if !args.dry_run {
-        harness.aws.proxy().reset_counters();
         harness.aws.proxy().set_latency(Duration::from_millis(args.latency_ms));
-        let event = serde_json::json!({ "dryRun": false, "reason": "demo" });
-        let report =
-            headroom::handle(&ctx, headroom::trigger::parse(&event)?, RunOptions { publish_metrics: true }).await?;
+        println!("\n=== APPLY (AWS answers after {latency} ms per call) ===");
+        let code = headroom(&harness, &settings, &["apply", lab::CLUSTER, "--yes", "--announce"]).await?;
         harness.aws.proxy().set_latency(Duration::ZERO);
-        println!("\n=== APPLY ===");
-        print_outcome(&report, harness.aws.proxy().working_calls().len());
+        println!("(exit status {code}; {} AWS calls changed something)", harness.aws.proxy().mutating_calls().len());
         println!("\n=== WHAT THE OPERATORS RECEIVED (SNS → SQS) ===");
         for received in operators.drain().await? {
             print_notification(&received.subject, &received.message);
             println!("  attributes: {:?}", received.attributes);
         }
+        println!("\n=== AFTER ===");
+        headroom(&harness, &settings, &["status", lab::CLUSTER]).await?;
     }
-
-    let after = snapshot::read(&ctx, lab::CLUSTER, Depth::WithCapacity).await?.snapshot;
-    println!("\n=== AFTER ===\n{}", view::render(&after, &config));
 
     if args.serve {
         let dir = headroom_testbed::moto::workspace_root().join(".local");
