@@ -5,7 +5,10 @@
 //!   DryRunOperation` and changes nothing. The proxy answers as EC2 does,
 //!   unless a fault rule answers first (`UnauthorizedOperation`, say);
 //! - IAM `SimulatePrincipalPolicy`, which moto lacks: every action is
-//!   `allowed` but those named with [`FaultProxyHandle::deny_in_simulation`].
+//!   `allowed` but those named with [`FaultProxyHandle::deny_in_simulation`];
+//! - STS `GetCallerIdentity`: moto answers `arn:aws:sts::…:user/moto`, a
+//!   shape AWS never gives (an IAM user is `arn:aws:iam::…:user/…`); the
+//!   proxy answers as AWS does for a role session, [`CALLER_ARN`].
 //!
 //! [`FaultProxyHandle::deny_in_simulation`]: super::FaultProxyHandle::deny_in_simulation
 
@@ -31,6 +34,23 @@ pub(super) fn dry_run_response(seq: u64) -> Response<Full<Bytes>> {
         "Request would have succeeded, but DryRun flag is set.",
         &format!("00000000-0000-4000-8000-{seq:012x}"),
     )
+}
+
+/// Who the testbed's credentials are, as STS names a role session.
+pub(super) const CALLER_ARN: &str = "arn:aws:sts::123456789012:assumed-role/headroom-operator/testbed";
+
+pub(super) fn get_caller_identity(seq: u64) -> Response<Full<Bytes>> {
+    let body = format!(
+        "<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
+         <GetCallerIdentityResult><Arn>{CALLER_ARN}</Arn><UserId>AROA3XFRBF535PLBIFPI4:testbed</UserId>\
+         <Account>123456789012</Account></GetCallerIdentityResult>\
+         <ResponseMetadata><RequestId>00000000-0000-4000-8000-{seq:012x}</RequestId></ResponseMetadata>\
+         </GetCallerIdentityResponse>"
+    );
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = StatusCode::OK;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+    response
 }
 
 /// The values of a query list parameter: `Name.member.1`, `Name.member.2`, …

@@ -253,13 +253,16 @@ async fn handle(
         }
 
         // Answers AWS gives that moto would get wrong: a dry run acts in
-        // moto, and moto has no IAM policy simulation.
+        // moto, moto has no IAM policy simulation, and it names its caller
+        // in a shape AWS never uses.
         if let Ok(form) = std::str::from_utf8(&body) {
             let answer = if id.protocol == Protocol::Ec2Query && emulated::is_dry_run(form) {
                 Some(emulated::dry_run_response(seq))
             } else if id.action == "SimulatePrincipalPolicy" {
                 let denied = shared.lock().simulation_denials.clone();
                 Some(emulated::simulate_principal_policy(form, &denied, seq))
+            } else if id.action == "GetCallerIdentity" {
+                Some(emulated::get_caller_identity(seq))
             } else {
                 None
             };
