@@ -43,7 +43,7 @@ pub async fn run(parsed: Parsed) -> u8 {
         Ok(config) => config,
         Err(error) => return usage_error(&error.to_string()),
     };
-    let ctx = context(global, config).await;
+    let ctx = context(global, config, !matches!(parsed.cli.command, Command::Status(_))).await;
     match &parsed.cli.command {
         Command::Status(args) => status(&ctx, &args.cluster, global.output, style).await,
         Command::Plan(args) => plan(&ctx, args, global.output, style).await,
@@ -102,8 +102,42 @@ fn kubeconfig(global: &Global) -> Option<OsString> {
     default.is_file().then(|| default.into_os_string())
 }
 
-async fn context(global: &Global, config: headroom::Config) -> Context {
+/// The role ARN of an identity as IAM's policy simulator takes it: a role
+/// session's role (`assumed-role/<role>/<session>` → `role/<role>`; a role
+/// path is not in the session ARN, so such a role is reported as not
+/// verified), an IAM user as is; `None` for anything else (federated users, root).
+pub fn principal_to_simulate(caller_arn: &str) -> Option<String> {
+    let mut parts = caller_arn.splitn(6, ':');
+    let (arn, partition, service, _region, account, resource) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if arn != "arn" {
+        return None;
+    }
+    match (service, resource.split('/').collect::<Vec<_>>().as_slice()) {
+        ("sts", ["assumed-role", role, _session]) => Some(format!("arn:{partition}:iam::{account}:role/{role}")),
+        ("iam", ["user", ..]) => Some(caller_arn.to_owned()),
+        _ => None,
+    }
+}
+
+/// Without `--function-role-arn`, a plan's preflight asks IAM about the
+/// person running it: what `apply` from this terminal would be allowed.
+async fn with_caller_as_principal(mut config: headroom::Config, aws: &AwsClients) -> headroom::Config {
+    if config.function_role_arn.is_some() {
+        return config;
+    }
+    match aws_sdk_sts::Client::new(&aws.sdk_config).get_caller_identity().send().await {
+        Ok(identity) => config.function_role_arn = identity.arn().and_then(principal_to_simulate),
+        Err(error) => {
+            tracing::warn!(error = %error, "GetCallerIdentity failed; the IAM-simulated checks will say not verified");
+        }
+    }
+    config
+}
+
+async fn context(global: &Global, config: headroom::Config, simulate_caller: bool) -> Context {
     let aws = AwsClients::load(global.profile.as_deref(), global.region.as_deref()).await;
+    let config = if simulate_caller { with_caller_as_principal(config, &aws).await } else { config };
     let clusters = ClusterAccess::with_kubeconfig(&aws.sdk_config, kubeconfig(global).as_deref())
         .with_kube_context(global.context.clone());
     Context::new(config, aws, clusters)
@@ -266,5 +300,29 @@ fn explain(args: &ExplainArgs, output: Output, style: Style) -> u8 {
         Err(error) => usage_error(&format!(
             "{source} is not a headroom report ({error}); pass the JSON a function answered, or `--output json` of plan or apply"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::principal_to_simulate;
+
+    #[test]
+    fn the_preflight_simulates_the_callers_role_or_user() {
+        assert_eq!(
+            principal_to_simulate("arn:aws:sts::123456789012:assumed-role/PlatformAdmin/alice@example.com").as_deref(),
+            Some("arn:aws:iam::123456789012:role/PlatformAdmin")
+        );
+        assert_eq!(
+            principal_to_simulate("arn:aws-cn:sts::123456789012:assumed-role/Ops/s").as_deref(),
+            Some("arn:aws-cn:iam::123456789012:role/Ops")
+        );
+        assert_eq!(
+            principal_to_simulate("arn:aws:iam::123456789012:user/ops/bob").as_deref(),
+            Some("arn:aws:iam::123456789012:user/ops/bob")
+        );
+        assert_eq!(principal_to_simulate("arn:aws:sts::123456789012:federated-user/bob"), None);
+        assert_eq!(principal_to_simulate("arn:aws:iam::123456789012:root"), None);
+        assert_eq!(principal_to_simulate("not an arn"), None);
     }
 }

@@ -92,7 +92,14 @@ async fn plan_changes_nothing_and_renders_what_explain_renders() {
     assert!(ran.stdout.contains("associate CIDR 100.64.0.0/16"), "{}", ran.stdout);
     assert_eq!(ran.stdout.matches("create subnet 100.64.").count(), 3, "{}", ran.stdout);
     assert!(ran.stdout.contains("+ spec.template.spec.nodeClassRef: {\"group\":\"eks.amazonaws.com\",\"kind\":\"NodeClass\",\"name\":\"headroom\"}"), "the NodePool references the NodeClass: {}", ran.stdout);
-    assert!(ran.stdout.contains("Preflight"), "{}", ran.stdout);
+    assert!(ran.stdout.contains("Preflight (9 checks"), "{}", ran.stdout);
+    // No FUNCTION_ROLE_ARN: IAM is asked about the caller's own role.
+    assert!(!ran.stdout.contains("not verified"), "{}", ran.stdout);
+    assert!(
+        ran.stdout.contains("ec2:AssociateVpcCidrBlock on arn:aws:ec2:us-west-2:123456789012:vpc/"),
+        "{}",
+        ran.stdout
+    );
     assert!(harness.aws.proxy().mutating_calls().is_empty(), "a plan changes nothing in AWS");
     assert_eq!(kube_writes(&harness), 0, "nor in the cluster");
 
