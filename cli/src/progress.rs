@@ -125,3 +125,49 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    use super::*;
+
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn one_line_per_step_as_it_closes_marked_failed_when_it_logged_an_error() {
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let sink: Sink = Arc::new(Mutex::new(Buffer(bytes.clone())));
+        let subscriber = tracing_subscriber::registry().with(Progress::new(Style::PLAIN, sink));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info_span!("cluster", cluster = "demo").in_scope(|| {
+                tracing::info_span!("step", step = "create-subnet", az = "us-west-2a").in_scope(|| {
+                    tracing::warn!("a retry is no failure");
+                });
+                tracing::info_span!("step", step = "associate-route-table", subnet = "subnet-1").in_scope(|| {
+                    tracing::error!(error = "UnauthorizedOperation", "step failed");
+                });
+                tracing::info!("outside any step: not a line");
+            });
+        });
+        let text = String::from_utf8(bytes.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].starts_with("  ✓ create-subnet az=us-west-2a ("), "{text}");
+        assert!(lines[0].ends_with(" ms)"), "{text}");
+        assert!(lines[1].starts_with("  ✗ associate-route-table subnet=subnet-1 ("), "{text}");
+        assert!(lines[1].ends_with("): step failed error=UnauthorizedOperation"), "{text}");
+    }
+}
