@@ -74,6 +74,32 @@ fn selected_by<'a>(snapshot: &'a NetworkSnapshot, terms: Option<&'a Value>) -> i
     snapshot.subnets.iter().filter(move |s| nodeclass::terms_select(terms, &target(s)))
 }
 
+/// The subnets one NodeClass uses.
+struct NodeClassSubnets<'a> {
+    /// Its nodes': `status.subnets`, or its `subnetSelectorTerms` while
+    /// Auto Mode has not resolved them (`status_resolved` false).
+    nodes: Vec<&'a Subnet>,
+    /// Its pods': Auto Mode reports no status for them, so the
+    /// `podSubnetSelectorTerms` decide.
+    pods: Vec<&'a Subnet>,
+    status_resolved: bool,
+}
+
+fn subnets_of<'a>(snapshot: &'a NetworkSnapshot, class: &'a Value) -> NodeClassSubnets<'a> {
+    let (nodes, status_resolved) = match nodeclass::status_subnets(class) {
+        Some(listed) => {
+            let listed: HashSet<&str> = listed.into_iter().collect();
+            (snapshot.subnets.iter().filter(|s| listed.contains(s.id.as_str())).collect(), true)
+        }
+        None => (selected_by(snapshot, class.pointer("/spec/subnetSelectorTerms")).collect(), false),
+    };
+    let pods = match class.pointer("/spec/podSubnetSelectorTerms").filter(|t| !t.is_null()) {
+        Some(terms) => selected_by(snapshot, Some(terms)).collect(),
+        None => Vec::new(),
+    };
+    NodeClassSubnets { nodes, pods, status_resolved }
+}
+
 /// The subnets nodes and pods of the cluster use, and where that came from.
 pub fn node_subnets<'a>(snapshot: &'a NetworkSnapshot, config: &Config) -> NodeSubnets<'a> {
     match &snapshot.cluster_api {
@@ -81,8 +107,7 @@ pub fn node_subnets<'a>(snapshot: &'a NetworkSnapshot, config: &Config) -> NodeS
             // Each referenced NodeClass once, in name order.
             let names: BTreeSet<&str> = objects.nodepools.iter().filter_map(nodeclass::nodeclass_ref).collect();
             let mut notes = Vec::new();
-            let mut ids: HashSet<&str> = HashSet::new();
-            let mut by_terms: Vec<&Subnet> = Vec::new();
+            let mut subnets: Vec<&Subnet> = Vec::new();
             let mut counted = Vec::new();
             for name in names {
                 let Some(class) = objects.nodeclass(name) else {
@@ -90,21 +115,15 @@ pub fn node_subnets<'a>(snapshot: &'a NetworkSnapshot, config: &Config) -> NodeS
                     continue;
                 };
                 counted.push(name.to_string());
-                match nodeclass::status_subnets(class) {
-                    Some(listed) => ids.extend(listed),
-                    None => {
-                        notes.push(format!(
-                            "NodeClass {name} has no status.subnets yet; its subnetSelectorTerms were evaluated instead"
-                        ));
-                        by_terms.extend(selected_by(snapshot, class.pointer("/spec/subnetSelectorTerms")));
-                    }
+                let used = subnets_of(snapshot, class);
+                if !used.status_resolved {
+                    notes.push(format!(
+                        "NodeClass {name} has no status.subnets yet; its subnetSelectorTerms were evaluated instead"
+                    ));
                 }
-                // Pod subnets: Auto Mode reports no status for them, so their terms decide.
-                if let Some(terms) = class.pointer("/spec/podSubnetSelectorTerms").filter(|t| !t.is_null()) {
-                    by_terms.extend(selected_by(snapshot, Some(terms)));
-                }
+                subnets.extend(used.nodes);
+                subnets.extend(used.pods);
             }
-            let subnets = snapshot.subnets.iter().filter(|s| ids.contains(s.id.as_str())).chain(by_terms).collect();
             NodeSubnets::sorted(subnets, CapacityBasis::NodeClasses { nodeclasses: counted, notes })
         }
         ClusterApi::Unreadable { reason } => {
@@ -146,17 +165,10 @@ pub fn users_by_subnet(snapshot: &NetworkSnapshot) -> BTreeMap<String, SubnetUse
         let Some(name) = nodeclass::nodeclass_ref(pool) else { continue };
         let Some(class) = objects.nodeclass(name) else { continue };
         let pool_name = pool.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-        let node_ids: Vec<&str> = match nodeclass::status_subnets(class) {
-            Some(listed) => listed,
-            None => selected_by(snapshot, class.pointer("/spec/subnetSelectorTerms")).map(|s| s.id.as_str()).collect(),
-        };
-        let pod_terms = class.pointer("/spec/podSubnetSelectorTerms").filter(|t| !t.is_null());
-        let pod_ids: Vec<&str> = match pod_terms {
-            Some(terms) => selected_by(snapshot, Some(terms)).map(|s| s.id.as_str()).collect(),
-            None => Vec::new(),
-        };
-        for (id, pods) in node_ids.into_iter().map(|id| (id, false)).chain(pod_ids.into_iter().map(|id| (id, true))) {
-            let entry = users.entry(id.to_string()).or_default();
+        let used = subnets_of(snapshot, class);
+        let uses = used.nodes.into_iter().map(|s| (s, false)).chain(used.pods.into_iter().map(|s| (s, true)));
+        for (subnet, pods) in uses {
+            let entry = users.entry(subnet.id.clone()).or_default();
             if pods { &mut entry.pods_of } else { &mut entry.nodes_of }.insert(name.to_string());
             entry.nodepools.insert(pool_name.to_string());
         }
