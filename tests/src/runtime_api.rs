@@ -581,6 +581,8 @@ pub fn ensure_functions_built() -> Result<(), TestbedError> {
             for function in FUNCTIONS {
                 command.args(["-p", function, "--bin", function]);
             }
+            // The tests reach the fake API server through KUBECONFIG.
+            command.args(["--features", "headroom/kubeconfig"]);
             let started = Instant::now();
             let output = command
                 .stdin(Stdio::null())

@@ -6,9 +6,13 @@
 
 use std::time::Duration;
 
+use aws_config::environment::EnvironmentVariableCredentialsProvider;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_smithy_async::rt::sleep::default_async_sleep;
+use aws_smithy_async::time::SharedTimeSource;
 use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
 use aws_smithy_http_client::{Builder, ConnectorBuilder};
@@ -158,9 +162,35 @@ pub struct AwsClients {
 }
 
 impl AwsClients {
-    /// From the environment and the default credential chain.
-    pub async fn from_env() -> Self {
-        Self::load(None, None).await
+    /// For a Lambda function: region, credentials and endpoint straight from
+    /// the environment the runtime sets (`AWS_REGION`, `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`; `AWS_ENDPOINT_URL` in
+    /// tests), without `aws_config`'s loader. The loader's default chain
+    /// (profile files, SSO, web identity through STS, ECS and IMDS) has
+    /// nothing to find inside Lambda, and leaving it unlinked keeps about
+    /// a tenth off the deployment zip (docs/BENCHMARKS.md, "Size").
+    /// <https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars.html#configuration-envvars-runtime>
+    pub fn for_lambda() -> Self {
+        let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
+        let mut builder = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .credentials_provider(SharedCredentialsProvider::new(EnvironmentVariableCredentialsProvider::new()))
+            .retry_config(retry_config())
+            .timeout_config(timeout_config())
+            .time_source(SharedTimeSource::default());
+        if let Some(sleep) = default_async_sleep() {
+            builder = builder.sleep_impl(sleep);
+        }
+        if let Some(region) = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")) {
+            builder = builder.region(aws_config::Region::new(region));
+        }
+        if let Some(endpoint) = env("AWS_ENDPOINT_URL") {
+            builder = builder.endpoint_url(endpoint);
+        }
+        if let Some(client) = https_client_trusting_one_bundle() {
+            builder = builder.http_client(client);
+        }
+        Self::new(builder.build())
     }
 
     /// The default credential chain, with a named profile and a region when
@@ -266,7 +296,7 @@ mod tests {
         let config = SdkConfig::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-west-2"))
-            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(Credentials::new(
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
                 "AKIDTEST", "secret", None, None, "test",
             )))
             .endpoint_url(format!("https://127.0.0.1:{port}"))

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+#[cfg(feature = "kubeconfig")]
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
@@ -68,6 +69,7 @@ pub fn kube_config_for_eks(
 
 /// The client configuration from kubeconfig files (merged in order, like
 /// kubectl), in the context [`context_for`] picks.
+#[cfg(feature = "kubeconfig")]
 pub async fn kube_config_from_kubeconfig(
     paths: &[PathBuf],
     cluster: &str,
@@ -99,6 +101,24 @@ pub async fn kube_config_from_kubeconfig(
     let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(invalid)?;
     set_timeouts(&mut config);
     Ok(config)
+}
+
+/// Without the `kubeconfig` feature (the Lambda functions as deployed:
+/// reading kubeconfig YAML adds about 150 KiB to each zip, for a file that
+/// never exists in Lambda), `KUBECONFIG` is refused with the fix.
+#[cfg(not(feature = "kubeconfig"))]
+pub async fn kube_config_from_kubeconfig(
+    paths: &[PathBuf],
+    cluster: &str,
+    _wanted: Option<&str>,
+) -> ClusterResult<kube::Config> {
+    let shown = paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
+    Err(ClusterError::Connect {
+        message: format!(
+            "KUBECONFIG is set ({shown}) but this build reaches cluster {cluster:?} through EKS only; unset \
+             KUBECONFIG, or build with the `kubeconfig` feature (`--features headroom/kubeconfig`)"
+        ),
+    })
 }
 
 /// The kubeconfig context for `cluster`: the one asked for; else one named
@@ -203,6 +223,7 @@ mod tests {
         assert!(err.to_string().contains("invalid API endpoint"), "{err}");
     }
 
+    #[cfg(feature = "kubeconfig")]
     #[tokio::test]
     async fn kubeconfig_paths_merge_and_a_context_named_like_the_cluster_wins() {
         let dir = tempfile::tempdir().unwrap();

@@ -36,6 +36,7 @@ pub fn t0() -> SystemTime {
 }
 
 #[derive(Clone, Debug)]
+#[cfg_attr(not(feature = "kubeconfig"), allow(dead_code))]
 pub struct Seen {
     pub method: String,
     pub path: String,
@@ -140,6 +141,7 @@ pub fn sdk_config(endpoint_url: &str) -> SdkConfig {
         .build()
 }
 
+#[cfg_attr(not(feature = "kubeconfig"), allow(dead_code))]
 pub fn write_kubeconfig(dir: &tempfile::TempDir, name: &str, server: &str, token: &str) -> PathBuf {
     let path = dir.path().join(name);
     std::fs::write(
