@@ -130,7 +130,12 @@ fn snapshot(usage: &[(Ipv4Net, AddressUsage)]) -> NetworkSnapshot {
             cluster_security_group_id: Some("sg-cluster".into()),
             node_role_arn: Some("arn:aws:iam::123456789012:role/AmazonEKSAutoNodeRole".into()),
         },
-        vpc: Vpc { id: "vpc-big".into(), primary_cidr: "10.0.0.0/16".parse().expect("valid"), cidr_associations },
+        vpc: Vpc {
+            id: "vpc-big".into(),
+            primary_cidr: "10.0.0.0/16".parse().expect("valid"),
+            cidr_associations,
+            tags: Default::default(),
+        },
         subnets,
         route_tables,
         peerings: Vec::new(),
@@ -156,6 +161,7 @@ fn snapshot(usage: &[(Ipv4Net, AddressUsage)]) -> NetworkSnapshot {
             })],
         }),
         node_role_access_entries: None,
+        ipam_pool: None,
     }
 }
 

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use futures::future;
+use ipnet::Ipv4Net;
 use tracing::Instrument;
 
 use crate::aws::executor::Ec2Executor;
@@ -19,9 +20,10 @@ use crate::aws::{inventory, preflight as aws_preflight};
 use crate::cluster::ClusterError;
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::ipam;
 use crate::model::NetworkSnapshot;
 use crate::nodeclass::SelectorTarget;
-use crate::plan::{Applied, Plan, Step, StepKind, SubnetRef};
+use crate::plan::{Applied, Plan, Refusal, RefusalCode, Step, StepKind, SubnetRef};
 use crate::preflight::{Occasion, Preflight};
 use crate::report::Verification;
 use crate::snapshot;
@@ -203,6 +205,79 @@ pub async fn execute(ctx: &Context, before: &NetworkSnapshot, plan: &Plan) -> (V
     (changes, first_error.map_or(Ok(()), Err))
 }
 
+/// What became of an IPAM allocation ([`allocate_from_ipam`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum IpamAllocation {
+    /// Associated and clear of the VPC's routes and peers: plan its subnets.
+    Usable(Ipv4Net),
+    /// It collided; this run disassociated it again (both in the changes).
+    Refused(Refusal),
+}
+
+/// Applies a plan whose step is an IPAM allocation
+/// ([`Plan::ipam_allocation`]): associates the block IPAM chooses, waits
+/// until it is `associated`, then checks it against the VPC's route
+/// destinations and peered VPCs, read afresh, which IPAM knows nothing of
+/// (docs/aws-rules.md, "IPAM pools"). A colliding block is disassociated at
+/// once (only the association this run just made) and the decision becomes a
+/// refusal.
+pub async fn allocate_from_ipam(
+    ctx: &Context,
+    before: &NetworkSnapshot,
+    plan: &Plan,
+) -> (Vec<Applied>, Result<IpamAllocation>) {
+    let mut changes = Vec::new();
+    let result = allocate_into(ctx, before, plan, &mut changes).await;
+    (changes, result)
+}
+
+async fn allocate_into(
+    ctx: &Context,
+    before: &NetworkSnapshot,
+    plan: &Plan,
+    changes: &mut Vec<Applied>,
+) -> Result<IpamAllocation> {
+    let Some((vpc_id, pool_id, netmask_length)) = plan.ipam_allocation() else {
+        return Err(Error::Verification("the plan allocates nothing from an IPAM pool".into()));
+    };
+    let pool = before.ipam_pool.as_ref().filter(|p| p.id == pool_id).ok_or_else(|| Error::Inventory {
+        cluster: plan.cluster.clone(),
+        reason: format!("IPAM pool {pool_id} was not read with the VPC"),
+    })?;
+    let ec2 = Ec2Executor {
+        ec2: &ctx.aws.ec2,
+        association_timeout: ctx.config.association_timeout,
+        consistency_wait: ctx.config.consistency_wait,
+        managed_tag_key: &ctx.config.managed_tag_key,
+    };
+    let known: Vec<String> = before.vpc.cidr_associations.iter().map(|a| a.association_id.clone()).collect();
+    let span = tracing::info_span!("step", step = %StepKind::AllocateVpcCidrFromIpamPool, pool = %pool_id);
+    let (applied, cidr, association_id) =
+        in_step(span, ec2.allocate_vpc_cidr_from_ipam(vpc_id, pool, netmask_length, &known)).await?;
+    changes.push(applied);
+
+    let (route_tables, peerings) = future::try_join(
+        inventory::read_route_tables(&ctx.aws.ec2, vpc_id),
+        inventory::read_peerings(&ctx.aws.ec2, vpc_id),
+    )
+    .await?;
+    let Some(collision) = ipam::collision(cidr, &route_tables, &peerings) else {
+        tracing::info!(%cidr, "the block IPAM allocated is clear of the VPC's routes and peers");
+        return Ok(IpamAllocation::Usable(cidr));
+    };
+    tracing::warn!(%cidr, %collision, "the block IPAM allocated collides; disassociating it");
+    let span = tracing::info_span!("step", step = %StepKind::DisassociateVpcCidr, %cidr);
+    changes.push(in_step(span, ec2.disassociate_vpc_cidr(vpc_id, &association_id, &collision)).await?);
+    Ok(IpamAllocation::Refused(Refusal {
+        code: RefusalCode::IpamBlockConflicts,
+        message: format!(
+            "IPAM pool {pool_id} allocated {cidr} to {vpc_id}, but {collision}; IPAM knows nothing of routes and \
+             peerings, so headroom disassociated the block again and changed nothing else. Keep that range out of \
+             the pool (an allocation that reserves it, or a pool without it), or remove the route or peering"
+        ),
+    }))
+}
+
 /// The subnets the NodeClass must select: headroom's existing ones and the
 /// ones just created, with their real ids and tags.
 fn selector_targets(
@@ -273,6 +348,7 @@ pub async fn prove(ctx: &Context, cluster: &str, plan: &Plan, occasion: Occasion
         role_arn: ctx.config.function_role_arn.as_deref(),
         region: &region,
         managed_tag_key: &ctx.config.managed_tag_key,
+        vpc_tag: ctx.config.vpc_opt_in_tag.as_ref().map(|tag| (tag.key.as_str(), tag.value.as_str())),
     };
     let kube_steps: Vec<&Step> = plan.steps.iter().filter(|s| s.kind().is_cluster_write()).collect();
     let kube = async {

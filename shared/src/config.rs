@@ -4,6 +4,7 @@
 //! is unit-tested without touching the process environment; the handlers call
 //! [`Config::from_env`] once at start-up.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -91,6 +92,41 @@ pub struct Config {
     pub function_role_arn: Option<String>,
     /// Publish per-subnet metrics too (per AZ and per cluster always).
     pub publish_subnet_metrics: bool,
+    /// Clusters carrying this tag are managed too, besides `clusters`.
+    pub cluster_opt_in_tag: Option<Tag>,
+    /// A VPC must carry this tag before headroom changes it (the stack's IAM
+    /// policy allows changes only there); `None`: not checked.
+    pub vpc_opt_in_tag: Option<Tag>,
+    /// How many clusters one invocation reads and remediates at once.
+    pub max_concurrent_clusters: usize,
+    /// The IPv4 IPAM pool VPC CIDRs are allocated from; `None`: from `cidr_pool`.
+    pub ipam_pool_id: Option<String>,
+    /// With a prefix, the capacity check keeps each managed cluster's two
+    /// capacity alarms ([`crate::aws::alarms`]); `None`: the template's.
+    pub capacity_alarm_prefix: Option<String>,
+    /// What a capacity alarm invokes (the on-alarm function).
+    pub capacity_alarm_action_arn: Option<String>,
+    pub capacity_alarm_period_seconds: i32,
+}
+
+/// A `key=value` tag setting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tag {
+    pub key: String,
+    pub value: String,
+}
+
+impl Tag {
+    /// Whether `tags` holds this tag (keys exact, values exact).
+    pub fn is_on<'a>(&self, mut tags: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
+        tags.any(|(key, value)| key == self.key && value == self.value)
+    }
+}
+
+impl fmt::Display for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.key, self.value)
+    }
 }
 
 /// One documented setting: name, default, meaning. The README table is
@@ -213,6 +249,41 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "`false`: publish per-AZ and per-cluster metrics only, not per subnet (fewer custom metrics in large accounts; docs/operations.md).",
     },
     Setting {
+        name: "CLUSTER_OPT_IN_TAG",
+        default: "",
+        meaning: "`key=value`: every EKS Auto Mode cluster in the account and Region with this tag is managed too, besides CLUSTER_NAME (the template sets `headroom.io/enabled=true`). Cluster tags can override the thresholds, NodeClass and NodePool (docs/deploy.md). Empty: CLUSTER_NAME only.",
+    },
+    Setting {
+        name: "VPC_OPT_IN_TAG",
+        default: "",
+        meaning: "`key=value` a VPC must carry before headroom changes it; the template's IAM policy allows changes only in VPCs with it, so a cluster in another VPC fails at once with the fix. Empty: not checked.",
+    },
+    Setting {
+        name: "MAX_CONCURRENT_CLUSTERS",
+        default: "4",
+        meaning: "How many clusters one invocation reads and remediates at once (1-64). One cluster's failure never stops the others.",
+    },
+    Setting {
+        name: "IPAM_POOL_ID",
+        default: "",
+        meaning: "An IPv4 VPC IPAM pool (`ipam-pool-…`): new VPC CIDRs are allocated from it (`Ipv4IpamPoolId`, `/VPC_CIDR_PREFIX`) instead of carved from CIDR_POOL. Empty: CIDR_POOL.",
+    },
+    Setting {
+        name: "CAPACITY_ALARM_PREFIX",
+        default: "",
+        meaning: "Set: the capacity check keeps two capacity alarms for every cluster it manages, `<prefix>-<cluster>-min-az-free-ip-addresses` and `…-min-az-free-prefixes`, at that cluster's own thresholds (the template sets the stack name when clusters opt in by tag). Empty: the template's alarms only.",
+    },
+    Setting {
+        name: "CAPACITY_ALARM_ACTION_ARN",
+        default: "",
+        meaning: "What those alarms invoke in ALARM, besides NOTIFY_TOPIC_ARN: the on-alarm function's ARN.",
+    },
+    Setting {
+        name: "CAPACITY_ALARM_PERIOD_SECONDS",
+        default: "300",
+        meaning: "Period of those alarms: 60, 300, 900 or 3600, no shorter than the capacity check's schedule.",
+    },
+    Setting {
         name: "CONSISTENCY_WAIT_SECONDS",
         default: "30",
         meaning: "How long an `Invalid…ID.NotFound` answer about a resource this run created or just read is retried: EC2 is eventually consistent.",
@@ -254,24 +325,10 @@ impl Config {
         }
 
         let (setting, nodeclass_name) = get("NODECLASS_NAME");
-        validate_object_name(&nodeclass_name).map_err(|reason| invalid(setting, &nodeclass_name, reason))?;
-        if nodeclass_name == "default" {
-            return Err(invalid(
-                setting,
-                &nodeclass_name,
-                "EKS manages the `default` NodeClass and resets changes to it; name a custom NodeClass such as `headroom`",
-            ));
-        }
+        check_nodeclass_name(&nodeclass_name).map_err(|reason| invalid(setting, &nodeclass_name, reason))?;
 
         let (setting, nodepool_name) = get("NODEPOOL_NAME");
-        validate_object_name(&nodepool_name).map_err(|reason| invalid(setting, &nodepool_name, reason))?;
-        if nodepool_name == "general-purpose" || nodepool_name == "system" {
-            return Err(invalid(
-                setting,
-                &nodepool_name,
-                "built-in NodePools are managed by EKS; name a custom NodePool such as `headroom`",
-            ));
-        }
+        check_nodepool_name(&nodepool_name).map_err(|reason| invalid(setting, &nodepool_name, reason))?;
         let (setting, create) = get("CREATE_NODEPOOL");
         let create_nodepool = parse_bool(&create).ok_or_else(|| invalid(setting, &create, "must be true or false"))?;
 
@@ -392,6 +449,42 @@ impl Config {
         let publish_subnet_metrics =
             parse_bool(&subnet_metrics).ok_or_else(|| invalid(setting, &subnet_metrics, "must be true or false"))?;
 
+        let cluster_opt_in_tag = parse_tag(get("CLUSTER_OPT_IN_TAG"))?;
+        let vpc_opt_in_tag = parse_tag(get("VPC_OPT_IN_TAG"))?;
+        let max_concurrent_clusters: usize = parse_number(get("MAX_CONCURRENT_CLUSTERS"))?;
+        if !(1..=64).contains(&max_concurrent_clusters) {
+            return Err(invalid(
+                "MAX_CONCURRENT_CLUSTERS",
+                &max_concurrent_clusters.to_string(),
+                "must be 1 to 64: each cluster in flight holds connections and counts against EC2's request rate",
+            ));
+        }
+        let (setting, pool_id) = get("IPAM_POOL_ID");
+        if !pool_id.is_empty() && !pool_id.starts_with("ipam-pool-") {
+            return Err(invalid(setting, &pool_id, "must be an IPAM pool id (ipam-pool-…)"));
+        }
+        let ipam_pool_id = (!pool_id.is_empty()).then_some(pool_id);
+
+        let (setting, prefix) = get("CAPACITY_ALARM_PREFIX");
+        if prefix.len() > 100 || prefix.chars().any(|c| c.is_control()) {
+            return Err(invalid(
+                setting,
+                &prefix,
+                "alarm names are at most 255 printable characters; keep the prefix under 100",
+            ));
+        }
+        let capacity_alarm_prefix = (!prefix.is_empty()).then_some(prefix);
+        let (setting, action) = get("CAPACITY_ALARM_ACTION_ARN");
+        if !action.is_empty() && !action.starts_with("arn:") {
+            return Err(invalid(setting, &action, "must be an ARN (the on-alarm function's)"));
+        }
+        let capacity_alarm_action_arn = (!action.is_empty()).then_some(action);
+        let (setting, period) = get("CAPACITY_ALARM_PERIOD_SECONDS");
+        let capacity_alarm_period_seconds: i32 = match period.parse() {
+            Ok(p @ (60 | 300 | 900 | 3600)) => p,
+            _ => return Err(invalid(setting, &period, "must be 60, 300, 900 or 3600")),
+        };
+
         Ok(Config {
             clusters,
             nodeclass_name,
@@ -416,26 +509,99 @@ impl Config {
             vpc_id,
             function_role_arn,
             publish_subnet_metrics,
+            cluster_opt_in_tag,
+            vpc_opt_in_tag,
+            max_concurrent_clusters,
+            ipam_pool_id,
+            capacity_alarm_prefix,
+            capacity_alarm_action_arn,
+            capacity_alarm_period_seconds,
         })
     }
 
-    /// The cluster to act on: the one the event names (which must be
-    /// configured when a list is configured), else the only configured one.
-    pub fn resolve_cluster(&self, named: Option<&str>) -> Result<String> {
-        match (named, self.clusters.as_slice()) {
-            (Some(name), []) => Ok(name.to_string()),
-            (Some(name), configured) if configured.iter().any(|c| c == name) => Ok(name.to_string()),
-            (Some(name), configured) => {
-                Err(Error::UnmanagedCluster { cluster: name.to_string(), configured: configured.join(",") })
-            }
-            (None, [only]) => Ok(only.clone()),
-            (None, []) => Err(Error::NoCluster),
-            (None, configured) => Err(Error::InvalidEvent(format!(
-                "the event names no cluster and several are configured ({}); pass \"clusterName\"",
-                configured.join(",")
-            ))),
+    /// What makes a cluster managed by this deployment, phrased as the fix
+    /// for one that is not.
+    pub fn how_to_manage(&self) -> String {
+        let listed = format!("add it to CLUSTER_NAME ({:?})", self.clusters.join(","));
+        match &self.cluster_opt_in_tag {
+            Some(tag) => format!("tag the cluster {tag} or {listed}"),
+            None => listed,
         }
     }
+
+    /// One cluster's settings: these, with the overrides its tags hold
+    /// ([`OVERRIDE_TAGS`]). A bad value is an error for that cluster only.
+    pub fn for_cluster(&self, cluster: &str, tags: &BTreeMap<String, String>) -> Result<Config> {
+        let mut config = self.clone();
+        let bad = |tag: &'static str, value: &str, reason: String| Error::ClusterTag {
+            cluster: cluster.to_string(),
+            tag,
+            value: value.to_string(),
+            reason,
+        };
+        let number = |tag: &'static str, value: &str| {
+            value.trim().parse::<u64>().map_err(|_| bad(tag, value, "must be a non-negative whole number".into()))
+        };
+        for &(tag, _) in OVERRIDE_TAGS {
+            let Some(value) = tags.get(tag) else { continue };
+            match tag {
+                TAG_MIN_FREE_IPS_PER_AZ => config.thresholds.min_free_ips_per_az = number(tag, value)?,
+                TAG_MIN_FREE_PREFIXES_PER_AZ => config.thresholds.min_free_prefixes_per_az = number(tag, value)?,
+                TAG_NODECLASS => {
+                    check_nodeclass_name(value).map_err(|reason| bad(tag, value, reason))?;
+                    config.nodeclass_name = value.clone();
+                }
+                TAG_NODEPOOL => {
+                    check_nodepool_name(value).map_err(|reason| bad(tag, value, reason))?;
+                    config.nodepool_name = value.clone();
+                }
+                _ => unreachable!("every override tag is handled"),
+            }
+        }
+        if config.thresholds != self.thresholds
+            && let Err(Error::Config { reason, .. }) = check_convergence(config.subnet_prefix, config.thresholds)
+        {
+            let tag = if config.thresholds.min_free_ips_per_az != self.thresholds.min_free_ips_per_az {
+                TAG_MIN_FREE_IPS_PER_AZ
+            } else {
+                TAG_MIN_FREE_PREFIXES_PER_AZ
+            };
+            return Err(bad(tag, tags.get(tag).map_or("", String::as_str), reason));
+        }
+        Ok(config)
+    }
+}
+
+pub const TAG_MIN_FREE_IPS_PER_AZ: &str = "headroom.io/min-free-ips-per-az";
+pub const TAG_MIN_FREE_PREFIXES_PER_AZ: &str = "headroom.io/min-free-prefixes-per-az";
+pub const TAG_NODECLASS: &str = "headroom.io/nodeclass";
+pub const TAG_NODEPOOL: &str = "headroom.io/nodepool";
+
+/// Cluster tags that override a setting for that cluster, with the setting.
+pub const OVERRIDE_TAGS: &[(&str, &str)] = &[
+    (TAG_MIN_FREE_IPS_PER_AZ, "MIN_FREE_IPS_PER_AZ"),
+    (TAG_MIN_FREE_PREFIXES_PER_AZ, "MIN_FREE_PREFIXES_PER_AZ"),
+    (TAG_NODECLASS, "NODECLASS_NAME"),
+    (TAG_NODEPOOL, "NODEPOOL_NAME"),
+];
+
+fn check_nodeclass_name(name: &str) -> std::result::Result<(), String> {
+    validate_object_name(name)?;
+    if name == "default" {
+        return Err(
+            "EKS manages the `default` NodeClass and resets changes to it; name a custom NodeClass such as `headroom`"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+fn check_nodepool_name(name: &str) -> std::result::Result<(), String> {
+    validate_object_name(name)?;
+    if name == "general-purpose" || name == "system" {
+        return Err("built-in NodePools are managed by EKS; name a custom NodePool such as `headroom`".into());
+    }
+    Ok(())
 }
 
 /// Refuses settings under which expanding can never bring an AZ back above
@@ -470,6 +636,26 @@ fn invalid(setting: &'static str, value: &str, reason: impl Into<String>) -> Err
 
 fn list(value: &str) -> Vec<String> {
     value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+}
+
+/// `key=value` (blank: none). Keys follow AWS's tag rules: at most 128
+/// characters, not starting with `aws:`.
+fn parse_tag((setting, value): (&'static str, String)) -> Result<Option<Tag>> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let Some((key, tag_value)) = value.split_once('=') else {
+        return Err(invalid(setting, &value, "must be `key=value`, e.g. headroom.io/enabled=true"));
+    };
+    let (key, tag_value) = (key.trim(), tag_value.trim());
+    if key.is_empty() || key.len() > 128 || key.to_ascii_lowercase().starts_with("aws:") || tag_value.len() > 256 {
+        return Err(invalid(
+            setting,
+            &value,
+            "the key must be 1-128 characters not starting with `aws:`, the value at most 256 characters",
+        ));
+    }
+    Ok(Some(Tag { key: key.to_string(), value: tag_value.to_string() }))
 }
 
 fn parse_number<T: FromStr>((setting, value): (&'static str, String)) -> Result<T> {
@@ -632,19 +818,80 @@ mod tests {
         config(&[("SUBNET_PREFIX", "24"), ("MIN_FREE_IPS_PER_AZ", "200"), ("MIN_FREE_PREFIXES_PER_AZ", "8")]).unwrap();
     }
 
+    fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
     #[test]
-    fn resolves_the_cluster_to_act_on() {
-        let none = config(&[]).unwrap();
-        assert_eq!(none.resolve_cluster(Some("x")).unwrap(), "x");
-        assert!(matches!(none.resolve_cluster(None), Err(Error::NoCluster)));
+    fn opt_in_tags_are_key_value_pairs() {
+        let c =
+            config(&[("CLUSTER_OPT_IN_TAG", " headroom.io/enabled = true "), ("VPC_OPT_IN_TAG", "team=net")]).unwrap();
+        let tag = c.cluster_opt_in_tag.clone().unwrap();
+        assert_eq!((tag.key.as_str(), tag.value.as_str()), ("headroom.io/enabled", "true"));
+        assert!(tag.is_on([("x", "y"), ("headroom.io/enabled", "true")].into_iter()));
+        assert!(!tag.is_on([("headroom.io/enabled", "True")].into_iter()), "values are case-sensitive, as in IAM");
+        assert_eq!(c.vpc_opt_in_tag.unwrap().to_string(), "team=net");
+        assert!(config(&[]).unwrap().cluster_opt_in_tag.is_none());
+        for bad in ["headroom.io/enabled", "=true", "aws:foo=bar"] {
+            assert_eq!(rejected_setting(&[("CLUSTER_OPT_IN_TAG", bad)]), "CLUSTER_OPT_IN_TAG", "{bad}");
+        }
+        assert_eq!(rejected_setting(&[("MAX_CONCURRENT_CLUSTERS", "0")]), "MAX_CONCURRENT_CLUSTERS");
+        assert_eq!(rejected_setting(&[("IPAM_POOL_ID", "pool-1")]), "IPAM_POOL_ID");
+    }
 
-        let one = config(&[("CLUSTER_NAME", "demo")]).unwrap();
-        assert_eq!(one.resolve_cluster(None).unwrap(), "demo");
-        assert!(matches!(one.resolve_cluster(Some("other")), Err(Error::UnmanagedCluster { .. })));
+    #[test]
+    fn the_fix_for_an_unmanaged_cluster_names_both_ways_in() {
+        let listed = config(&[("CLUSTER_NAME", "a,b")]).unwrap();
+        assert_eq!(listed.how_to_manage(), "add it to CLUSTER_NAME (\"a,b\")");
+        let tagged = config(&[("CLUSTER_NAME", "a"), ("CLUSTER_OPT_IN_TAG", "headroom.io/enabled=true")]).unwrap();
+        assert_eq!(
+            tagged.how_to_manage(),
+            "tag the cluster headroom.io/enabled=true or add it to CLUSTER_NAME (\"a\")"
+        );
+    }
 
-        let two = config(&[("CLUSTER_NAME", "a,b")]).unwrap();
-        assert_eq!(two.resolve_cluster(Some("b")).unwrap(), "b");
-        assert!(matches!(two.resolve_cluster(None), Err(Error::InvalidEvent(_))));
+    #[test]
+    fn cluster_tags_override_thresholds_and_names() {
+        let base = config(&[]).unwrap();
+        let same = base.for_cluster("c", &tags(&[("team", "x"), ("headroom.io/enabled", "true")])).unwrap();
+        assert_eq!(same, base, "tags that are not overrides change nothing");
+
+        let over = base
+            .for_cluster(
+                "c",
+                &tags(&[
+                    (TAG_MIN_FREE_IPS_PER_AZ, "2000"),
+                    (TAG_MIN_FREE_PREFIXES_PER_AZ, "64"),
+                    (TAG_NODECLASS, "wide"),
+                    (TAG_NODEPOOL, "wide-pool"),
+                ]),
+            )
+            .unwrap();
+        assert_eq!(over.thresholds, Thresholds { min_free_ips_per_az: 2000, min_free_prefixes_per_az: 64 });
+        assert_eq!((over.nodeclass_name.as_str(), over.nodepool_name.as_str()), ("wide", "wide-pool"));
+        assert_eq!(over.cidr_pool, base.cidr_pool, "only the documented settings are overridden");
+    }
+
+    #[test]
+    fn a_bad_override_names_the_cluster_and_the_tag() {
+        let base = config(&[]).unwrap();
+        for (tag, value) in [
+            (TAG_MIN_FREE_IPS_PER_AZ, "lots"),
+            (TAG_NODECLASS, "default"),
+            (TAG_NODEPOOL, "system"),
+            (TAG_NODECLASS, "Not_A_Name"),
+            // A /19 holds 510 free prefixes: asking for more can never converge.
+            (TAG_MIN_FREE_PREFIXES_PER_AZ, "600"),
+        ] {
+            match base.for_cluster("c1", &tags(&[(tag, value)])) {
+                Err(error @ Error::ClusterTag { .. }) => {
+                    let message = error.to_string();
+                    assert!(message.contains("\"c1\"") && message.contains(tag), "{message}");
+                    assert!(!error.is_retryable());
+                }
+                other => panic!("{tag}={value}: expected a ClusterTag error, got {other:?}"),
+            }
+        }
     }
 
     /// The README documents, and the SAM template passes, every setting.

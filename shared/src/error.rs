@@ -25,10 +25,26 @@ pub enum Error {
     NoCluster,
 
     /// The trigger names a cluster that this deployment does not manage.
+    #[error("cluster {cluster:?} is not managed by this deployment: {how}")]
+    UnmanagedCluster {
+        cluster: String,
+        /// What makes a cluster managed here, phrased as the fix.
+        how: String,
+    },
+
+    /// A cluster tag that overrides a setting holds a value headroom cannot
+    /// use. That cluster is left alone; the others are not affected.
     #[error(
-        "cluster {cluster:?} is not managed by this deployment (CLUSTER_NAME={configured:?}); add it to CLUSTER_NAME"
+        "cluster {cluster:?}: tag {tag}={value:?} is invalid: {reason}; fix or remove the tag (docs/deploy.md, per-cluster settings)"
     )]
-    UnmanagedCluster { cluster: String, configured: String },
+    ClusterTag { cluster: String, tag: &'static str, value: String, reason: String },
+
+    /// The cluster's VPC lacks the opt-in tag the deployment's IAM policy
+    /// requires before any change.
+    #[error(
+        "cluster {cluster:?} is in {vpc_id}, which lacks the tag {tag}: this deployment's IAM policy allows changes only in VPCs with it (VPC_OPT_IN_TAG); tag the VPC to let headroom act there"
+    )]
+    VpcNotOptedIn { cluster: String, vpc_id: String, tag: String },
 
     /// The cluster's network is not in a shape headroom can read.
     #[error("cannot read the network of cluster {cluster:?}: {reason}")]
@@ -65,7 +81,7 @@ pub enum Error {
 
     /// The cluster is not in the VPC the deployment's IAM policy covers.
     #[error(
-        "cluster {cluster:?} is in {actual}, but this deployment's IAM policy covers {configured} (VPC_ID); redeploy with VpcId={actual}"
+        "cluster {cluster:?} is in {actual}, but this deployment is limited to {configured} (VPC_ID); set VPC_ID={actual} if its IAM policy covers that VPC, or leave VPC_ID empty"
     )]
     WrongVpc { cluster: String, configured: String, actual: String },
 
@@ -90,6 +106,8 @@ impl Error {
             Error::AssociationTimeout { .. } | Error::Verification(_) => true,
             Error::Config { .. }
             | Error::WrongVpc { .. }
+            | Error::ClusterTag { .. }
+            | Error::VpcNotOptedIn { .. }
             | Error::PermissionDenied(_)
             | Error::PlanChanged { .. }
             | Error::InvalidEvent(_)
@@ -114,6 +132,8 @@ impl Error {
             Error::AssociationFailed { .. } => "AssociationFailed",
             Error::Verification(_) => "Verification",
             Error::WrongVpc { .. } => "WrongVpc",
+            Error::ClusterTag { .. } => "ClusterTag",
+            Error::VpcNotOptedIn { .. } => "VpcNotOptedIn",
             Error::PermissionDenied(_) => "PermissionDenied",
             Error::PlanChanged { .. } => "PlanChanged",
         }

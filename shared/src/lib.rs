@@ -5,12 +5,13 @@
 //! | stage | module | does I/O |
 //! |---|---|---|
 //! | parse the event | [`trigger`] | no |
+//! | which clusters, with whose settings | [`selection`], [`config::Config::for_cluster`] | yes (EKS) |
 //! | read settings | [`config`] | once, at start-up |
 //! | read the network | [`snapshot`] over [`aws::inventory`], [`cluster`] | yes |
 //! | which subnets nodes use | [`node_subnets`] | no |
 //! | count free space | [`capacity`] | no |
 //! | headroom per AZ and subnet, for people | [`status`] | no |
-//! | choose a CIDR | [`cidr`] | no |
+//! | choose a CIDR | [`cidr`]; an IPAM pool's: [`ipam`] | no |
 //! | decide | [`planner`] → [`plan`] | no |
 //! | NodeClass rules | [`nodeclass`] | no |
 //! | act | [`aws::executor`], [`cluster`] | yes |
@@ -25,6 +26,7 @@ pub mod cluster;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod ipam;
 pub mod lambda;
 pub mod model;
 pub mod node_subnets;
@@ -37,6 +39,7 @@ pub mod reachability;
 pub mod remediate;
 pub mod report;
 pub mod rng;
+pub mod selection;
 pub mod snapshot;
 pub mod status;
 pub mod trigger;

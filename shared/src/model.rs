@@ -67,6 +67,8 @@ pub struct Vpc {
     pub primary_cidr: Ipv4Net,
     /// Every IPv4 association, primary included, in any state.
     pub cidr_associations: Vec<CidrAssociation>,
+    /// The VPC's own tags (`VPC_OPT_IN_TAG` is checked against them).
+    pub tags: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -228,6 +230,32 @@ pub struct AccessEntry {
     pub kind: String,
 }
 
+/// The IPAM pool `IPAM_POOL_ID` names, as DescribeIpamPools and
+/// GetIpamPoolCidrs describe it (docs/aws-rules.md, "IPAM pools").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IpamPool {
+    pub id: String,
+    /// `create-complete`, `modify-in-progress`, … as EC2 spells it.
+    pub state: String,
+    /// `ipv4` or `ipv6`.
+    pub address_family: String,
+    /// The Region (or Local Zone) the pool allocates in; `None`: no locale.
+    pub locale: Option<String>,
+    /// Shortest and longest netmask an allocation may have (`None`: no rule).
+    pub allocation_min_netmask_length: Option<u8>,
+    pub allocation_max_netmask_length: Option<u8>,
+    /// The pool's CIDRs in state `provisioned`: what it allocates from.
+    pub provisioned_cidrs: Vec<Ipv4Net>,
+}
+
+impl IpamPool {
+    /// Whether `cidr` lies inside one of the pool's provisioned CIDRs.
+    pub fn holds(&self, cidr: &Ipv4Net) -> bool {
+        self.provisioned_cidrs.iter().any(|p| p.contains(cidr))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NetworkSnapshot {
     pub region: String,
@@ -246,6 +274,10 @@ pub struct NetworkSnapshot {
     /// use, read only when that role is not the cluster's Auto Mode node
     /// role (`None`: not read).
     pub node_role_access_entries: Option<Vec<AccessEntry>>,
+    /// The IPAM pool new VPC CIDRs come from, read only when `IPAM_POOL_ID`
+    /// is set (`None`: not configured, or not read at this depth).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipam_pool: Option<IpamPool>,
 }
 
 impl NetworkSnapshot {

@@ -75,6 +75,9 @@ fn decision_word(outcome: Outcome) -> &'static str {
 fn planned_change(plan: &Plan) -> (Option<String>, Vec<(String, String)>) {
     let cidr = plan.steps.iter().find_map(|s| match s {
         Step::AssociateVpcCidr { cidr, .. } | Step::AwaitVpcCidr { cidr, .. } => Some(cidr.to_string()),
+        Step::AllocateVpcCidrFromIpamPool { pool_id, netmask_length, .. } => {
+            Some(format!("a /{netmask_length} from IPAM pool {pool_id}"))
+        }
         _ => None,
     });
     let subnets = plan
@@ -310,6 +313,8 @@ mod tests {
             RefusalCode::NodeRoleNotAuthorized,
             RefusalCode::CannotConverge,
             RefusalCode::ClusterApiUnreadable,
+            RefusalCode::IpamPoolUnusable,
+            RefusalCode::IpamBlockConflicts,
         ];
         for code in codes {
             let word = refusal_word(code);
@@ -320,6 +325,8 @@ mod tests {
             "Kube",
             "PermissionDenied",
             "WrongVpc",
+            "VpcNotOptedIn",
+            "ClusterTag",
             "UnmanagedCluster",
             "NoCluster",
             "AssociationTimeout",

@@ -68,6 +68,13 @@ pub enum RefusalCode {
     CannotConverge,
     /// The cluster's Kubernetes API could not be read.
     ClusterApiUnreadable,
+    /// The IPAM pool of IPAM_POOL_ID cannot allocate this VPC's next CIDR:
+    /// wrong address family, locale or state, or a netmask its allocation
+    /// rules refuse.
+    IpamPoolUnusable,
+    /// The block the IPAM pool allocated collides with a route destination
+    /// or a peered VPC; headroom disassociated it again.
+    IpamBlockConflicts,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -137,6 +144,15 @@ pub enum Step {
         vpc_id: String,
         cidr: Ipv4Net,
     },
+    /// Associate a `/netmask_length` block the IPAM pool chooses, wait until
+    /// it is `associated`, and check it against the VPC's routes and peers.
+    /// The block is unknown until then, so this is the only step of its
+    /// plan: the run reads again and plans the subnets in it.
+    AllocateVpcCidrFromIpamPool {
+        vpc_id: String,
+        pool_id: String,
+        netmask_length: u8,
+    },
     CreateSubnet {
         vpc_id: String,
         availability_zone: String,
@@ -177,6 +193,10 @@ pub enum Step {
 pub enum StepKind {
     AssociateVpcCidr,
     AwaitVpcCidr,
+    AllocateVpcCidrFromIpamPool,
+    /// Never planned: the undoing of an IPAM allocation this run made that
+    /// collides with a route or a peer (recorded in the report's changes).
+    DisassociateVpcCidr,
     CreateSubnet,
     AssociateRouteTable,
     CreateNodeclass,
@@ -185,9 +205,11 @@ pub enum StepKind {
 }
 
 impl StepKind {
-    pub const ALL: [StepKind; 7] = [
+    pub const ALL: [StepKind; 9] = [
         StepKind::AssociateVpcCidr,
         StepKind::AwaitVpcCidr,
+        StepKind::AllocateVpcCidrFromIpamPool,
+        StepKind::DisassociateVpcCidr,
         StepKind::CreateSubnet,
         StepKind::AssociateRouteTable,
         StepKind::CreateNodeclass,
@@ -200,6 +222,8 @@ impl StepKind {
         match self {
             StepKind::AssociateVpcCidr => "associate-vpc-cidr",
             StepKind::AwaitVpcCidr => "await-vpc-cidr",
+            StepKind::AllocateVpcCidrFromIpamPool => "allocate-vpc-cidr-from-ipam-pool",
+            StepKind::DisassociateVpcCidr => "disassociate-vpc-cidr",
             StepKind::CreateSubnet => "create-subnet",
             StepKind::AssociateRouteTable => "associate-route-table",
             StepKind::CreateNodeclass => "create-nodeclass",
@@ -225,6 +249,7 @@ impl Step {
         match self {
             Step::AssociateVpcCidr { .. } => StepKind::AssociateVpcCidr,
             Step::AwaitVpcCidr { .. } => StepKind::AwaitVpcCidr,
+            Step::AllocateVpcCidrFromIpamPool { .. } => StepKind::AllocateVpcCidrFromIpamPool,
             Step::CreateSubnet { .. } => StepKind::CreateSubnet,
             Step::AssociateRouteTable { .. } => StepKind::AssociateRouteTable,
             Step::CreateNodeClass { .. } => StepKind::CreateNodeclass,
@@ -255,6 +280,11 @@ impl fmt::Display for Step {
                 write!(f, "associate CIDR {cidr} with {vpc_id} and wait until associated")
             }
             Step::AwaitVpcCidr { vpc_id, cidr } => write!(f, "wait until CIDR {cidr} of {vpc_id} is associated"),
+            Step::AllocateVpcCidrFromIpamPool { vpc_id, pool_id, netmask_length } => write!(
+                f,
+                "associate a /{netmask_length} from IPAM pool {pool_id} with {vpc_id} (IPAM chooses the block at apply \
+                 time), wait until associated, then plan its subnets"
+            ),
             Step::CreateSubnet { availability_zone, cidr, .. } => {
                 write!(f, "create subnet {cidr} in {availability_zone}")
             }
@@ -285,6 +315,9 @@ impl Plan {
             text.push_str(&match step {
                 Step::AssociateVpcCidr { cidr, .. } => format!("associate {cidr}"),
                 Step::AwaitVpcCidr { cidr, .. } => format!("await {cidr}"),
+                Step::AllocateVpcCidrFromIpamPool { pool_id, netmask_length, .. } => {
+                    format!("allocate {pool_id} /{netmask_length}")
+                }
                 Step::CreateSubnet { availability_zone, cidr, .. } => format!("subnet {availability_zone} {cidr}"),
                 Step::AssociateRouteTable { route_table_id, subnet, .. } => format!("route {subnet} {route_table_id}"),
                 Step::CreateNodeClass { name, intent, .. } => format!("create nodeclass {name} {}", intent.mode),
@@ -293,6 +326,19 @@ impl Plan {
             });
         }
         text.bytes().fold(0x811c_9dc5u32, |hash, byte| (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193))
+    }
+}
+
+impl Plan {
+    /// The IPAM allocation this plan makes, if it is such a plan
+    /// (`(vpc_id, pool_id, netmask_length)`).
+    pub fn ipam_allocation(&self) -> Option<(&str, &str, u8)> {
+        self.steps.iter().find_map(|s| match s {
+            Step::AllocateVpcCidrFromIpamPool { vpc_id, pool_id, netmask_length } => {
+                Some((vpc_id.as_str(), pool_id.as_str(), *netmask_length))
+            }
+            _ => None,
+        })
     }
 }
 
@@ -329,6 +375,11 @@ mod tests {
         use super::{Step, SubnetRef};
         let steps = [
             Step::AwaitVpcCidr { vpc_id: "vpc-1".into(), cidr: "100.64.0.0/16".parse().unwrap() },
+            Step::AllocateVpcCidrFromIpamPool {
+                vpc_id: "vpc-1".into(),
+                pool_id: "ipam-pool-1".into(),
+                netmask_length: 16,
+            },
             Step::AssociateRouteTable {
                 route_table_id: "rtb-1".into(),
                 subnet: SubnetRef::Existing("subnet-1".into()),

@@ -15,10 +15,11 @@ use ipnet::Ipv4Net;
 use crate::capacity::AzCapacity;
 use crate::cidr;
 use crate::config::Config;
+use crate::ipam;
 use crate::model::{AutoModeObjects, NetworkSnapshot, RouteTable, Subnet};
 use crate::node_subnets::{self, NodeSubnets, node_subnets};
 use crate::nodeclass::{self, Extension, NewNodeClassSources, SelectorTarget};
-use crate::plan::{Decision, NodeClassIntent, Plan, Refusal, RefusalCode, Step, SubnetRef};
+use crate::plan::{Decision, NodeClassIntent, Plan, Refusal, RefusalCode, Step, StepKind, SubnetRef};
 use crate::reachability;
 
 /// Whether thresholds gate the expansion.
@@ -232,6 +233,26 @@ impl<'a> Planner<'a> {
             return Ok(Decision::NoOp { reason });
         }
 
+        // IPAM chooses the block when the step runs: the subnets, route tables
+        // and NodeClass planned above were placed in the block headroom would
+        // pick, only to prove that everything else can be done. The run reads
+        // the VPC again once the block is associated and plans them for real.
+        if let Some(allocate) = steps.iter().find(|s| s.kind() == StepKind::AllocateVpcCidrFromIpamPool).cloned() {
+            let later = steps.len() - 1;
+            self.notes.push(format!(
+                "IPAM chooses the block at apply time; once it is associated and clear of the VPC's routes and peers, \
+                 the run reads the VPC again and plans the rest ({later} more steps if IPAM hands out the lowest free block)"
+            ));
+            return Ok(Decision::Plan(Plan {
+                cluster: cluster.clone(),
+                vpc_id: self.snapshot.vpc.id.clone(),
+                starved_azs: starved,
+                steps: vec![allocate],
+                notes: self.notes,
+                reachability: Vec::new(),
+            }));
+        }
+
         // The blocks the new subnets are in: a rule that admits the VPC's
         // CIDRs but not these refuses the pods placed there.
         let mut parents: Vec<Ipv4Net> = self
@@ -270,7 +291,22 @@ impl<'a> Planner<'a> {
         }
         let vpc = &snapshot.vpc;
         let prefix = config.subnet_prefix;
-        let in_pool = |net: &Ipv4Net| config.cidr_pool.iter().any(|p| p.contains(net));
+        // With IPAM_POOL_ID the pool's provisioned CIDRs take CIDR_POOL's
+        // place: a live association inside them is a managed block.
+        let ipam_pool = match (&config.ipam_pool_id, &snapshot.ipam_pool) {
+            (None, _) => None,
+            (Some(_), Some(pool)) => Some(pool),
+            (Some(id), None) => {
+                return Err(refuse(
+                    RefusalCode::IpamPoolUnusable,
+                    format!("IPAM pool {id} (IPAM_POOL_ID) was not read, so no block of it can be planned"),
+                ));
+            }
+        };
+        let in_pool = |net: &Ipv4Net| match ipam_pool {
+            Some(pool) => pool.holds(net),
+            None => config.cidr_pool.iter().any(|p| p.contains(net)),
+        };
         let mut managed_cidrs: Vec<_> = vpc
             .cidr_associations
             .iter()
@@ -286,10 +322,28 @@ impl<'a> Planner<'a> {
                 || chosen.iter().any(|(_, c)| cidr::overlaps(*c, *block))
         };
 
+        // IPAM knows nothing of routes and peers: a pool block that collides
+        // with one (a run that stopped between the association and its check)
+        // is left alone, never disassociated, and still counts as managed.
+        let mut usable_cidrs = managed_cidrs.clone();
+        if ipam_pool.is_some() {
+            usable_cidrs.retain(|a| match ipam::collision(a.cidr, &snapshot.route_tables, &snapshot.peerings) {
+                None => true,
+                Some(why) => {
+                    self.notes.push(format!(
+                        "{} ({}) from the IPAM pool is not used: {why}; headroom never disassociates a block it did not \
+                         associate in the same run, so remove the route or peering, or disassociate the block",
+                        a.cidr, a.association_id
+                    ));
+                    false
+                }
+            });
+        }
+
         let mut placements: Vec<(String, Ipv4Net)> = Vec::new();
         let mut remaining = azs.iter();
         let mut next_az = remaining.next();
-        for association in &managed_cidrs {
+        for association in &usable_cidrs {
             let mut used_this = false;
             for block in association.cidr.subnets(prefix).expect("prefix checked") {
                 let Some(az) = next_az else { break };
@@ -322,15 +376,22 @@ impl<'a> Planner<'a> {
             Some(refuse(
                 RefusalCode::MaxManagedCidrs,
                 format!(
-                    "VPC {} already has {} CIDR blocks from CIDR_POOL, MAX_MANAGED_CIDRS allows {}; raise MAX_MANAGED_CIDRS if more is intended",
+                    "VPC {} already has {} CIDR blocks from {}, MAX_MANAGED_CIDRS allows {}; raise MAX_MANAGED_CIDRS if more is intended",
                     vpc.id,
                     managed_cidrs.len(),
+                    if ipam_pool.is_some() { "the IPAM pool" } else { "CIDR_POOL" },
                     config.max_managed_cidrs
                 ),
             ))
+        } else if let Some(why) = ipam_pool.and_then(|p| ipam::unusable(p, &snapshot.region, config.vpc_cidr_prefix)) {
+            Some(refuse(RefusalCode::IpamPoolUnusable, why))
         } else {
+            // IPAM picks the block itself: the lowest block of its CIDRs that
+            // passes every rule is what headroom would pick, and plans with,
+            // until IPAM says which block it is. If none passes, IPAM could
+            // only hand out a block that AWS refuses or that collides.
             let search = cidr::choose_vpc_cidr(
-                &config.cidr_pool,
+                ipam_pool.map_or(&config.cidr_pool, |p| &p.provisioned_cidrs),
                 config.vpc_cidr_prefix,
                 vpc.primary_cidr,
                 cidr::Neighbours {
@@ -341,7 +402,14 @@ impl<'a> Planner<'a> {
             );
             match search.chosen {
                 Some(new_cidr) => {
-                    steps.push(Step::AssociateVpcCidr { vpc_id: vpc.id.clone(), cidr: new_cidr });
+                    steps.push(match ipam_pool {
+                        Some(pool) => Step::AllocateVpcCidrFromIpamPool {
+                            vpc_id: vpc.id.clone(),
+                            pool_id: pool.id.clone(),
+                            netmask_length: config.vpc_cidr_prefix,
+                        },
+                        None => Step::AssociateVpcCidr { vpc_id: vpc.id.clone(), cidr: new_cidr },
+                    });
                     let mut blocks = new_cidr.subnets(prefix).expect("prefix checked").filter(|b| !taken(b, &[]));
                     for az in &unplaced {
                         match blocks.next() {
@@ -357,13 +425,27 @@ impl<'a> Planner<'a> {
                     None
                 }
                 None => {
-                    let pool = config.cidr_pool.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+                    let (source, cidrs, fix_range, widen) = match ipam_pool {
+                        Some(pool) => (
+                            format!("IPAM pool {}", pool.id),
+                            &pool.provisioned_cidrs,
+                            "provision the pool from 100.64.0.0/10 or from the primary's own block, or set IPAM_POOL_ID to such a pool",
+                            "provision more CIDRs to the IPAM pool",
+                        ),
+                        None => (
+                            "CIDR_POOL".to_string(),
+                            &config.cidr_pool,
+                            "use 100.64.0.0/10 or a range from the primary's own block",
+                            "widen CIDR_POOL",
+                        ),
+                    };
+                    let pool = cidrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
                     let collisions = search.overlapping + search.route_conflicts + search.peering_conflicts;
                     Some(if search.restricted > 0 && collisions == 0 {
                         refuse(
                             RefusalCode::RestrictedRange,
                             format!(
-                                "every /{} block of CIDR_POOL ({pool}) is a range AWS refuses for a VPC whose primary CIDR is {}; use 100.64.0.0/10 or a range from the primary's own block",
+                                "every /{} block of {source} ({pool}) is a range AWS refuses for a VPC whose primary CIDR is {}; {fix_range}",
                                 config.vpc_cidr_prefix, vpc.primary_cidr
                             ),
                         )
@@ -371,7 +453,7 @@ impl<'a> Planner<'a> {
                         refuse(
                             RefusalCode::PoolExhausted,
                             format!(
-                                "no /{} block of CIDR_POOL ({pool}) is free: {} overlap VPC CIDRs, {} collide with route destinations, {} overlap peered VPCs, {} are restricted; widen CIDR_POOL",
+                                "no /{} block of {source} ({pool}) is free: {} overlap VPC CIDRs, {} collide with route destinations, {} overlap peered VPCs, {} are restricted; {widen}",
                                 config.vpc_cidr_prefix,
                                 search.overlapping,
                                 search.route_conflicts,
@@ -383,8 +465,13 @@ impl<'a> Planner<'a> {
                 }
             }
         };
-        if let Some(refusal) = blocked {
+        if let Some(mut refusal) = blocked {
             if placements.is_empty() {
+                // Say why a managed IPAM block that would have had room was passed over.
+                for note in self.notes.iter().filter(|n| n.contains("from the IPAM pool is not used")) {
+                    refusal.message.push_str("; ");
+                    refusal.message.push_str(note);
+                }
                 return Err(refusal);
             }
             // Some AZs fit in space already associated: use it, say what's missing.

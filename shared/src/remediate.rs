@@ -7,13 +7,13 @@
 
 use std::time::Instant;
 
-use futures::future;
+use futures::{StreamExt, future, stream};
 use tracing::Instrument;
 
 use crate::announce;
 use crate::apply::{self, apply_and_verify};
-use crate::aws::inventory;
 use crate::aws::metrics::{self, Memory, Metric};
+use crate::aws::{alarms, inventory};
 pub use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::node_subnets::node_subnets;
@@ -21,6 +21,7 @@ use crate::plan::{Decision, Plan};
 use crate::planner::{self, Demand};
 use crate::preflight::Occasion;
 use crate::report::{ClusterReport, Outcome, Report};
+use crate::selection;
 use crate::snapshot;
 use crate::trigger::{Trigger, TriggerAction, TriggerKind};
 
@@ -99,7 +100,7 @@ async fn evaluate(
             Err(error) => return Err((trigger, error)),
         }
     }
-    let clusters = match clusters_for(ctx, &trigger).await {
+    let clusters = match selection::clusters_for(ctx, &trigger).await {
         Ok(clusters) => clusters,
         Err(error) => return Err((trigger, error)),
     };
@@ -111,38 +112,15 @@ async fn evaluate(
         scheduled: trigger.kind == TriggerKind::Schedule,
         subnet_hints: &trigger.subnet_ids,
     };
+    // At most MAX_CONCURRENT_CLUSTERS in flight, reported in cluster order;
+    // each cluster's error stays in its own report.
     let runs = clusters.iter().map(|cluster| {
         let span = tracing::info_span!("cluster", cluster = %cluster, vpc = tracing::field::Empty);
         run.remediate(cluster).instrument(span)
     });
-    let outcomes = future::join_all(runs).await;
+    let outcomes: Vec<ClusterOutcome> = stream::iter(runs).buffered(ctx.config.max_concurrent_clusters).collect().await;
     let reports = outcomes.iter().map(|o| o.report.clone()).collect();
     Ok((Report::new(trigger, dry_run, reports, 0), outcomes))
-}
-
-/// The clusters an event concerns.
-async fn clusters_for(ctx: &Context, trigger: &Trigger) -> Result<Vec<String>> {
-    if trigger.kind == TriggerKind::Schedule && trigger.cluster.is_none() {
-        if ctx.config.clusters.is_empty() {
-            return Err(Error::NoCluster);
-        }
-        return Ok(ctx.config.clusters.clone());
-    }
-    if trigger.cluster.is_none()
-        && ctx.config.clusters.len() > 1
-        && let Some(eni) = &trigger.network_interface_id
-    {
-        // Several clusters: the failing ENI's VPC tells which one.
-        if let Some((_, vpc_id)) = inventory::locate_interface(&ctx.aws.ec2, eni).await? {
-            for cluster in &ctx.config.clusters {
-                let description = ctx.clusters.describe(cluster).await?;
-                if description.vpc_id.as_deref() == Some(vpc_id.as_str()) {
-                    return Ok(vec![cluster.clone()]);
-                }
-            }
-        }
-    }
-    Ok(vec![ctx.config.resolve_cluster(trigger.cluster.as_deref())?])
 }
 
 fn elapsed_ms(since: Instant) -> u64 {
@@ -164,7 +142,11 @@ struct ClusterRun<'a> {
 impl ClusterRun<'_> {
     async fn remediate(&self, cluster: &str) -> ClusterOutcome {
         let mut outcome = ClusterOutcome { report: ClusterReport::new(cluster), capacity: Vec::new(), memory: None };
-        if let Err(error) = self.remediate_into(cluster, &mut outcome).await {
+        let result = match self.cluster_context(cluster).await {
+            Ok(cluster_ctx) => self.remediate_into(&cluster_ctx, cluster, &mut outcome).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = result {
             tracing::error!(error = %error, retryable = error.is_retryable(), "remediation failed");
             outcome.report.fail(&error);
             // The cause may be a reconfigured cluster: describe it afresh next time.
@@ -173,8 +155,23 @@ impl ClusterRun<'_> {
         outcome
     }
 
-    async fn remediate_into(&self, cluster: &str, outcome: &mut ClusterOutcome) -> Result<()> {
-        let ClusterRun { ctx, demand, dry_run, options, scheduled, subnet_hints } = *self;
+    /// The deployment's context under this cluster's settings: its tags may
+    /// override thresholds and names ([`crate::config::Config::for_cluster`]).
+    /// The description is cached, so the snapshot does not describe again.
+    async fn cluster_context(&self, cluster: &str) -> Result<Context> {
+        let description = self.ctx.clusters.describe(cluster).await?;
+        if description.auto_mode == Some(false) {
+            return Err(Error::Inventory {
+                cluster: cluster.to_string(),
+                reason: "it is not an EKS Auto Mode cluster (computeConfig.enabled is false); headroom extends Auto Mode NodeClasses only: remove the opt-in tag or enable Auto Mode".into(),
+            });
+        }
+        let config = self.ctx.config.for_cluster(cluster, &description.tags)?;
+        Ok(self.ctx.with_config(config))
+    }
+
+    async fn remediate_into(&self, ctx: &Context, cluster: &str, outcome: &mut ClusterOutcome) -> Result<()> {
+        let ClusterRun { demand, dry_run, options, scheduled, subnet_hints, .. } = *self;
         let config = &ctx.config;
         let t = Instant::now();
         let remembering = options.publish_metrics && scheduled;
@@ -188,9 +185,21 @@ impl ClusterRun<'_> {
                 Memory { notified_plan: None, preflight_due: true }
             }))
         };
-        let (reading, memory) =
-            future::join(snapshot::read(ctx, cluster, inventory::Depth::WithCapacity), recall).await;
+        // The capacity check keeps the cluster's alarms (CAPACITY_ALARM_PREFIX)
+        // while it reads; a failure there is reported, and stops nothing.
+        let keep_alarms = async {
+            if !options.publish_metrics || config.capacity_alarm_prefix.is_none() {
+                return None;
+            }
+            Some(alarms::keep(&ctx.aws.cloudwatch, cluster, config).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "could not keep the capacity alarms");
+                format!("not kept: {e}")
+            }))
+        };
+        let (reading, memory, alarms_kept) =
+            future::join3(snapshot::read(ctx, cluster, inventory::Depth::WithCapacity), recall, keep_alarms).await;
         outcome.memory = memory;
+        outcome.report.capacity_alarms = alarms_kept;
         let reading = reading?;
         let snapshot = &reading.snapshot;
         let report = &mut outcome.report;
@@ -214,6 +223,15 @@ impl ClusterRun<'_> {
                 actual: snapshot.vpc.id.clone(),
             });
         }
+        if let Some(tag) = &config.vpc_opt_in_tag
+            && !tag.is_on(snapshot.vpc.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        {
+            return Err(Error::VpcNotOptedIn {
+                cluster: cluster.to_string(),
+                vpc_id: snapshot.vpc.id.clone(),
+                tag: tag.to_string(),
+            });
+        }
         // Without the cluster's API nothing shows which NodePools would use
         // new subnets: the capacity of the cluster's subnets is published, then the run fails.
         if let Some(error) = reading.cluster_api_error {
@@ -232,6 +250,9 @@ impl ClusterRun<'_> {
             return Err(Error::PlanChanged { cluster: cluster.to_string() });
         }
         match (&decision, dry_run) {
+            (Decision::Plan(plan), false) if plan.ipam_allocation().is_some() => {
+                self.apply_ipam(ctx, cluster, snapshot, plan, report).await?;
+            }
             (Decision::Plan(plan), false) => {
                 let (changes, timings, verified) = apply_and_verify(ctx, snapshot, plan).await;
                 // Changes are recorded before any error is raised, so the report never loses them.
@@ -242,12 +263,12 @@ impl ClusterRun<'_> {
                 report.verification = Some(verification);
             }
             (Decision::Plan(plan), true) => {
-                self.prove(cluster, plan, Occasion::DryRunPlan, report).await?;
+                self.prove(ctx, cluster, plan, Occasion::DryRunPlan, report).await?;
             }
             (Decision::NoOp { .. }, _) if outcome.memory.is_some_and(|m| m.preflight_due) => {
                 // Nothing needs doing: prove what a forced expansion would need.
                 if let Decision::Plan(probe) = planner::plan(snapshot, config, Demand::Force) {
-                    self.prove(cluster, &probe, Occasion::Daily, report).await?;
+                    self.prove(ctx, cluster, &probe, Occasion::Daily, report).await?;
                 }
             }
             _ => {}
@@ -255,11 +276,90 @@ impl ClusterRun<'_> {
         Ok(())
     }
 
+    /// A plan that allocates from the IPAM pool ([`Plan::ipam_allocation`]):
+    /// the block is known only once associated, so the run allocates it
+    /// ([`apply::allocate_from_ipam`]), reads the cluster again and plans
+    /// once more, then applies that second plan. The report holds both
+    /// plans' changes and the second plan; a confirmed fingerprint
+    /// ([`RunOptions::expected_plan`]) was the first plan's.
+    async fn apply_ipam(
+        &self,
+        ctx: &Context,
+        cluster: &str,
+        before: &crate::model::NetworkSnapshot,
+        plan: &Plan,
+        report: &mut ClusterReport,
+    ) -> Result<()> {
+        let t = Instant::now();
+        let (changes, allocated) = apply::allocate_from_ipam(ctx, before, plan).await;
+        report.changes = changes;
+        report.timings_ms.insert("allocate".into(), elapsed_ms(t));
+        let cidr = match allocated? {
+            apply::IpamAllocation::Usable(cidr) => cidr,
+            apply::IpamAllocation::Refused(refusal) => {
+                tracing::warn!(reason = %refusal.message, "the IPAM block was refused");
+                report.set_decision(&Decision::Refused(refusal));
+                return Ok(());
+            }
+        };
+
+        let t = Instant::now();
+        let reading = snapshot::read(ctx, cluster, inventory::Depth::WithCapacity).await?;
+        if let Some(error) = reading.cluster_api_error {
+            return Err(error);
+        }
+        let decision = planner::plan(&reading.snapshot, &ctx.config, self.demand);
+        report.timings_ms.insert("replan".into(), elapsed_ms(t));
+        let first = format!(
+            "{cidr} was allocated from the IPAM pool by this run's first plan (fingerprint {:08x})",
+            plan.fingerprint()
+        );
+        match decision {
+            // Planned once more, never more: a block that is not found as
+            // managed must not make the run allocate another.
+            Decision::Plan(second) if second.ipam_allocation().is_some() => Err(Error::Inventory {
+                cluster: cluster.to_string(),
+                reason: format!(
+                    "{first}, but the read that followed does not show it as a live block inside the pool's provisioned CIDRs; nothing more was allocated"
+                ),
+            }),
+            Decision::Plan(mut second) => {
+                second.notes.insert(0, first);
+                report.set_decision(&Decision::Plan(second.clone()));
+                tracing::info!(steps = second.steps.len(), "planned in the IPAM block");
+                let (changes, timings, verified) = apply_and_verify(ctx, &reading.snapshot, &second).await;
+                report.changes.extend(changes);
+                report.timings_ms.extend(timings.into_iter().map(|(phase, ms)| (phase.to_string(), ms)));
+                let verification = verified?;
+                report.outcome = Outcome::Applied;
+                report.verification = Some(verification);
+                Ok(())
+            }
+            Decision::NoOp { reason } => {
+                report.outcome = Outcome::Applied;
+                report.reason = format!("{first}; then nothing more was needed: {reason}");
+                Ok(())
+            }
+            Decision::Refused(mut refusal) => {
+                refusal.message = format!("{first}; then: {}", refusal.message);
+                report.set_decision(&Decision::Refused(refusal));
+                Ok(())
+            }
+        }
+    }
+
     /// The preflight ([`apply::prove`]), recorded in the report; a denied
     /// permission fails the run.
-    async fn prove(&self, cluster: &str, plan: &Plan, occasion: Occasion, report: &mut ClusterReport) -> Result<()> {
+    async fn prove(
+        &self,
+        ctx: &Context,
+        cluster: &str,
+        plan: &Plan,
+        occasion: Occasion,
+        report: &mut ClusterReport,
+    ) -> Result<()> {
         let t = Instant::now();
-        let preflight = apply::prove(self.ctx, cluster, plan, occasion).await?;
+        let preflight = apply::prove(ctx, cluster, plan, occasion).await?;
         report.timings_ms.insert("preflight".into(), elapsed_ms(t));
         tracing::info!(
             checks = preflight.checks.len(),

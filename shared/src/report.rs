@@ -94,6 +94,10 @@ pub struct ClusterReport {
     pub preflight: Option<Preflight>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_published: Option<usize>,
+    /// What the capacity check did about the cluster's capacity alarms
+    /// (CAPACITY_ALARM_PREFIX), or why it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_alarms: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ReportedError>,
     pub timings_ms: BTreeMap<String, u64>,
@@ -114,6 +118,7 @@ impl ClusterReport {
             verification: None,
             preflight: None,
             metrics_published: None,
+            capacity_alarms: None,
             error: None,
             timings_ms: BTreeMap::new(),
         }

@@ -23,6 +23,9 @@ pub fn problems(plan: &Plan, after: &NetworkSnapshot, config: &Config) -> Vec<St
                     problems.push(format!("{cidr} is not associated with {}", after.vpc.id));
                 }
             }
+            // Its block is unknown to the plan: the executor checks it, and
+            // the run plans again from a fresh read once it is associated.
+            Step::AllocateVpcCidrFromIpamPool { .. } => {}
             Step::CreateSubnet { cidr, availability_zone, .. } => match subnet_by_cidr(cidr) {
                 None => problems.push(format!("subnet {cidr} does not exist")),
                 Some(s) if &s.availability_zone != availability_zone => {

@@ -439,3 +439,104 @@ pub async fn subnets_tagged(
         .map_err(sdk("DescribeSubnets"))?;
     Ok(out.subnets().to_vec())
 }
+
+/// A second VPC (10.0.0.0/16) with roomy /20 subnets in each AZ, and a
+/// cluster for each of `clusters` (name, tags) on them: for one deployment
+/// that manages several clusters. Only EKS knows the clusters; give one an
+/// API server with [`seed_cluster_api`].
+pub struct SecondVpc {
+    pub vpc_id: String,
+    pub subnets: Vec<String>,
+}
+
+pub async fn seed_second_vpc(
+    ec2: &aws_sdk_ec2::Client,
+    eks: &aws_sdk_eks::Client,
+    vpc_tags: &[(&str, &str)],
+    clusters: &[(&str, &[(&str, &str)])],
+) -> Result<SecondVpc, TestbedError> {
+    let vpc = ec2.create_vpc().cidr_block("10.0.0.0/16").send().await.map_err(sdk("CreateVpc"))?;
+    let vpc_id = vpc.vpc().and_then(|v| v.vpc_id()).unwrap_or_default().to_string();
+    tag_with(ec2, &vpc_id, vpc_tags).await?;
+    let mut subnets = Vec::new();
+    for (i, az) in AZS.iter().enumerate() {
+        let out = ec2
+            .create_subnet()
+            .vpc_id(&vpc_id)
+            .availability_zone(*az)
+            .cidr_block(format!("10.0.{}.0/20", i * 16))
+            .send()
+            .await
+            .map_err(sdk("CreateSubnet"))?;
+        subnets.push(out.subnet().and_then(|s| s.subnet_id()).unwrap_or_default().to_string());
+    }
+    for (name, tags) in clusters {
+        let reported_vpc = vpc_id.clone();
+        let mut create = eks
+            .create_cluster()
+            .name(*name)
+            .role_arn("arn:aws:iam::123456789012:role/ClusterRole")
+            .resources_vpc_config(
+                aws_sdk_eks::types::VpcConfigRequest::builder().set_subnet_ids(Some(subnets.clone())).build(),
+            );
+        for (key, value) in *tags {
+            create = create.tags(*key, *value);
+        }
+        create
+            .customize()
+            .mutate_request(move |request| report_vpc_id(request, &reported_vpc))
+            .send()
+            .await
+            .map_err(sdk("CreateCluster"))?;
+    }
+    Ok(SecondVpc { vpc_id, subnets })
+}
+
+/// Tags `id` (a VPC, say) with `tags`.
+pub async fn tag_with(ec2: &aws_sdk_ec2::Client, id: &str, tags: &[(&str, &str)]) -> Result<(), TestbedError> {
+    if tags.is_empty() {
+        return Ok(());
+    }
+    let mut request = ec2.create_tags().resources(id);
+    for (key, value) in tags {
+        request = request.tags(aws_sdk_ec2::types::Tag::builder().key(*key).value(*value).build());
+    }
+    request.send().await.map_err(sdk("CreateTags"))?;
+    Ok(())
+}
+
+/// What EKS Auto Mode sets up in a new cluster's API: the `default`
+/// NodeClass on `subnets` and the built-in NodePools; and, on the proxy,
+/// the cluster's Auto Mode compute config.
+pub fn seed_cluster_api(
+    kube: &FakeKubeHandle,
+    proxy: &FaultProxyHandle,
+    cluster: &str,
+    subnets: &[String],
+) -> Result<(), TestbedError> {
+    let mut security_group_tags = serde_json::Map::new();
+    security_group_tags.insert(format!("kubernetes.io/cluster/{cluster}"), json!("owned"));
+    kube.put_object(
+        crate::fake_kube::NODECLASSES,
+        json!({
+            "apiVersion": "eks.amazonaws.com/v1",
+            "kind": "NodeClass",
+            "metadata": {"name": "default", "labels": {"app.kubernetes.io/managed-by": "eks"}},
+            "spec": {
+                "role": NODE_ROLE,
+                "subnetSelectorTerms": subnets.iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
+                "securityGroupSelectorTerms": [{"tags": security_group_tags}],
+                "networkPolicy": "DefaultAllow",
+                "snatPolicy": "Random"
+            }
+        }),
+    )?;
+    for name in BUILT_IN_NODEPOOLS {
+        kube.put_object(crate::fake_kube::NODEPOOLS, built_in_nodepool(name))?;
+    }
+    proxy.set_compute_config(
+        cluster,
+        json!({"enabled": true, "nodePools": BUILT_IN_NODEPOOLS, "nodeRoleArn": NODE_ROLE_ARN}),
+    );
+    Ok(())
+}

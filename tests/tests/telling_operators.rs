@@ -169,7 +169,7 @@ async fn a_broken_install_is_loud() {
     )
     .await;
     assert_eq!(wrong.outcome, Outcome::Failed);
-    assert!(wrong.reason.contains("redeploy with VpcId="), "{}", wrong.reason);
+    assert!(wrong.reason.contains("leave VPC_ID empty"), "{}", wrong.reason);
     assert!(harness.aws.proxy().mutating_calls().is_empty());
 
     let subjects = told(&queue.drain().await.unwrap());

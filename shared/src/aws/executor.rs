@@ -10,7 +10,7 @@ use ipnet::Ipv4Net;
 
 use super::retry::{self, mutate, no_sdk_retries};
 use crate::error::{Error, Result};
-use crate::model::CidrState;
+use crate::model::{CidrState, IpamPool};
 use crate::plan::{Applied, Step, StepKind};
 
 /// Applies EC2 steps with the run's waits: how long a new CIDR may stay
@@ -92,6 +92,144 @@ impl Ec2Executor<'_> {
             step: StepKind::AssociateVpcCidr,
             resource: association_id,
             detail: format!("{cidr} associated with {vpc_id}"),
+            already_present,
+        })
+    }
+
+    /// Associates a `/netmask_length` block that IPAM pool `pool` chooses
+    /// and waits until it is `associated`; returns the record, the block and
+    /// the association id. AssociateVpcCidrBlock takes no client token, so
+    /// a lost answer is told from a call that never landed by reading the
+    /// VPC: a live association inside the pool's CIDRs that the snapshot
+    /// (`known`, the association ids read before) did not have is this
+    /// run's, or a concurrent run's, and is used rather than allocating a
+    /// second block. The same read before the call narrows the window in
+    /// which two concurrent runs could each allocate one.
+    pub async fn allocate_vpc_cidr_from_ipam(
+        &self,
+        vpc_id: &str,
+        pool: &IpamPool,
+        netmask_length: u8,
+        known: &[String],
+    ) -> Result<(Applied, Ipv4Net, String)> {
+        let ec2 = self.ec2;
+        let pool_id = pool.id.as_str();
+        let fresh = || async move {
+            let vpc = super::inventory::read_vpc(ec2, vpc_id, self.consistency_wait).await?;
+            Ok::<_, Error>(
+                vpc.cidr_associations
+                    .into_iter()
+                    .filter(|a| a.state.is_live() && pool.holds(&a.cidr) && !known.contains(&a.association_id))
+                    .min_by_key(|a| a.cidr)
+                    .map(|a| (a.association_id, Some(a.cidr), a.state)),
+            )
+        };
+        let (association, already_present) = match fresh().await? {
+            Some(found) => (found, true),
+            None => {
+                let act = || {
+                    let call = ec2
+                        .associate_vpc_cidr_block()
+                        .vpc_id(vpc_id)
+                        .ipv4_ipam_pool_id(pool_id)
+                        .ipv4_netmask_length(i32::from(netmask_length))
+                        .customize()
+                        .config_override(no_sdk_retries())
+                        .send();
+                    async move {
+                        call.await.map(|out| {
+                            let assoc = out.cidr_block_association();
+                            let state = assoc
+                                .and_then(|a| a.cidr_block_state())
+                                .and_then(|s| s.state())
+                                .and_then(|s| CidrState::parse(s.as_str()))
+                                .unwrap_or(CidrState::Associating);
+                            (
+                                assoc.and_then(|a| a.association_id()).unwrap_or_default().to_string(),
+                                assoc.and_then(|a| a.cidr_block()).and_then(|c| c.parse::<Ipv4Net>().ok()),
+                                state,
+                            )
+                        })
+                    }
+                };
+                mutate("AssociateVpcCidrBlock", self.consistency_wait, act, fresh).await.map_err(|mut error| {
+                    if let Error::Aws { message, .. } = &mut error {
+                        if message.starts_with("CidrLimitExceeded") {
+                            message.push_str("; the VPC is at its CIDR block quota: raise it and VPC_CIDR_QUOTA");
+                        } else if message.starts_with("InvalidParameterValue")
+                            || message.starts_with("IpamPoolCidrAllocation")
+                        {
+                            message.push_str(&format!(
+                                "; IPAM pool {pool_id} could not allocate a /{netmask_length}: it may have no free \
+                                 block of that size left (provision more CIDRs to the pool, or release allocations), \
+                                 or its allocation rules refuse this VPC"
+                            ));
+                        }
+                    }
+                    error
+                })?
+            }
+        };
+        let (association_id, cidr, _) = association;
+        // The answer may lack the block (EC2 documents it, but says nothing
+        // of an `associating` allocation): the VPC says which it is.
+        let cidr = match cidr {
+            Some(cidr) => cidr,
+            None => {
+                let vpc = super::inventory::read_vpc(ec2, vpc_id, self.consistency_wait).await?;
+                vpc.cidr_associations.into_iter().find(|a| a.association_id == association_id).map(|a| a.cidr).ok_or_else(
+                    || Error::Aws {
+                        operation: "AssociateVpcCidrBlock",
+                        message: format!(
+                            "association {association_id} from IPAM pool {pool_id} is not listed by {vpc_id} with a CIDR; the next run reads it again"
+                        ),
+                        retryable: true,
+                    },
+                )?
+            }
+        };
+        self.wait_for_association(vpc_id, cidr).await?;
+        let applied = Applied {
+            step: StepKind::AllocateVpcCidrFromIpamPool,
+            resource: association_id.clone(),
+            detail: if already_present {
+                format!("{cidr} from IPAM pool {pool_id} on {vpc_id} (allocated by a concurrent or earlier attempt)")
+            } else {
+                format!("{cidr} allocated from IPAM pool {pool_id} and associated with {vpc_id}")
+            },
+            already_present,
+        };
+        Ok((applied, cidr, association_id))
+    }
+
+    /// Disassociates one association this run made (an IPAM block that
+    /// collides with a route or a peer). Only the id given is touched;
+    /// `disassociating` or `disassociated` already counts as done.
+    pub async fn disassociate_vpc_cidr(&self, vpc_id: &str, association_id: &str, why: &str) -> Result<Applied> {
+        let ec2 = self.ec2;
+        let act = || {
+            let call = ec2
+                .disassociate_vpc_cidr_block()
+                .association_id(association_id)
+                .customize()
+                .config_override(no_sdk_retries())
+                .send();
+            async move { call.await.map(|_| ()) }
+        };
+        let reconcile = || async move {
+            let vpc = super::inventory::read_vpc(ec2, vpc_id, self.consistency_wait).await?;
+            let gone = vpc
+                .cidr_associations
+                .iter()
+                .find(|a| a.association_id == association_id)
+                .is_none_or(|a| matches!(a.state, CidrState::Disassociating | CidrState::Disassociated));
+            Ok(gone.then_some(()))
+        };
+        let ((), already_present) = mutate("DisassociateVpcCidrBlock", self.consistency_wait, act, reconcile).await?;
+        Ok(Applied {
+            step: StepKind::DisassociateVpcCidr,
+            resource: association_id.to_string(),
+            detail: format!("disassociated from {vpc_id} again: {why}"),
             already_present,
         })
     }

@@ -27,8 +27,8 @@ use crate::cluster::ClusterDescription;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::model::{
-    AccessEntry, AllowRule, CidrAssociation, CidrState, Cluster, ClusterApi, Direction, NetworkSnapshot, Peering,
-    Route, RouteTable, Subnet, Vpc,
+    AccessEntry, AllowRule, CidrAssociation, CidrState, Cluster, ClusterApi, Direction, IpamPool, NetworkSnapshot,
+    Peering, Route, RouteTable, Subnet, Vpc,
 };
 
 /// Page sizes: the most each API returns per call.
@@ -41,6 +41,7 @@ pub const RESERVATION_PAGE: i32 = 1000;
 pub const ACCESS_ENTRY_PAGE: i32 = 100;
 pub const SECURITY_GROUP_PAGE: i32 = 1000;
 pub const NETWORK_ACL_PAGE: i32 = 100;
+pub const IPAM_POOL_CIDR_PAGE: i32 = 1000;
 
 fn filter(name: &str, value: impl Into<String>) -> Filter {
     Filter::builder().name(name).values(value).build()
@@ -96,7 +97,12 @@ pub async fn read_vpc(ec2: &aws_sdk_ec2::Client, vpc_id: &str, wait: Duration) -
             status_message: a.cidr_block_state().and_then(|s| s.status_message()).map(String::from),
         });
     }
-    Ok(Vpc { id: vpc_id.to_string(), primary_cidr, cidr_associations })
+    let tags = vpc
+        .tags()
+        .iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+        .collect();
+    Ok(Vpc { id: vpc_id.to_string(), primary_cidr, cidr_associations, tags })
 }
 
 /// A subnet as EC2 describes it, before its capacity is known.
@@ -141,7 +147,7 @@ pub async fn read_subnets(ec2: &aws_sdk_ec2::Client, filters: Vec<Filter>) -> Re
         .collect()
 }
 
-async fn read_route_tables(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result<Vec<RouteTable>> {
+pub(crate) async fn read_route_tables(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result<Vec<RouteTable>> {
     let tables: Vec<aws_sdk_ec2::types::RouteTable> = ec2
         .describe_route_tables()
         .filters(filter("vpc-id", vpc_id))
@@ -246,7 +252,7 @@ async fn read_reservations(ec2: &aws_sdk_ec2::Client, subnet_id: &str, wait: Dur
 /// Active peering connections of the VPC, from either side. Two reads (a
 /// filter cannot say "requester or accepter"); the answers are checked
 /// again here, so an API that ignores filters still gives the right set.
-async fn read_peerings(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result<Vec<Peering>> {
+pub(crate) async fn read_peerings(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result<Vec<Peering>> {
     let side = |side: &'static str| {
         ec2.describe_vpc_peering_connections()
             .filters(filter(&format!("{side}-vpc-info.vpc-id"), vpc_id))
@@ -291,6 +297,61 @@ async fn read_peerings(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result<Vec<Pe
         );
     }
     Ok(peerings.into_values().collect())
+}
+
+/// The IPAM pool `pool_id` (DescribeIpamPools, by id, so a single call) and
+/// its provisioned CIDRs (GetIpamPoolCidrs, to the last page), side by side.
+/// A pool shared through AWS RAM is described like one of the account's own.
+pub async fn read_ipam_pool(ec2: &aws_sdk_ec2::Client, pool_id: &str) -> Result<IpamPool> {
+    let describe = async {
+        ec2.describe_ipam_pools().ipam_pool_ids(pool_id).send().await.map_err(|e| {
+            let mut error = aws_error("DescribeIpamPools", e);
+            // A pool that does not exist stays missing: no retry can help.
+            if let Error::Aws { message, retryable, .. } = &mut error
+                && message.starts_with("InvalidIpamPoolId")
+            {
+                *retryable = false;
+                message.push_str(
+                    "; check IPAM_POOL_ID, and that the pool is in this Region or shared with this account through AWS RAM",
+                );
+            }
+            error
+        })
+    };
+    let cidrs = ec2
+        .get_ipam_pool_cidrs()
+        .ipam_pool_id(pool_id)
+        .into_paginator()
+        .page_size(IPAM_POOL_CIDR_PAGE)
+        .items()
+        .send()
+        .try_collect();
+    let (described, cidrs) = future::join(describe, cidrs).await;
+    let described = described?;
+    let cidrs: Vec<aws_sdk_ec2::types::IpamPoolCidr> = cidrs.map_err(|e| aws_error("GetIpamPoolCidrs", e))?;
+    let pool = described.ipam_pools().iter().find(|p| p.ipam_pool_id() == Some(pool_id)).ok_or_else(|| Error::Aws {
+        operation: "DescribeIpamPools",
+        message: format!(
+            "IPAM pool {pool_id} (IPAM_POOL_ID) not found; check the id, and that the pool is shared with this account"
+        ),
+        retryable: false,
+    })?;
+    let netmask = |n: Option<i32>| n.and_then(|n| u8::try_from(n).ok());
+    let mut provisioned_cidrs: Vec<Ipv4Net> = cidrs
+        .iter()
+        .filter(|c| c.state().is_some_and(|s| s.as_str() == "provisioned"))
+        .filter_map(|c| c.cidr()?.parse::<Ipv4Net>().ok().map(|n| n.trunc()))
+        .collect();
+    provisioned_cidrs.sort_unstable();
+    Ok(IpamPool {
+        id: pool_id.to_string(),
+        state: pool.state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+        address_family: pool.address_family().map(|f| f.as_str().to_string()).unwrap_or_default(),
+        locale: pool.locale().filter(|l| !l.is_empty() && *l != "None").map(String::from),
+        allocation_min_netmask_length: netmask(pool.allocation_min_netmask_length()),
+        allocation_max_netmask_length: netmask(pool.allocation_max_netmask_length()),
+        provisioned_cidrs,
+    })
 }
 
 /// `tcp 5432`, `udp 1000-2000`, `all traffic`, from an IP protocol and port range.
@@ -464,6 +525,8 @@ pub struct Network {
     pub route_tables: Vec<RouteTable>,
     pub peerings: Vec<Peering>,
     pub allow_rules: Vec<AllowRule>,
+    /// The IPAM pool of `IPAM_POOL_ID`, read with everything else when set.
+    pub ipam_pool: Option<IpamPool>,
 }
 
 impl Network {
@@ -491,6 +554,7 @@ impl Network {
             allow_rules: self.allow_rules,
             cluster_api,
             node_role_access_entries,
+            ipam_pool: self.ipam_pool,
         }
     }
 }
@@ -555,8 +619,19 @@ pub async fn read_network(
         };
         future::try_join4(read_vpc(ec2, &vpc_id, wait), subnets, read_route_tables(ec2, &vpc_id), planning).await
     };
-    let ((vpc, (subnets, managed_reservations), route_tables, (usage, peerings, allow_rules)), cluster_reservations) =
-        future::try_join(vpc_reads, cluster_reservations).await?;
+    // Only planning needs the pool, and only when IPAM_POOL_ID is set: the
+    // other paths make no extra call.
+    let ipam_pool = async {
+        match (&config.ipam_pool_id, with_capacity) {
+            (Some(id), true) => read_ipam_pool(ec2, id).await.map(Some),
+            _ => Ok(None),
+        }
+    };
+    let (
+        (vpc, (subnets, managed_reservations), route_tables, (usage, peerings, allow_rules)),
+        cluster_reservations,
+        ipam_pool,
+    ) = future::try_join3(vpc_reads, cluster_reservations, ipam_pool).await?;
 
     let mut occupancy = Occupancy { usage, wait, ..Occupancy::default() };
     for raw in &subnets {
@@ -578,7 +653,7 @@ pub async fn read_network(
         })
         .collect();
     occupancy.apply(&mut subnets);
-    Ok((Network { vpc, subnets, route_tables, peerings, allow_rules }, occupancy))
+    Ok((Network { vpc, subnets, route_tables, peerings, allow_rules, ipam_pool }, occupancy))
 }
 
 /// The subnet and VPC of a network interface named by a failure event.

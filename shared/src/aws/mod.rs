@@ -1,6 +1,8 @@
 //! Everything that talks to AWS: clients built once per process, the
-//! inventory reader, the plan executor and the capacity metrics.
+//! inventory reader, the plan executor, the capacity metrics and the
+//! per-cluster capacity alarms.
 
+pub mod alarms;
 pub mod clients;
 pub mod errors;
 pub mod executor;

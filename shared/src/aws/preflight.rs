@@ -18,6 +18,11 @@ pub struct Scope<'a> {
     pub role_arn: Option<&'a str>,
     pub region: &'a str,
     pub managed_tag_key: &'a str,
+    /// The opt-in tag the VPC carries (VPC_OPT_IN_TAG, checked before any
+    /// preflight): the template's policy conditions the VPC writes on it,
+    /// and IAM's simulation reads no tags of its own, so it is passed as
+    /// `aws:ResourceTag/<key>`.
+    pub vpc_tag: Option<(&'a str, &'a str)>,
 }
 
 impl Scope<'_> {
@@ -27,6 +32,17 @@ impl Scope<'_> {
         let mut parts = role.split(':');
         let (_, partition, _, _, account) = (parts.next(), parts.next()?, parts.next(), parts.next(), parts.next()?);
         Some(format!("arn:{partition}:ec2:{}:{account}:{resource}", self.region))
+    }
+
+    /// `arn:<partition>:ec2::<account>:ipam-pool/<id>`: IPAM resources have
+    /// no Region in their ARN. The account is the role's: a pool shared from
+    /// another account through AWS RAM is simulated as if it were local, and
+    /// the real call is what tells.
+    fn ipam_pool_arn(&self, pool_id: &str) -> Option<String> {
+        let role = self.role_arn?;
+        let mut parts = role.split(':');
+        let (_, partition, _, _, account) = (parts.next(), parts.next()?, parts.next(), parts.next(), parts.next()?);
+        Some(format!("arn:{partition}:ec2::{account}:ipam-pool/{pool_id}"))
     }
 }
 
@@ -119,17 +135,35 @@ async fn simulate(
     }
 }
 
+/// The request context of a write on the VPC: the Region, and the VPC's
+/// opt-in tag when there is one.
+fn vpc_context(scope: &Scope<'_>) -> Vec<ContextEntry> {
+    let mut context = vec![string_context("aws:RequestedRegion", scope.region)];
+    if let Some((key, value)) = scope.vpc_tag {
+        context.push(string_context(&format!("aws:ResourceTag/{key}"), value));
+    }
+    context
+}
+
 /// Checks every EC2 write of `plan` without making it.
 pub async fn check_plan(scope: &Scope<'_>, plan: &Plan, cluster: &str) -> Vec<PermissionCheck> {
     let vpc_arn = |vpc_id: &str| scope.ec2_arn(&format!("vpc/{vpc_id}")).unwrap_or_else(|| format!("vpc/{vpc_id}"));
     let checks = plan.steps.iter().filter_map(|step| -> Option<future::BoxFuture<'_, PermissionCheck>> {
         match step {
-            Step::AssociateVpcCidr { vpc_id, .. } => Some(Box::pin(simulate(
-                scope,
-                "ec2:AssociateVpcCidrBlock",
-                vec![vpc_arn(vpc_id)],
-                vec![string_context("aws:RequestedRegion", scope.region)],
-            ))),
+            Step::AssociateVpcCidr { vpc_id, .. } => {
+                Some(Box::pin(simulate(scope, "ec2:AssociateVpcCidrBlock", vec![vpc_arn(vpc_id)], vpc_context(scope))))
+            }
+            // AssociateVpcCidrBlock has no DryRun: IAM is asked, for the VPC
+            // and the pool, since the call names both.
+            Step::AllocateVpcCidrFromIpamPool { vpc_id, pool_id, .. } => {
+                let pool = scope.ipam_pool_arn(pool_id).unwrap_or_else(|| format!("ipam-pool/{pool_id}"));
+                Some(Box::pin(simulate(
+                    scope,
+                    "ec2:AssociateVpcCidrBlock",
+                    vec![vpc_arn(vpc_id), pool],
+                    vpc_context(scope),
+                )))
+            }
             Step::CreateSubnet { vpc_id, availability_zone, cidr, tags } => Some(Box::pin(async move {
                 let tag_spec = TagSpecification::builder()
                     .resource_type(ResourceType::Subnet)
@@ -179,5 +213,16 @@ pub async fn check_plan(scope: &Scope<'_>, plan: &Plan, cluster: &str) -> Vec<Pe
             _ => None,
         }
     });
-    future::join_all(checks).await
+    // The disassociation that undoes a colliding IPAM block must not fail
+    // half-way through a refusal: it is asked of IAM too (no DryRun on a
+    // block that is not associated yet).
+    let undoing = plan.steps.iter().filter_map(|step| match step {
+        Step::AllocateVpcCidrFromIpamPool { vpc_id, .. } => {
+            Some(simulate(scope, "ec2:DisassociateVpcCidrBlock", vec![vpc_arn(vpc_id)], vpc_context(scope)))
+        }
+        _ => None,
+    });
+    let (mut checks, undoing) = future::join(future::join_all(checks), future::join_all(undoing)).await;
+    checks.extend(undoing);
+    checks
 }

@@ -65,10 +65,13 @@ struct CachedDescription {
     description: Arc<ClusterDescription>,
 }
 
+/// What is kept about one cluster. Each cluster has its own lock, held
+/// across a DescribeCluster on purpose: concurrent callers for one cluster
+/// wait for one call, and other clusters are not held up.
 #[derive(Default)]
 struct Cache {
-    descriptions: HashMap<String, CachedDescription>,
-    clients: HashMap<String, CachedClient>,
+    description: Option<CachedDescription>,
+    client: Option<CachedClient>,
 }
 
 /// Hands out cluster descriptions and [`kube::Client`]s per cluster. Create
@@ -82,7 +85,7 @@ pub struct ClusterAccess {
     /// The kubeconfig context to use (the CLI's `--context`); `None`: the
     /// one named like the cluster, else the current one.
     kube_context: Option<String>,
-    cache: Mutex<Cache>,
+    caches: std::sync::Mutex<HashMap<String, Arc<Mutex<Cache>>>>,
 }
 
 impl fmt::Debug for ClusterAccess {
@@ -112,7 +115,7 @@ impl ClusterAccess {
             region: sdk_config.region().cloned(),
             kubeconfig,
             kube_context: None,
-            cache: Mutex::new(Cache::default()),
+            caches: std::sync::Mutex::default(),
         }
     }
 
@@ -130,8 +133,32 @@ impl ClusterAccess {
     /// What EKS says about `cluster`: described at most once per
     /// [`DESCRIPTION_TTL`], and once for all concurrent callers.
     pub async fn describe(&self, cluster: &str) -> ClusterResult<Arc<ClusterDescription>> {
-        let mut cache = self.cache.lock().await;
+        let cache = self.cache_of(cluster);
+        let mut cache = cache.lock().await;
         self.describe_cached(&mut cache, cluster, Instant::now()).await
+    }
+
+    /// Every cluster name in the account and Region (`eks:ListClusters`, all pages).
+    pub async fn list_cluster_names(&self) -> ClusterResult<Vec<String>> {
+        let mut names = Vec::new();
+        let mut pages = self.eks.list_clusters().into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| ClusterError::Describe {
+                message: format!(
+                    "cannot list the clusters to find those that opt in: {} (the role needs eks:ListClusters)",
+                    crate::aws::errors::message(&err)
+                ),
+                retryable: crate::aws::errors::is_retryable(&err),
+            })?;
+            names.extend(page.clusters().iter().cloned());
+        }
+        Ok(names)
+    }
+
+    /// The lock and cache of one cluster, made on first use.
+    fn cache_of(&self, cluster: &str) -> Arc<Mutex<Cache>> {
+        let mut caches = self.caches.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(caches.entry(cluster.to_owned()).or_default())
     }
 
     /// A client for `cluster`, authenticated and valid for at least
@@ -167,8 +194,9 @@ impl ClusterAccess {
     /// description did not name it (some emulators leave it out), so the
     /// rest of the run and warm runs need not look for it again.
     pub async fn learn_vpc(&self, cluster: &str, vpc_id: &str) {
-        let mut cache = self.cache.lock().await;
-        if let Some(cached) = cache.descriptions.get_mut(cluster)
+        let cache = self.cache_of(cluster);
+        let mut cache = cache.lock().await;
+        if let Some(cached) = cache.description.as_mut()
             && cached.description.vpc_id.is_none()
         {
             Arc::make_mut(&mut cached.description).vpc_id = Some(vpc_id.to_owned());
@@ -179,9 +207,10 @@ impl ClusterAccess {
     /// describes it again and signs a new token. For a refused token, and
     /// after a failed run, whose cause may be a reconfigured cluster.
     pub async fn invalidate(&self, cluster: &str) {
-        let mut cache = self.cache.lock().await;
-        cache.clients.remove(cluster);
-        cache.descriptions.remove(cluster);
+        let cache = self.cache_of(cluster);
+        let mut cache = cache.lock().await;
+        cache.client = None;
+        cache.description = None;
     }
 
     async fn describe_cached(
@@ -190,24 +219,23 @@ impl ClusterAccess {
         cluster: &str,
         now: Instant,
     ) -> ClusterResult<Arc<ClusterDescription>> {
-        if let Some(cached) = cache.descriptions.get(cluster)
+        if let Some(cached) = &cache.description
             && now.saturating_duration_since(cached.described_at) < DESCRIPTION_TTL
         {
             return Ok(cached.description.clone());
         }
         let region = self.region(cluster)?;
         let description = Arc::new(describe_cluster(&self.eks, cluster, region.as_ref()).await?);
-        cache
-            .descriptions
-            .insert(cluster.to_owned(), CachedDescription { described_at: now, description: description.clone() });
+        cache.description = Some(CachedDescription { described_at: now, description: description.clone() });
         Ok(description)
     }
 
     async fn client_at(&self, cluster: &str, now: SystemTime, monotonic: Instant) -> ClusterResult<kube::Client> {
         // Held across the awaits below on purpose: concurrent callers wait for
         // one DescribeCluster instead of each making their own.
-        let mut cache = self.cache.lock().await;
-        if let Some(cached) = cache.clients.get(cluster)
+        let cache = self.cache_of(cluster);
+        let mut cache = cache.lock().await;
+        if let Some(cached) = &cache.client
             && !needs_rebuild(cached.expires_at, now)
         {
             return Ok(cached.client.clone());
@@ -226,7 +254,7 @@ impl ClusterAccess {
         let cluster_url = config.cluster_url.to_string();
         let client = build_client(cluster, config)?;
         tracing::debug!(cluster, %cluster_url, ?expires_at, "built a Kubernetes client");
-        cache.clients.insert(cluster.to_owned(), CachedClient { client: client.clone(), expires_at });
+        cache.client = Some(CachedClient { client: client.clone(), expires_at });
         Ok(client)
     }
 
@@ -299,6 +327,7 @@ mod tests {
         assert!(needs_rebuild(Some(expires), expires + Duration::from_secs(3600)));
     }
 
+    #[cfg(feature = "kubeconfig")]
     #[tokio::test]
     async fn kubeconfig_clients_work_over_plain_http() {
         let (base, seen) = serve(|_| Box::new(|_: &Seen| (200, vec![], VERSION_JSON.to_owned())));
@@ -397,8 +426,11 @@ mod tests {
             let err = access.client_for("demo").await.err().expect("an error");
             match &err {
                 ClusterError::Describe { retryable: r, .. } => assert_eq!(*r, retryable, "{code}: {err}"),
+                // Discovery skips a cluster deleted between listing and describing.
+                ClusterError::NoSuchCluster { .. } => assert_eq!(code, "ResourceNotFoundException"),
                 other => panic!("{code}: unexpected {other:?}"),
             }
+            assert_eq!(err.is_retryable(), retryable, "{code}: {err}");
             assert!(err.to_string().contains(text), "{code}: {err}");
         }
 
@@ -423,7 +455,8 @@ mod tests {
         let (base, seen) = fake_eks("ACTIVE");
         let access = ClusterAccess::with_kubeconfig(&sdk_config(&base), None);
         let start = Instant::now();
-        let mut cache = access.cache.lock().await;
+        let cache = access.cache_of("demo");
+        let mut cache = cache.lock().await;
         let first = access.describe_cached(&mut cache, "demo", start).await.unwrap();
         assert_eq!(first.endpoint.as_deref(), Some(base.as_str()));
         let warm = access.describe_cached(&mut cache, "demo", start + DESCRIPTION_TTL / 2).await.unwrap();

@@ -4,6 +4,7 @@
 //! owns the call and keeps the answer for a while, so a warm invocation
 //! does not ask again.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
@@ -31,6 +32,10 @@ pub struct ClusterDescription {
     pub endpoint: Option<String>,
     /// `certificateAuthority.data`: base64 of the CA's PEM bundle.
     pub certificate_authority: Option<String>,
+    /// The cluster's tags: the opt-in tag and per-cluster overrides.
+    pub tags: BTreeMap<String, String>,
+    /// `computeConfig.enabled`: EKS Auto Mode. `None`: not said (emulators).
+    pub auto_mode: Option<bool>,
 }
 
 impl fmt::Debug for ClusterDescription {
@@ -41,6 +46,7 @@ impl fmt::Debug for ClusterDescription {
             .field("vpc_id", &self.vpc_id)
             .field("subnet_ids", &self.subnet_ids)
             .field("endpoint", &self.endpoint)
+            .field("tags", &self.tags)
             .field(
                 "certificate_authority",
                 &self.certificate_authority.as_ref().map(|d| format!("<{} bytes>", d.len())),
@@ -62,6 +68,8 @@ impl ClusterDescription {
             node_role_arn: None,
             endpoint: None,
             certificate_authority: None,
+            tags: BTreeMap::new(),
+            auto_mode: None,
         }
     }
 }
@@ -92,6 +100,8 @@ pub async fn describe_cluster(
         node_role_arn: non_empty(info.compute_config().and_then(|c| c.node_role_arn())),
         endpoint: non_empty(info.endpoint()),
         certificate_authority: non_empty(info.certificate_authority().and_then(|ca| ca.data())),
+        tags: info.tags().map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default(),
+        auto_mode: info.compute_config().and_then(|c| c.enabled()),
     };
     tracing::debug!(cluster, status = %description.status, vpc = ?description.vpc_id, "described the cluster");
     Ok(description)
@@ -107,9 +117,14 @@ where
         _ => None,
     };
     let code = err.code();
-    let message = if code == Some("ResourceNotFoundException") {
-        format!("cluster {cluster:?} does not exist in {region}; check the cluster name and AWS_REGION ({detail})")
-    } else if status == Some(403) || code.is_some_and(|c| c.contains("AccessDenied")) {
+    if code == Some("ResourceNotFoundException") {
+        return ClusterError::NoSuchCluster {
+            message: format!(
+                "cluster {cluster:?} does not exist in {region}; check the cluster name and AWS_REGION ({detail})"
+            ),
+        };
+    }
+    let message = if status == Some(403) || code.is_some_and(|c| c.contains("AccessDenied")) {
         format!(
             "not allowed to describe cluster {cluster:?}: the function's role needs eks:DescribeCluster on it ({detail})"
         )

@@ -16,6 +16,10 @@ pub enum ClusterError {
     #[error("AWS DescribeCluster failed: {message}")]
     Describe { message: String, retryable: bool },
 
+    /// `eks:DescribeCluster` says the cluster does not exist.
+    #[error("AWS DescribeCluster failed: {message}")]
+    NoSuchCluster { message: String },
+
     /// No credentials to sign the cluster's bearer token.
     #[error("AWS {operation} failed: {message}")]
     Credentials { operation: &'static str, message: String, retryable: bool },
@@ -72,6 +76,7 @@ impl ClusterError {
             | ClusterError::Transport { retryable, .. } => *retryable,
             ClusterError::Contended { .. } => true,
             ClusterError::NoRegion { .. }
+            | ClusterError::NoSuchCluster { .. }
             | ClusterError::NotActive { .. }
             | ClusterError::Connect { .. }
             | ClusterError::Refused { .. } => false,
@@ -88,7 +93,9 @@ impl ClusterError {
     pub fn kind(&self) -> &'static str {
         match self {
             ClusterError::NoRegion { .. } => "Config",
-            ClusterError::Describe { .. } | ClusterError::Credentials { .. } => "Aws",
+            ClusterError::Describe { .. } | ClusterError::NoSuchCluster { .. } | ClusterError::Credentials { .. } => {
+                "Aws"
+            }
             _ => "Kube",
         }
     }

@@ -134,6 +134,7 @@ pub(crate) fn lab() -> NetworkSnapshot {
                 state: CidrState::Associated,
                 status_message: None,
             }],
+            tags: BTreeMap::new(),
         },
         subnets,
         route_tables: tables,
@@ -144,6 +145,7 @@ pub(crate) fn lab() -> NetworkSnapshot {
             nodepools: vec![nodepool("general-purpose", "default"), nodepool("system", "default")],
         }),
         node_role_access_entries: None,
+        ipam_pool: None,
     }
 }
 
@@ -957,6 +959,174 @@ proptest! {
                 Step::CreateNodeClass { name, .. } | Step::PatchNodeClass { name, .. } => prop_assert_ne!(name.as_str(), "default"),
                 _ => {}
             }
+        }
+    }
+}
+
+// IPAM pools (IPAM_POOL_ID): the pool's provisioned CIDRs take CIDR_POOL's place.
+
+const POOL_ID: &str = "ipam-pool-0123456789abcdef0";
+
+fn ipam_config() -> Config {
+    Config { ipam_pool_id: Some(POOL_ID.into()), ..config() }
+}
+
+fn ipam_pool(cidrs: &[&str]) -> IpamPool {
+    IpamPool {
+        id: POOL_ID.into(),
+        state: "create-complete".into(),
+        address_family: "ipv4".into(),
+        locale: Some("us-west-2".into()),
+        allocation_min_netmask_length: Some(16),
+        allocation_max_netmask_length: Some(28),
+        provisioned_cidrs: cidrs.iter().map(|c| net(c)).collect(),
+    }
+}
+
+fn lab_with_pool(cidrs: &[&str]) -> NetworkSnapshot {
+    let mut snapshot = lab();
+    snapshot.ipam_pool = Some(ipam_pool(cidrs));
+    snapshot
+}
+
+fn allocation() -> Step {
+    Step::AllocateVpcCidrFromIpamPool { vpc_id: "vpc-lab".into(), pool_id: POOL_ID.into(), netmask_length: 16 }
+}
+
+#[test]
+fn with_an_ipam_pool_the_plan_is_the_allocation_alone() {
+    let planned = expect_plan(plan(&lab_with_pool(&["100.64.0.0/14"]), &ipam_config(), Demand::BelowThreshold));
+    assert_eq!(planned.steps, [allocation()], "{planned}");
+    assert_eq!(planned.ipam_allocation(), Some(("vpc-lab", POOL_ID, 16)));
+    assert!(planned.notes.iter().any(|n| n.contains("IPAM chooses the block at apply time")), "{planned}");
+    assert!(planned.to_string().contains("IPAM chooses the block at apply time"), "{planned}");
+    assert!(planned.reachability.is_empty(), "the block is unknown: nothing to warn about yet");
+    // The literal path is untouched by the pool's presence in the snapshot.
+    let literal = expect_plan(plan(&lab_with_pool(&["100.64.0.0/14"]), &config(), Demand::BelowThreshold));
+    assert_eq!(associated_cidr(&literal), Some(net("100.64.0.0/16")));
+    assert_ne!(planned.fingerprint(), literal.fingerprint());
+}
+
+#[test]
+fn an_ipam_plan_still_refuses_what_the_rest_of_the_plan_would_refuse() {
+    // No NodePool may be created and none uses the NodeClass: nothing is allocated.
+    let no_pool = Config { create_nodepool: false, ..ipam_config() };
+    expect_refusal(plan(&lab_with_pool(&["100.64.0.0/14"]), &no_pool, Demand::BelowThreshold), RefusalCode::NoNodePool);
+    // Above the thresholds: no allocation either.
+    let mut roomy = lab_with_pool(&["100.64.0.0/14"]);
+    for s in &mut roomy.subnets {
+        s.capacity = ROOMY;
+    }
+    assert!(matches!(plan(&roomy, &ipam_config(), Demand::BelowThreshold), Decision::NoOp { .. }));
+}
+
+#[test]
+fn a_pool_whose_every_block_is_restricted_is_refused_in_ipam_words() {
+    let snapshot = lab_with_pool(&["10.0.0.0/14", "172.16.0.0/15"]);
+    let refusal = expect_refusal(plan(&snapshot, &ipam_config(), Demand::BelowThreshold), RefusalCode::RestrictedRange);
+    assert!(refusal.message.contains(&format!("IPAM pool {POOL_ID}")), "{}", refusal.message);
+    assert!(refusal.message.contains("192.168.0.0/16"), "{}", refusal.message);
+    assert!(!refusal.message.contains("CIDR_POOL ("), "{}", refusal.message);
+}
+
+#[test]
+fn a_pool_whose_every_block_collides_is_exhausted() {
+    let mut snapshot = lab_with_pool(&["100.64.0.0/16"]);
+    snapshot.route_tables[1].routes.push(Route { destination: Some(net("100.64.0.0/16")), target: "pcx-1".into() });
+    let refusal = expect_refusal(plan(&snapshot, &ipam_config(), Demand::BelowThreshold), RefusalCode::PoolExhausted);
+    assert!(refusal.message.contains("provision more CIDRs to the IPAM pool"), "{}", refusal.message);
+    // A pool CIDR smaller than VPC_CIDR_PREFIX holds no block at all.
+    let small = lab_with_pool(&["100.64.0.0/20"]);
+    expect_refusal(plan(&small, &ipam_config(), Demand::BelowThreshold), RefusalCode::PoolExhausted);
+}
+
+#[test]
+fn an_unusable_pool_is_refused_before_anything() {
+    for (edit, words) in [
+        ((|p: &mut IpamPool| p.locale = Some("eu-west-1".into())) as fn(&mut IpamPool), "locale eu-west-1"),
+        (|p: &mut IpamPool| p.address_family = "ipv6".into(), "ipv6 pool"),
+        (|p: &mut IpamPool| p.state = "delete-in-progress".into(), "delete-in-progress"),
+        (|p: &mut IpamPool| p.allocation_min_netmask_length = Some(18), "VPC_CIDR_PREFIX"),
+    ] {
+        let mut snapshot = lab_with_pool(&["100.64.0.0/14"]);
+        edit(snapshot.ipam_pool.as_mut().unwrap());
+        let refusal =
+            expect_refusal(plan(&snapshot, &ipam_config(), Demand::BelowThreshold), RefusalCode::IpamPoolUnusable);
+        assert!(refusal.message.contains(words), "{words}: {}", refusal.message);
+    }
+    // Configured but not read: refused, never planned from CIDR_POOL instead.
+    expect_refusal(plan(&lab(), &ipam_config(), Demand::BelowThreshold), RefusalCode::IpamPoolUnusable);
+}
+
+#[test]
+fn a_live_block_inside_the_pool_is_managed_and_never_allocated_twice() {
+    // A crashed run's allocation: associated, no subnets yet.
+    let mut snapshot = lab_with_pool(&["100.64.0.0/14"]);
+    add_association(&mut snapshot, "100.66.0.0/16", CidrState::Associated);
+    let planned = expect_plan(plan(&snapshot, &ipam_config(), Demand::BelowThreshold));
+    assert_eq!(planned.ipam_allocation(), None, "{planned}");
+    assert_eq!(
+        created_subnets(&planned).iter().map(|(_, c)| *c).collect::<Vec<_>>(),
+        [net("100.66.0.0/19"), net("100.66.32.0/19"), net("100.66.64.0/19")]
+    );
+    // Still associating: awaited, not allocated again.
+    let mut snapshot = lab_with_pool(&["100.64.0.0/14"]);
+    add_association(&mut snapshot, "100.66.0.0/16", CidrState::Associating);
+    let planned = expect_plan(plan(&snapshot, &ipam_config(), Demand::BelowThreshold));
+    assert_eq!(planned.steps[0], Step::AwaitVpcCidr { vpc_id: "vpc-lab".into(), cidr: net("100.66.0.0/16") });
+    assert_eq!(planned.ipam_allocation(), None);
+    // A block outside the pool's CIDRs is not managed, even inside CIDR_POOL.
+    let mut snapshot = lab_with_pool(&["100.68.0.0/14"]);
+    add_association(&mut snapshot, "100.64.0.0/16", CidrState::Associated);
+    assert_eq!(expect_plan(plan(&snapshot, &ipam_config(), Demand::BelowThreshold)).steps, [allocation()]);
+}
+
+#[test]
+fn a_managed_ipam_block_that_collides_is_passed_over_with_a_note_and_still_counted() {
+    let mut snapshot = lab_with_pool(&["100.64.0.0/14"]);
+    add_association(&mut snapshot, "100.64.0.0/16", CidrState::Associated);
+    snapshot.route_tables[2].routes.push(Route { destination: Some(net("100.64.0.0/16")), target: "tgw-1".into() });
+    let planned = expect_plan(plan(&snapshot, &ipam_config(), Demand::BelowThreshold));
+    assert_eq!(planned.steps, [allocation()], "{planned}");
+    assert!(
+        planned.notes.iter().any(|n| n.contains("100.64.0.0/16") && n.contains("is not used") && n.contains("tgw-1")),
+        "{planned}"
+    );
+    // It still counts against MAX_MANAGED_CIDRS, and the refusal says why it was not used.
+    let one = Config { max_managed_cidrs: 1, ..ipam_config() };
+    let refusal = expect_refusal(plan(&snapshot, &one, Demand::BelowThreshold), RefusalCode::MaxManagedCidrs);
+    assert!(refusal.message.contains("the IPAM pool"), "{}", refusal.message);
+    assert!(refusal.message.contains("is not used"), "{}", refusal.message);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// With a pool whose CIDRs are CIDR_POOL's, IPAM plans as the literal
+    /// path does, except that a new block becomes the allocation alone.
+    #[test]
+    fn an_ipam_pool_over_the_same_cidrs_plans_like_the_literal_path((snapshot, config) in arb_network(), force in any::<bool>()) {
+        let demand = if force { Demand::Force } else { Demand::BelowThreshold };
+        let mut with_pool = snapshot.clone();
+        let mut pool = ipam_pool(&[]);
+        pool.provisioned_cidrs = config.cidr_pool.clone();
+        with_pool.ipam_pool = Some(pool.clone());
+        let ipam = Config { ipam_pool_id: Some(POOL_ID.into()), ..config.clone() };
+        // A managed block that collides is used by the literal path only.
+        let colliding = snapshot.vpc.cidr_associations.iter()
+            .any(|a| a.state.is_live() && pool.holds(&a.cidr)
+                && ipam::collision(a.cidr, &snapshot.route_tables, &snapshot.peerings).is_some());
+        prop_assume!(!colliding);
+        let literal = plan(&snapshot, &config, demand);
+        let allocated = plan(&with_pool, &ipam, demand);
+        match (&literal, &allocated) {
+            (Decision::Plan(l), Decision::Plan(a)) if associated_cidr(l).is_some() => {
+                prop_assert_eq!(&a.steps, &vec![Step::AllocateVpcCidrFromIpamPool {
+                    vpc_id: snapshot.vpc.id.clone(), pool_id: POOL_ID.into(), netmask_length: config.vpc_cidr_prefix,
+                }]);
+            }
+            (Decision::Refused(l), Decision::Refused(a)) => prop_assert_eq!(l.code, a.code),
+            (l, a) => prop_assert_eq!(l, a),
         }
     }
 }

@@ -204,6 +204,7 @@ fn iso8601(seconds: f64) -> String {
 pub(super) enum Shape {
     String,
     Double,
+    Integer,
     Timestamp,
     List(&'static Shape),
     /// String keys.
@@ -226,6 +227,25 @@ const METRIC_DATA_RESULT: Shape = Shape::Structure(&[
     ("StatusCode", Shape::String),
     ("Messages", Shape::List(&MESSAGE_DATA)),
 ]);
+const METRIC_ALARM: Shape = Shape::Structure(&[
+    ("AlarmName", Shape::String),
+    ("AlarmArn", Shape::String),
+    ("AlarmDescription", Shape::String),
+    ("OKActions", Shape::List(&Shape::String)),
+    ("AlarmActions", Shape::List(&Shape::String)),
+    ("InsufficientDataActions", Shape::List(&Shape::String)),
+    ("StateValue", Shape::String),
+    ("MetricName", Shape::String),
+    ("Namespace", Shape::String),
+    ("Statistic", Shape::String),
+    ("Dimensions", Shape::List(&DIMENSION)),
+    ("Period", Shape::Integer),
+    ("EvaluationPeriods", Shape::Integer),
+    ("DatapointsToAlarm", Shape::Integer),
+    ("Threshold", Shape::Double),
+    ("ComparisonOperator", Shape::String),
+    ("TreatMissingData", Shape::String),
+]);
 const DATAPOINT: Shape = Shape::Structure(&[
     ("Timestamp", Shape::Timestamp),
     ("SampleCount", Shape::Double),
@@ -240,7 +260,10 @@ const DATAPOINT: Shape = Shape::Structure(&[
 /// The output shape of the operations whose answers are translated.
 pub(super) fn output_shape(operation: &str) -> Option<Shape> {
     Some(match operation {
-        "PutMetricData" => Shape::Structure(&[]),
+        "PutMetricData" | "PutMetricAlarm" => Shape::Structure(&[]),
+        "DescribeAlarms" => {
+            Shape::Structure(&[("MetricAlarms", Shape::List(&METRIC_ALARM)), ("NextToken", Shape::String)])
+        }
         "GetMetricData" => Shape::Structure(&[
             ("MetricDataResults", Shape::List(&METRIC_DATA_RESULT)),
             ("NextToken", Shape::String),
@@ -265,6 +288,9 @@ fn xml_to_cbor(node: roxmltree::Node<'_, '_>, shape: Shape) -> Result<Value, Str
         Shape::String => Value::Text(node.text().unwrap_or_default().to_owned()),
         Shape::Double => {
             Value::Float(parse_double(text()).ok_or_else(|| format!("{name}: not a number: {:?}", text()))?)
+        }
+        Shape::Integer => {
+            Value::Integer(text().parse::<i64>().map_err(|_| format!("{name}: not an integer: {:?}", text()))?.into())
         }
         Shape::Timestamp => Value::Tag(1, Box::new(Value::Float(parse_timestamp(text())?))),
         Shape::List(item) => Value::Array(
@@ -617,8 +643,15 @@ mod tests {
         let xml = "<PutMetricDataResponse><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></PutMetricDataResponse>";
         let (status, _, body) = to_cbor_answer("PutMetricData", StatusCode::OK, &HeaderMap::new(), xml.as_bytes());
         assert_eq!((status, decode(&body)), (StatusCode::OK, Value::Map(vec![])));
-        let xml = "<DescribeAlarmsResponse><DescribeAlarmsResult><MetricAlarms/></DescribeAlarmsResult></DescribeAlarmsResponse>";
-        let (status, headers, _) = to_cbor_answer("DescribeAlarms", StatusCode::OK, &HeaderMap::new(), xml.as_bytes());
+        let xml = "<DescribeAlarmsResponse><DescribeAlarmsResult><MetricAlarms><member><AlarmName>a</AlarmName><Period>300</Period><Threshold>16.0</Threshold><AlarmActions><member>arn:x</member></AlarmActions></member></MetricAlarms></DescribeAlarmsResult></DescribeAlarmsResponse>";
+        let (_, _, body) = to_cbor_answer("DescribeAlarms", StatusCode::OK, &HeaderMap::new(), xml.as_bytes());
+        let alarms = decode(&body);
+        let alarm = &get(&alarms, "MetricAlarms").as_array().unwrap()[0];
+        assert_eq!(get(alarm, "Period"), &Value::Integer(300.into()), "integers stay integers");
+        assert_eq!(get(alarm, "Threshold"), &Value::Float(16.0));
+        assert_eq!(get(alarm, "AlarmActions"), &Value::Array(vec![text("arn:x")]));
+        let xml = "<DeleteAlarmsResponse><DeleteAlarmsResult><Deleted/></DeleteAlarmsResult></DeleteAlarmsResponse>";
+        let (status, headers, _) = to_cbor_answer("DeleteAlarms", StatusCode::OK, &HeaderMap::new(), xml.as_bytes());
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(headers["x-amzn-query-error"], "TestbedUntranslatedOperation;Sender");
     }

@@ -9,7 +9,7 @@ use super::association::AssociationSim;
 use super::eks;
 use super::faults::{EveryRule, FractionRule, NthRule};
 use super::state::{CallRecord, CallTiming, LatencyModel, Shared};
-use super::{Fault, Selector};
+use super::{Fault, IpamPoolSpec, Selector};
 use headroom::rng::SplitMix64;
 
 /// Cloneable, thread-safe control of a [`FaultProxy`].
@@ -195,11 +195,42 @@ impl FaultProxyHandle {
         self.shared.lock().simulation_denials.insert(action.to_owned());
     }
 
-    /// Forgets the EKS state the proxy keeps (for a moto reset), the page
-    /// size and the simulated denials.
+    /// Serves an IPAM pool (moto has none; see `ipam.rs`), replacing one of
+    /// the same id and forgetting its allocations.
+    pub fn put_ipam_pool(&self, spec: IpamPoolSpec) {
+        self.shared.lock().ipam.put(spec);
+    }
+
+    /// The pool hands out `cidr` before its lowest free block (if free and
+    /// of the requested size): to make IPAM choose a block that collides
+    /// with a route, as a real IPAM, which knows no routes, may.
+    pub fn prefer_ipam_block(&self, pool_id: &str, cidr: &str) {
+        self.shared.lock().ipam.prefer(pool_id, cidr.parse().expect("a CIDR"));
+    }
+
+    /// Marks `cidr` of the pool allocated to `owner` (another VPC, say).
+    pub fn reserve_ipam_block(&self, pool_id: &str, owner: &str, cidr: &str) {
+        self.shared.lock().ipam.reserve(pool_id, owner, cidr.parse().expect("a CIDR"));
+    }
+
+    /// The pool's allocations: `(owner, block)`, owners being VPC CIDR
+    /// association ids or the labels given to [`Self::reserve_ipam_block`].
+    pub fn ipam_allocations(&self, pool_id: &str) -> Vec<(String, String)> {
+        self.shared
+            .lock()
+            .ipam
+            .allocations(pool_id)
+            .into_iter()
+            .map(|(owner, block)| (owner, block.to_string()))
+            .collect()
+    }
+
+    /// Forgets the EKS state the proxy keeps (for a moto reset), the IPAM
+    /// pools, the page size and the simulated denials.
     pub fn reset_emulation(&self) {
         let mut inner = self.shared.lock();
         inner.eks = eks::EksState::default();
+        inner.ipam = Default::default();
         inner.page_size = None;
         inner.simulation_denials.clear();
     }

@@ -67,6 +67,7 @@ mod eks;
 mod emulated;
 mod faults;
 mod identify;
+mod ipam;
 mod paging;
 mod protocol;
 mod state;
@@ -74,6 +75,7 @@ mod state;
 pub use aws_rules::VPC_CIDR_QUOTA;
 pub use control::FaultProxyHandle;
 pub use faults::{Fault, Selector, changes_state, is_mutating};
+pub use ipam::IpamPoolSpec;
 pub use state::{CallRecord, CallTiming, LatencyModel};
 use state::{Inner, Shared};
 
@@ -263,6 +265,8 @@ async fn handle(
                 Some(emulated::simulate_principal_policy(form, &denied, seq))
             } else if id.action == "GetCallerIdentity" {
                 Some(emulated::get_caller_identity(seq))
+            } else if id.protocol == Protocol::Ec2Query {
+                shared.lock().ipam.serve(&id.action, form, seq)
             } else {
                 None
             };
@@ -279,6 +283,21 @@ async fn handle(
                 return Ok(response);
             }
         }
+        // An allocation from an emulated IPAM pool goes to moto as the
+        // literal block the pool chose.
+        let allocation = match std::str::from_utf8(&body) {
+            Ok(form) if id.protocol == Protocol::Ec2Query => shared.lock().ipam.allocate(&id.action, form, seq),
+            _ => None,
+        };
+        let (body, allocation) = match allocation {
+            None => (body, None),
+            Some(ipam::Allocation::Literal { form, pending }) => (Bytes::from(form), Some(pending)),
+            Some(ipam::Allocation::Refused(refused)) => {
+                shared.lock().finish(seq, Some(refused.status().as_u16()), false);
+                return Ok(*refused);
+            }
+        };
+        let released = (id.action == "DisassociateVpcCidrBlock").then(|| String::from_utf8_lossy(&body).into_owned());
         let paged = (id.protocol == Protocol::Ec2Query)
             .then(|| shared.lock().page_size)
             .flatten()
@@ -319,6 +338,15 @@ async fn handle(
             }
         };
         let (mut response_parts, response_body) = upstream_response;
+        if response_parts.status.is_success() {
+            let mut inner = shared.lock();
+            if let Some(pending) = allocation {
+                inner.ipam.record(pending, &String::from_utf8_lossy(&response_body));
+            }
+            if let Some(form) = &released {
+                inner.ipam.release(form);
+            }
+        }
         let mut response_body = simulate_association(&shared, &id.action, response_parts.status, response_body);
         if id.protocol == Protocol::RpcV2Cbor {
             let (status, headers, body) = cloudwatch_cbor::to_cbor_answer(

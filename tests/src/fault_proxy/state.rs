@@ -82,6 +82,8 @@ pub(super) struct Inner {
     pub(super) association: AssociationSim,
     /// AWS behaviour the proxy adds; not cleared by `reset_faults`.
     pub(super) eks: eks::EksState,
+    /// IPAM pools the proxy emulates; not cleared by `reset_faults`.
+    pub(super) ipam: super::ipam::IpamSim,
     /// `Some(n)`: EC2 lists come in pages of n items.
     pub(super) page_size: Option<usize>,
     /// IAM actions `SimulatePrincipalPolicy` answers `implicitDeny` for.

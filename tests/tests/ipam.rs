@@ -1,0 +1,265 @@
+//! VPC CIDRs from an IPAM pool (`IPAM_POOL_ID`), against moto through the
+//! fault proxy, which emulates the pool (moto has no IPAM;
+//! `tests/src/fault_proxy/ipam.rs`): the allocation end to end, the pools
+//! refused before any call, an exhausted pool, a block IPAM hands out that
+//! collides with a route, and a crash between the association and the rest.
+
+use std::collections::BTreeSet;
+
+use aws_sdk_ec2::types::Filter;
+use headroom::plan::{RefusalCode, StepKind};
+use headroom::report::Outcome;
+use headroom::{Report, RunOptions};
+use headroom_testbed::fake_kube::NODECLASSES;
+use headroom_testbed::harness::Harness;
+use headroom_testbed::lab::{self, Exhaustion};
+use headroom_testbed::{Fault, IpamPoolSpec};
+use serde_json::json;
+
+const POOL: &str = "ipam-pool-0a1b2c3d4e5f60718";
+
+fn with_pool() -> [(&'static str, &'static str); 1] {
+    [("IPAM_POOL_ID", POOL)]
+}
+
+fn put_pool(harness: &Harness, cidrs: &[&str]) {
+    harness.aws.proxy().put_ipam_pool(IpamPoolSpec::new(POOL, lab::REGION, cidrs));
+}
+
+async fn run(harness: &Harness, dry_run: bool) -> Report {
+    let ctx = harness.context(harness.config(&with_pool())).await;
+    let trigger = headroom::trigger::parse(&json!({"clusterName": lab::CLUSTER, "dryRun": dry_run})).expect("event");
+    headroom::handle(&ctx, trigger, RunOptions::default()).await.expect("handled")
+}
+
+async fn vpc_cidrs(harness: &Harness) -> BTreeSet<String> {
+    let out = harness.direct_ec2.describe_vpcs().vpc_ids(&harness.lab.vpc_id).send().await.unwrap();
+    out.vpcs()[0]
+        .cidr_block_association_set()
+        .iter()
+        .map(|a| format!("{}={}", a.cidr_block().unwrap(), a.cidr_block_state().unwrap().state().unwrap().as_str()))
+        .collect()
+}
+
+/// (AZ, CIDR, route table) of every subnet headroom manages.
+async fn managed_subnets(harness: &Harness) -> Vec<(String, String, Option<String>)> {
+    let subnets = lab::subnets_tagged(&harness.direct_ec2, &harness.lab.vpc_id, "headroom.io/cluster", lab::CLUSTER)
+        .await
+        .unwrap();
+    let mut rows = Vec::new();
+    for s in subnets {
+        let tables = harness
+            .direct_ec2
+            .describe_route_tables()
+            .filters(Filter::builder().name("association.subnet-id").values(s.subnet_id().unwrap()).build())
+            .send()
+            .await
+            .unwrap();
+        let table = tables.route_tables().first().and_then(|t| t.route_table_id()).map(String::from);
+        rows.push((s.availability_zone().unwrap().to_string(), s.cidr_block().unwrap().to_string(), table));
+    }
+    rows.sort();
+    rows
+}
+
+fn mutating_calls(harness: &Harness) -> Vec<String> {
+    harness.aws.proxy().mutating_calls().into_iter().map(|c| c.action).collect()
+}
+
+fn kube_writes(harness: &Harness) -> usize {
+    harness.kube.requests().iter().filter(|r| r.is_write()).count()
+}
+
+fn allocations(harness: &Harness) -> Vec<String> {
+    harness.aws.proxy().ipam_allocations(POOL).into_iter().map(|(_, block)| block).collect()
+}
+
+/// The lab's subnets in `vpc_block`, one /19 per AZ on the AZ's NAT table.
+fn expected_subnets(harness: &Harness, blocks: [&str; 3]) -> Vec<(String, String, Option<String>)> {
+    lab::AZS
+        .iter()
+        .zip(blocks)
+        .zip(&harness.lab.private_route_tables)
+        .map(|((az, cidr), table)| (az.to_string(), cidr.to_string(), Some(table.clone())))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_block_from_the_pool_gets_the_subnets_and_a_second_run_allocates_nothing() {
+    let harness = Harness::start(Exhaustion::Fragmented).await.unwrap();
+    put_pool(&harness, &["100.64.0.0/14"]);
+    let proxy = harness.aws.proxy();
+
+    // The dry run shows the allocation alone, and changes nothing.
+    let dry = run(&harness, true).await;
+    assert_eq!(dry.outcome, Outcome::Planned, "{dry:#?}");
+    let plan = dry.clusters[0].plan.as_ref().expect("a plan");
+    assert_eq!(plan.steps.iter().map(|s| s.kind()).collect::<Vec<_>>(), [StepKind::AllocateVpcCidrFromIpamPool]);
+    assert!(plan.to_string().contains("IPAM chooses the block at apply time"), "{plan}");
+    let preflight = dry.clusters[0].preflight.as_ref().expect("a preflight");
+    assert!(
+        preflight
+            .checks
+            .iter()
+            .any(|c| c.action == "ec2:AssociateVpcCidrBlock" && c.resource.contains(&format!("ipam-pool/{POOL}"))),
+        "{preflight:#?}"
+    );
+    assert!(preflight.checks.iter().any(|c| c.action == "ec2:DisassociateVpcCidrBlock"), "{preflight:#?}");
+    assert!(mutating_calls(&harness).is_empty(), "{:?}", mutating_calls(&harness));
+    assert_eq!(proxy.call_count("DescribeIpamPools"), 1);
+    assert_eq!(proxy.call_count("GetIpamPoolCidrs"), 1);
+
+    proxy.reset_counters();
+    // The association takes a while, as in AWS: the run waits for it.
+    proxy.associating_polls(2);
+    let report = run(&harness, false).await;
+    assert_eq!(report.outcome, Outcome::Applied, "{report:#?}");
+    assert!(proxy.call_count("DescribeVpcs") >= 3, "the `associating` answers were polled through");
+    let cluster = &report.clusters[0];
+    assert!(cluster.verification.as_ref().is_some_and(|v| v.ok), "{cluster:#?}");
+    assert_eq!(cluster.changes[0].step, StepKind::AllocateVpcCidrFromIpamPool, "{:#?}", cluster.changes);
+    assert!(cluster.changes[0].detail.contains("100.64.0.0/16"), "{:#?}", cluster.changes[0]);
+    let count = |kind| cluster.changes.iter().filter(|c| c.step == kind).count();
+    assert_eq!((count(StepKind::CreateSubnet), count(StepKind::AssociateRouteTable)), (3, 3), "{:#?}", cluster.changes);
+    let second = cluster.plan.as_ref().expect("the second plan");
+    assert!(second.notes[0].contains("first plan"), "{second}");
+
+    assert!(vpc_cidrs(&harness).await.contains("100.64.0.0/16=associated"));
+    assert_eq!(
+        managed_subnets(&harness).await,
+        expected_subnets(&harness, ["100.64.0.0/19", "100.64.32.0/19", "100.64.64.0/19"])
+    );
+    let nodeclass = harness.kube.get_object(NODECLASSES, "headroom").expect("NodeClass headroom");
+    assert_eq!(
+        nodeclass["spec"]["subnetSelectorTerms"],
+        json!([{"tags": {"headroom.io/cluster": lab::CLUSTER}}]),
+        "{nodeclass:#}"
+    );
+    assert_eq!(proxy.call_count("AssociateVpcCidrBlock"), 1);
+    assert_eq!(allocations(&harness), ["100.64.0.0/16"]);
+
+    proxy.reset_counters();
+    let again = run(&harness, false).await;
+    assert_eq!(again.outcome, Outcome::NoOp, "{again:#?}");
+    assert!(mutating_calls(&harness).is_empty(), "{:?}", mutating_calls(&harness));
+    assert_eq!(allocations(&harness), ["100.64.0.0/16"], "nothing more allocated");
+}
+
+#[tokio::test]
+async fn a_pool_of_ranges_the_vpc_may_not_add_is_refused_before_any_call() {
+    let harness = Harness::start(Exhaustion::Fragmented).await.unwrap();
+    // 10/8 and 172.16/12 are refused next to the lab's 192.168.0.0/16 primary.
+    put_pool(&harness, &["10.0.0.0/14", "172.16.0.0/15"]);
+    let before = vpc_cidrs(&harness).await;
+    let report = run(&harness, false).await;
+    assert_eq!(report.outcome, Outcome::Refused, "{report:#?}");
+    assert_eq!(report.clusters[0].refusal, Some(RefusalCode::RestrictedRange));
+    assert!(report.reason.contains(&format!("IPAM pool {POOL}")), "{}", report.reason);
+    assert!(mutating_calls(&harness).is_empty(), "{:?}", mutating_calls(&harness));
+    assert_eq!(kube_writes(&harness), 0);
+    assert_eq!(vpc_cidrs(&harness).await, before);
+
+    // A pool of another Region is refused the same way, naming why.
+    harness.aws.proxy().put_ipam_pool(IpamPoolSpec::new(POOL, "eu-west-1", &["100.64.0.0/14"]));
+    let report = run(&harness, false).await;
+    assert_eq!(report.clusters[0].refusal, Some(RefusalCode::IpamPoolUnusable), "{report:#?}");
+    assert!(report.reason.contains("locale eu-west-1"), "{}", report.reason);
+    assert!(mutating_calls(&harness).is_empty());
+
+    // Without IPAM_POOL_ID no IPAM call is made at all.
+    harness.aws.proxy().reset_counters();
+    let ctx = harness.context(harness.config(&[])).await;
+    let trigger = headroom::trigger::parse(&json!({"clusterName": lab::CLUSTER, "dryRun": true})).unwrap();
+    headroom::handle(&ctx, trigger, RunOptions::default()).await.unwrap();
+    let calls = harness.aws.proxy().calls();
+    assert!(!calls.contains_key("DescribeIpamPools") && !calls.contains_key("GetIpamPoolCidrs"), "{calls:?}");
+}
+
+#[tokio::test]
+async fn an_exhausted_pool_fails_clearly_and_changes_nothing() {
+    let harness = Harness::start(Exhaustion::Fragmented).await.unwrap();
+    put_pool(&harness, &["100.64.0.0/16"]);
+    // Another VPC holds the pool's only /16: headroom cannot see that.
+    harness.aws.proxy().reserve_ipam_block(POOL, "vpc-elsewhere", "100.64.0.0/16");
+    let before = vpc_cidrs(&harness).await;
+    let report = run(&harness, false).await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:#?}");
+    let error = report.clusters[0].error.as_ref().expect("the error");
+    assert!(!error.retryable, "retrying cannot free the pool: {error:?}");
+    assert!(error.message.contains(&format!("IPAM pool {POOL} could not allocate a /16")), "{}", error.message);
+    assert!(error.message.contains("provision more CIDRs to the pool"), "{}", error.message);
+    assert_eq!(mutating_calls(&harness), ["AssociateVpcCidrBlock"], "the one refused attempt");
+    assert!(report.clusters[0].changes.is_empty());
+    assert_eq!(kube_writes(&harness), 0);
+    assert_eq!(vpc_cidrs(&harness).await, before);
+    assert!(managed_subnets(&harness).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_block_that_collides_with_a_route_is_disassociated_and_refused() {
+    let harness = Harness::start(Exhaustion::Fragmented).await.unwrap();
+    let ec2 = &harness.direct_ec2;
+    // A peer VPC in 100.64.0.0/16, routed to from one private table.
+    let peer = ec2.create_vpc().cidr_block("100.64.0.0/16").send().await.unwrap();
+    let pcx = ec2
+        .create_vpc_peering_connection()
+        .vpc_id(&harness.lab.vpc_id)
+        .peer_vpc_id(peer.vpc().unwrap().vpc_id().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let pcx_id = pcx.vpc_peering_connection().unwrap().vpc_peering_connection_id().unwrap();
+    ec2.create_route()
+        .route_table_id(&harness.lab.private_route_tables[1])
+        .destination_cidr_block("100.64.0.0/16")
+        .vpc_peering_connection_id(pcx_id)
+        .send()
+        .await
+        .unwrap();
+    // The planner would pick 100.65.0.0/16; IPAM, which knows no routes, hands out 100.64.0.0/16.
+    put_pool(&harness, &["100.64.0.0/14"]);
+    harness.aws.proxy().prefer_ipam_block(POOL, "100.64.0.0/16");
+
+    let report = run(&harness, false).await;
+    assert_eq!(report.outcome, Outcome::Refused, "{report:#?}");
+    let cluster = &report.clusters[0];
+    assert_eq!(cluster.refusal, Some(RefusalCode::IpamBlockConflicts));
+    assert!(report.reason.contains("100.64.0.0/16") && report.reason.contains(pcx_id), "{}", report.reason);
+    let kinds: Vec<StepKind> = cluster.changes.iter().map(|c| c.step).collect();
+    assert_eq!(kinds, [StepKind::AllocateVpcCidrFromIpamPool, StepKind::DisassociateVpcCidr], "{:#?}", cluster.changes);
+    assert_eq!(cluster.changes[0].resource, cluster.changes[1].resource, "only the association this run made");
+    assert_eq!(mutating_calls(&harness), ["AssociateVpcCidrBlock", "DisassociateVpcCidrBlock"]);
+    let cidrs = vpc_cidrs(&harness).await;
+    assert!(cidrs.contains("100.64.0.0/16=disassociated"), "{cidrs:?}");
+    assert!(!cidrs.iter().any(|c| c.ends_with("=associated") && !c.starts_with("192.168.")), "{cidrs:?}");
+    assert!(managed_subnets(&harness).await.is_empty());
+    assert_eq!(kube_writes(&harness), 0);
+    assert!(allocations(&harness).is_empty(), "the allocation was released with the association");
+}
+
+#[tokio::test]
+async fn after_a_crash_the_association_from_the_pool_is_reused_not_allocated_again() {
+    let harness = Harness::start(Exhaustion::Fragmented).await.unwrap();
+    put_pool(&harness, &["100.64.0.0/14"]);
+    let proxy = harness.aws.proxy();
+    // The association lands, its answer is lost, and the process dies.
+    proxy.crash_at_nth_mutating(1, Fault::DropAfterForward);
+    let crashed = run(&harness, false).await;
+    assert_eq!(crashed.outcome, Outcome::Failed, "{crashed:#?}");
+    assert!(proxy.has_crashed());
+    assert!(vpc_cidrs(&harness).await.contains("100.64.0.0/16=associated"));
+    assert_eq!(allocations(&harness), ["100.64.0.0/16"]);
+
+    proxy.reset_faults();
+    proxy.reset_counters();
+    let report = run(&harness, false).await;
+    assert_eq!(report.outcome, Outcome::Applied, "{report:#?}");
+    assert_eq!(proxy.call_count("AssociateVpcCidrBlock"), 0, "the pool's block is already associated");
+    let plan = report.clusters[0].plan.as_ref().unwrap();
+    assert!(plan.ipam_allocation().is_none(), "{plan}");
+    assert_eq!(
+        managed_subnets(&harness).await,
+        expected_subnets(&harness, ["100.64.0.0/19", "100.64.32.0/19", "100.64.64.0/19"])
+    );
+    assert_eq!(allocations(&harness), ["100.64.0.0/16"], "one allocation, ever");
+}
