@@ -8,7 +8,13 @@
 #      checks that every IAM action exists;
 #   3. checkov on infra/ (CloudFormation and the Kubernetes RBAC manifest);
 #   4. scripts/test_event_pattern.py: the CloudTrail rule's EventPattern against
-#      samplecli-events/ in moto's EventBridge.
+#      samplecli-events/ in moto's EventBridge;
+#   5. the plain CloudFormation template of a release (scripts/plain-template.sh,
+#      what dist/headroom.yaml is: a stack or a StackSet deploys it): generated
+#      in two Regions (the bytes must not differ), cfn-lint on it, and checkov
+#      on it with every Fn::If on its true branch, because checkov does not look
+#      inside Fn::If (the IPAM and VPC-access policies, the monitoring link, the
+#      single-cluster alarms).
 #
 # Every step must be clean. Findings are fixed or suppressed inline with a
 # reason (cfn-lint: Metadata cfn-lint config ignore_checks; checkov: Metadata
@@ -25,24 +31,13 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-PYTHON="${PYTHON:-python3}"
-VENV="${HEADROOM_INFRA_VENV:-$ROOT/.venv-infra}"
-REQUIREMENTS="scripts/requirements-infra.txt"
 TEMPLATE="infra/template.yaml"
 
 step() { printf '\n==> %s\n' "$*"; }
 
 # ------------------------------------------------------------------ tools
-stamp="$VENV/.requirements.sha256"
-want="$({ cat "$REQUIREMENTS"; "$PYTHON" --version 2>&1; } | sha256sum | cut -d' ' -f1)"
-if [[ ! -x "$VENV/bin/python" || "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]]; then
-  step "installing pinned tools into ${VENV#"$ROOT"/} (first run or requirements changed)"
-  "$PYTHON" -m venv --clear "$VENV"
-  printf '*\n' >"$VENV/.gitignore"   # keep the venv out of git without touching .gitignore
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$REQUIREMENTS"
-  printf '%s\n' "$want" >"$stamp"
-fi
-PY="$VENV/bin/python"
+# shellcheck source=scripts/infra-venv.sh
+source scripts/infra-venv.sh
 
 # Fake credentials and region: nothing below may reach real AWS.
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_SESSION_TOKEN=testing
@@ -141,5 +136,38 @@ PY
 # ------------------------------------------------- 4. event-pattern test
 step "CloudTrail rule EventPattern vs samplecli-events/ (moto EventBridge)"
 run_offline "$PY" scripts/test_event_pattern.py --template "$TEMPLATE"
+
+# ------------------------------------- 5. the release's plain template
+step "plain CloudFormation template (scripts/plain-template.sh), then cfn-lint and checkov"
+mkdir -p "$work/plain" "$work/scan"
+HEADROOM_TRANSFORM_REGION=us-west-2 run_offline scripts/plain-template.sh \
+  --version v0.0.0-lint --output "$work/plain/headroom.yaml"
+HEADROOM_TRANSFORM_REGION=eu-central-1 run_offline scripts/plain-template.sh \
+  --version v0.0.0-lint --output "$work/plain/headroom-eu-central-1.yaml" >/dev/null
+# A StackSet deploys one template to every Region: nothing of the Region the
+# transform ran in may end up in it.
+cmp "$work/plain/headroom.yaml" "$work/plain/headroom-eu-central-1.yaml"
+echo "same template whichever Region the transform runs in"
+"$VENV/bin/cfn-lint" --include-checks I --non-zero-exit-code informational "${SERVERLESS_RULES[@]}" -- "$work/plain/headroom.yaml"
+echo "cfn-lint (plain template, with the serverless rules): clean"
+run_offline scripts/plain-template.sh --version v0.0.0-lint --all-options \
+  --output "$work/scan/headroom-all-options.yaml" >/dev/null
+CKV_PARSE_ERROR_FAIL=true run_offline timeout 600 "$VENV/bin/checkov" \
+  --file "$work/scan/headroom-all-options.yaml" \
+  --framework cloudformation \
+  --skip-download --quiet --compact \
+  --output cli --output json --output-file-path "console,$work/checkov-plain.json"
+"$PY" - "$work/checkov-plain.json" <<'PY'
+import json
+import sys
+
+reports = json.load(open(sys.argv[1]))
+reports = reports if isinstance(reports, list) else [reports]
+s = next((r.get("summary", {}) for r in reports if r.get("check_type") == "cloudformation"), {})
+if not s.get("resource_count") or s.get("parsing_errors") or s.get("failed"):
+    sys.exit(f"checkov (plain template, all options): nothing scanned, parse errors or failures: {s}")
+print(f"checkov (plain template, every option on): {s['resource_count']} resources, {s['passed']} passed, "
+      f"{s['failed']} failed, {s['skipped']} skipped (the template's inline suppressions)")
+PY
 
 step "infra lint: all clean"
