@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# Builds headroom's release artefacts into dist/:
+#
+#   dist/<function>-<arch>.zip   the three functions (on-alarm, on-prefix-failure,
+#                                capacity-check) for arm64 and x86_64, each a
+#                                Lambda zip holding one `bootstrap`
+#   dist/headroom.yaml           the plain CloudFormation template (SAM transform
+#                                already applied) that deploys those zips from a
+#                                regional S3 bucket: one stack, or a StackSet
+#                                (scripts/plain-template.sh; docs/deploy.md)
+#   dist/BUILD-INFO.txt          what built them (commit, toolchain, tools)
+#   dist/SHA256SUMS              sha256sum -c checks all of the above
+#
+#   scripts/release.sh                       # everything, both architectures
+#   scripts/release.sh --arch x86_64 --function on-alarm --allow-dirty
+#   MAX_ZIP_BYTES=4500000 scripts/release.sh # another size limit
+#
+# Options: --arch arm64|x86_64 and --function NAME (repeatable; default all),
+# --version V (default: the tag at HEAD, else dev-<commit>), --skip-build
+# (package the zips a previous run left in the build directory), --allow-dirty
+# (build from a work tree with uncommitted changes; the result is then not the
+# commit's).
+#
+# Reproducible: the same commit, toolchain and pinned tools give the same
+# bytes. SOURCE_DATE_EPOCH is the commit's time; the workspace and
+# $CARGO_HOME paths are remapped out of the binaries (rustc
+# --remap-path-prefix, and -ffile-prefix-map for the C that aws-lc-sys
+# compiles); cargo-lambda's zip stores the binary's mtime and mode, so each zip
+# is rewritten with the commit time, mode 0755 and fixed deflate settings.
+#
+# Fails when a zip is larger than MAX_ZIP_BYTES (default 4,000,000 bytes, the
+# size target of the release work). Builds with cargo-lambda and zig from
+# scripts/requirements-release.txt, installed into .venv-release/ on the first
+# run; a build directory of its own (target/release-lambda) keeps it from
+# waiting for, or invalidating, the workspace's usual builds. Nothing here
+# talks to AWS; uploading is a separate step (docs/deploy.md, "Install from a
+# release").
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+MAX_ZIP_BYTES="${MAX_ZIP_BYTES:-4000000}"
+ALL_FUNCTIONS=(on-alarm on-prefix-failure capacity-check)
+ALL_ARCHES=(arm64 x86_64)
+DIST="${HEADROOM_DIST:-$ROOT/dist}"
+BUILD_DIR="${HEADROOM_RELEASE_TARGET_DIR:-$ROOT/target/release-lambda}"
+VENV="${HEADROOM_RELEASE_VENV:-$ROOT/.venv-release}"
+REQUIREMENTS="scripts/requirements-release.txt"
+
+functions=() arches=() version="" skip_build=false allow_dirty=false
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --arch) arches+=("${2:?--arch takes arm64 or x86_64}"); shift 2 ;;
+    --function) functions+=("${2:?--function takes a function name}"); shift 2 ;;
+    --version) version="${2:?--version takes a version}"; shift 2 ;;
+    --skip-build) skip_build=true; shift ;;
+    --allow-dirty) allow_dirty=true; shift ;;
+    -h|--help) sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument $1; see --help" >&2; exit 2 ;;
+  esac
+done
+[[ ${#functions[@]} -gt 0 ]] || functions=("${ALL_FUNCTIONS[@]}")
+[[ ${#arches[@]} -gt 0 ]] || arches=("${ALL_ARCHES[@]}")
+for f in "${functions[@]}"; do
+  [[ " ${ALL_FUNCTIONS[*]} " == *" $f "* ]] || { echo "unknown function $f (${ALL_FUNCTIONS[*]})" >&2; exit 2; }
+done
+for a in "${arches[@]}"; do
+  [[ " ${ALL_ARCHES[*]} " == *" $a "* ]] || { echo "unknown architecture $a (${ALL_ARCHES[*]})" >&2; exit 2; }
+done
+[[ "$MAX_ZIP_BYTES" =~ ^[0-9]+$ ]] || { echo "MAX_ZIP_BYTES must be a number of bytes" >&2; exit 2; }
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# ------------------------------------------------------------ what is built
+commit="$(git rev-parse HEAD)"
+if [[ -n "$(git status --porcelain)" ]]; then
+  if ! $allow_dirty; then
+    echo "the work tree has uncommitted changes: a release is built from a commit (--allow-dirty to build anyway)" >&2
+    exit 1
+  fi
+  echo "warning: uncommitted changes; these artefacts are not those of commit $commit" >&2
+  commit="$commit-dirty"
+fi
+if [[ -z "$version" ]]; then
+  if [[ "${GITHUB_REF_TYPE:-}" == tag && -n "${GITHUB_REF_NAME:-}" ]]; then
+    version="$GITHUB_REF_NAME"
+  else
+    version="$(git describe --tags --exact-match 2>/dev/null || echo "dev-$(git rev-parse --short=12 HEAD)")"
+  fi
+fi
+[[ "$version" =~ ^[A-Za-z0-9._+-]+$ ]] || { echo "version '$version' is not usable in an S3 key" >&2; exit 2; }
+SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct)}"
+export SOURCE_DATE_EPOCH
+
+# ------------------------------------------------------------------ tools
+stamp="$VENV/.requirements.sha256"
+want="$({ cat "$REQUIREMENTS"; python3 --version 2>&1; } | sha256sum | cut -d' ' -f1)"
+if ! $skip_build && [[ ! -x "$VENV/bin/cargo-lambda" || "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]]; then
+  step "installing cargo-lambda and zig into ${VENV#"$ROOT"/} (first run or requirements changed)"
+  python3 -m venv --clear "$VENV"
+  printf '*\n' >"$VENV/.gitignore"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$REQUIREMENTS"
+  printf '%s\n' "$want" >"$stamp"
+fi
+# cargo-lambda finds zig as `python3 -m ziglang` from the venv.
+export PATH="$VENV/bin:$PATH"
+
+# ------------------------------------------------------------------- build
+cargo_home="${CARGO_HOME:-$HOME/.cargo}"
+for path in "$ROOT" "$cargo_home"; do
+  [[ "$path" != *[[:space:]]* ]] || { echo "path '$path' has a space: RUSTFLAGS cannot remap it" >&2; exit 1; }
+done
+# RUSTFLAGS, not CARGO_ENCODED_RUSTFLAGS: cargo-lambda appends its
+# `-C target-cpu=` to RUSTFLAGS, and the encoded form would override both.
+remap_rust="--remap-path-prefix=$ROOT=/headroom --remap-path-prefix=$cargo_home=/cargo"
+remap_c="-ffile-prefix-map=$ROOT=/headroom -ffile-prefix-map=$cargo_home=/cargo"
+packages=()
+for f in "${functions[@]}"; do packages+=(-p "$f"); done
+
+if ! $skip_build; then
+  for arch in "${arches[@]}"; do
+    flag="--arm64"; [[ "$arch" == x86_64 ]] && flag="--x86-64"
+    step "cargo lambda build --release $flag (${functions[*]})"
+    start=$SECONDS
+    # AWS_LC_SYS_NO_JITTER_ENTROPY: see docs/deploy.md, "Build".
+    env RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }$remap_rust" \
+      CFLAGS="${CFLAGS:+$CFLAGS }$remap_c" \
+      AWS_LC_SYS_NO_JITTER_ENTROPY=1 \
+      CARGO_TARGET_DIR="$BUILD_DIR" \
+      cargo lambda build --release --locked "$flag" --output-format zip \
+        --lambda-dir "$BUILD_DIR/lambda/$arch" "${packages[@]}"
+    echo "built in $((SECONDS - start)) s"
+  done
+fi
+
+# ----------------------------------------------------------------- package
+step "dist/: deterministic zips, size limit $MAX_ZIP_BYTES bytes"
+rm -rf "$DIST"
+mkdir -p "$DIST"
+args=()
+for arch in "${arches[@]}"; do
+  for f in "${functions[@]}"; do
+    args+=("$BUILD_DIR/lambda/$arch/$f/bootstrap.zip" "$arch" "$DIST/$f-$arch.zip")
+  done
+done
+python3 - "$SOURCE_DATE_EPOCH" "$MAX_ZIP_BYTES" "$ROOT" "$cargo_home" "${args[@]}" <<'PY'
+import hashlib
+import sys
+import time
+import zipfile
+
+epoch, limit, root, cargo_home = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+rest = sys.argv[5:]
+# Zip stores local time without a zone, from 1980 on; use the commit time in UTC.
+stamp = time.gmtime(max(epoch, 315532800))[:6]
+ELF_MACHINE = {"arm64": 183, "x86_64": 62}  # e_machine: EM_AARCH64, EM_X86_64
+too_big = []
+for source, arch, target in zip(rest[0::3], rest[1::3], rest[2::3]):
+    try:
+        with zipfile.ZipFile(source) as zf:
+            names = zf.namelist()
+            if names != ["bootstrap"]:
+                sys.exit(f"{source}: expected one entry `bootstrap`, found {names}")
+            binary = zf.read("bootstrap")
+    except FileNotFoundError:
+        sys.exit(f"{source} is missing: build it first (without --skip-build)")
+    if binary[:4] != b"\x7fELF" or int.from_bytes(binary[18:20], "little") != ELF_MACHINE[arch]:
+        sys.exit(f"{source}: not an {arch} ELF binary")
+    leaked = [p for p in (root, cargo_home) if p.encode() in binary]
+    if leaked:
+        print(f"warning: {target} still contains the build path(s) {leaked}", file=sys.stderr)
+    info = zipfile.ZipInfo("bootstrap", date_time=stamp)
+    info.create_system = 3  # Unix, so that Lambda sees the mode
+    info.external_attr = (0o100755 & 0xFFFF) << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    with zipfile.ZipFile(target, "w") as out:
+        out.writestr(info, binary, compress_type=zipfile.ZIP_DEFLATED, compresslevel=9)
+    size = len(open(target, "rb").read())
+    digest = hashlib.sha256(open(target, "rb").read()).hexdigest()
+    verdict = "ok" if size <= limit else f"OVER the limit by {size - limit:,} bytes"
+    print(f"{target.rsplit('/', 1)[-1]:36} {size:>11,} bytes {size / 1024:>9,.0f} KiB  "
+          f"binary {len(binary) / 1024:>7,.0f} KiB  sha256 {digest}  {verdict}")
+    if size > limit:
+        too_big.append(target)
+if too_big:
+    sys.exit(f"{len(too_big)} zip(s) larger than MAX_ZIP_BYTES={limit:,}: " + ", ".join(too_big))
+PY
+
+step "dist/headroom.yaml: the plain CloudFormation template"
+scripts/plain-template.sh --version "$version" --output "$DIST/headroom.yaml"
+
+{
+  echo "version: $version"
+  echo "commit: $commit"
+  echo "source_date_epoch: $SOURCE_DATE_EPOCH"
+  echo "rustc: $(rustc --version)"
+  echo "cargo-lambda: $(cargo lambda --version 2>/dev/null || echo 'not run (--skip-build)')"
+  echo "zig: $(python3 -m ziglang version 2>/dev/null || echo 'not run (--skip-build)')"
+  echo "architectures: ${arches[*]}"
+  echo "functions: ${functions[*]}"
+  echo "s3 keys: <ArtifactPrefix>/<function>-<arch>.zip, ArtifactPrefix default headroom/$version"
+} >"$DIST/BUILD-INFO.txt"
+
+(cd "$DIST" && sha256sum -- *.zip headroom.yaml BUILD-INFO.txt >SHA256SUMS)
+step "dist/ (verify with: cd dist && sha256sum -c SHA256SUMS)"
+(cd "$DIST" && ls -l)
