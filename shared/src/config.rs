@@ -519,6 +519,12 @@ impl Config {
         })
     }
 
+    /// Settings from `pairs`, the others at their defaults: for unit tests.
+    #[cfg(test)]
+    pub(crate) fn from_pairs(pairs: &[(&str, &str)]) -> Result<Config> {
+        Config::from_lookup(|key| pairs.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| v.to_string()))
+    }
+
     /// What makes a cluster managed by this deployment, phrased as the fix
     /// for one that is not.
     pub fn how_to_manage(&self) -> String {
@@ -700,11 +706,9 @@ fn validate_object_name(name: &str) -> std::result::Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn config(pairs: &[(&str, &str)]) -> Result<Config> {
-        let env: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Config::from_lookup(|k| env.get(k).cloned())
+        Config::from_pairs(pairs)
     }
 
     fn rejected_setting(pairs: &[(&str, &str)]) -> &'static str {

@@ -334,6 +334,18 @@ pub async fn seed_with(
         .await
         .map_err(sdk("CreateCluster"))?;
 
+    seed_built_in_objects(kube, &lab.private_subnets, json!([{"id": lab.cluster_security_group}]))?;
+    Ok(lab)
+}
+
+/// What EKS Auto Mode creates in a new cluster's API: the `default`
+/// NodeClass on `subnets` with `security_groups` (selector terms), and the
+/// built-in NodePools.
+fn seed_built_in_objects(
+    kube: &FakeKubeHandle,
+    subnets: &[String],
+    security_groups: serde_json::Value,
+) -> Result<(), TestbedError> {
     kube.put_object(
         crate::fake_kube::NODECLASSES,
         json!({
@@ -342,8 +354,8 @@ pub async fn seed_with(
             "metadata": {"name": "default", "labels": {"app.kubernetes.io/managed-by": "eks"}},
             "spec": {
                 "role": NODE_ROLE,
-                "subnetSelectorTerms": lab.private_subnets.iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
-                "securityGroupSelectorTerms": [{"id": lab.cluster_security_group}],
+                "subnetSelectorTerms": subnets.iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
+                "securityGroupSelectorTerms": security_groups,
                 "networkPolicy": "DefaultAllow",
                 "snatPolicy": "Random"
             }
@@ -352,7 +364,7 @@ pub async fn seed_with(
     for name in BUILT_IN_NODEPOOLS {
         kube.put_object(crate::fake_kube::NODEPOOLS, built_in_nodepool(name))?;
     }
-    Ok(lab)
+    Ok(())
 }
 
 /// A built-in Auto Mode NodePool as EKS creates it: `general-purpose` for
@@ -389,8 +401,12 @@ fn built_in_nodepool(name: &str) -> serde_json::Value {
 /// Auto Mode cluster with its node role. Set on the proxy, which adds it
 /// to DescribeCluster.
 pub fn seed_auto_mode(proxy: &FaultProxyHandle) {
+    set_auto_mode(proxy, CLUSTER);
+}
+
+fn set_auto_mode(proxy: &FaultProxyHandle, cluster: &str) {
     proxy.set_compute_config(
-        CLUSTER,
+        cluster,
         json!({"enabled": true, "nodePools": BUILT_IN_NODEPOOLS, "nodeRoleArn": NODE_ROLE_ARN}),
     );
 }
@@ -516,27 +532,7 @@ pub fn seed_cluster_api(
 ) -> Result<(), TestbedError> {
     let mut security_group_tags = serde_json::Map::new();
     security_group_tags.insert(format!("kubernetes.io/cluster/{cluster}"), json!("owned"));
-    kube.put_object(
-        crate::fake_kube::NODECLASSES,
-        json!({
-            "apiVersion": "eks.amazonaws.com/v1",
-            "kind": "NodeClass",
-            "metadata": {"name": "default", "labels": {"app.kubernetes.io/managed-by": "eks"}},
-            "spec": {
-                "role": NODE_ROLE,
-                "subnetSelectorTerms": subnets.iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
-                "securityGroupSelectorTerms": [{"tags": security_group_tags}],
-                "networkPolicy": "DefaultAllow",
-                "snatPolicy": "Random"
-            }
-        }),
-    )?;
-    for name in BUILT_IN_NODEPOOLS {
-        kube.put_object(crate::fake_kube::NODEPOOLS, built_in_nodepool(name))?;
-    }
-    proxy.set_compute_config(
-        cluster,
-        json!({"enabled": true, "nodePools": BUILT_IN_NODEPOOLS, "nodeRoleArn": NODE_ROLE_ARN}),
-    );
+    seed_built_in_objects(kube, subnets, json!([{ "tags": security_group_tags }]))?;
+    set_auto_mode(proxy, cluster);
     Ok(())
 }

@@ -62,13 +62,8 @@ impl Ec2Executor<'_> {
             let call = act();
             async move {
                 call.await.map(|out| {
-                    let assoc = out.cidr_block_association();
-                    let state = assoc
-                        .and_then(|a| a.cidr_block_state())
-                        .and_then(|s| s.state())
-                        .and_then(|s| CidrState::parse(s.as_str()))
-                        .unwrap_or(CidrState::Associating);
-                    (assoc.and_then(|a| a.association_id()).unwrap_or_default().to_string(), state)
+                    let (id, _, state) = association_of(&out);
+                    (id, state)
                 })
             }
         };
@@ -136,21 +131,7 @@ impl Ec2Executor<'_> {
                         .customize()
                         .config_override(no_sdk_retries())
                         .send();
-                    async move {
-                        call.await.map(|out| {
-                            let assoc = out.cidr_block_association();
-                            let state = assoc
-                                .and_then(|a| a.cidr_block_state())
-                                .and_then(|s| s.state())
-                                .and_then(|s| CidrState::parse(s.as_str()))
-                                .unwrap_or(CidrState::Associating);
-                            (
-                                assoc.and_then(|a| a.association_id()).unwrap_or_default().to_string(),
-                                assoc.and_then(|a| a.cidr_block()).and_then(|c| c.parse::<Ipv4Net>().ok()),
-                                state,
-                            )
-                        })
-                    }
+                    async move { call.await.map(|out| association_of(&out)) }
                 };
                 mutate("AssociateVpcCidrBlock", self.consistency_wait, act, fresh).await.map_err(|mut error| {
                     if let Error::Aws { message, .. } = &mut error {
@@ -395,4 +376,23 @@ impl Ec2Executor<'_> {
             already_present,
         })
     }
+}
+
+/// What an AssociateVpcCidrBlock answer says: the association's id, its
+/// block (absent in some answers for a pool allocation) and its state
+/// (`associating` when not said).
+fn association_of(
+    out: &aws_sdk_ec2::operation::associate_vpc_cidr_block::AssociateVpcCidrBlockOutput,
+) -> (String, Option<Ipv4Net>, CidrState) {
+    let assoc = out.cidr_block_association();
+    let state = assoc
+        .and_then(|a| a.cidr_block_state())
+        .and_then(|s| s.state())
+        .and_then(|s| CidrState::parse(s.as_str()))
+        .unwrap_or(CidrState::Associating);
+    (
+        assoc.and_then(|a| a.association_id()).unwrap_or_default().to_string(),
+        assoc.and_then(|a| a.cidr_block()).and_then(|c| c.parse::<Ipv4Net>().ok()),
+        state,
+    )
 }
