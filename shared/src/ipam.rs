@@ -102,6 +102,7 @@ mod tests {
 
     pub(crate) fn pool() -> IpamPool {
         IpamPool {
+            arn: None,
             id: "ipam-pool-0123".into(),
             state: "create-complete".into(),
             address_family: "ipv4".into(),

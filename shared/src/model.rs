@@ -236,6 +236,9 @@ pub struct AccessEntry {
 #[serde(rename_all = "camelCase")]
 pub struct IpamPool {
     pub id: String,
+    /// `IpamPoolArn`: names the account that owns the pool, which for a pool
+    /// shared through RAM is the IPAM account, not this one.
+    pub arn: Option<String>,
     /// `create-complete`, `modify-in-progress`, … as EC2 spells it.
     pub state: String,
     /// `ipv4` or `ipv6`.

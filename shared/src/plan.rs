@@ -152,6 +152,9 @@ pub enum Step {
         vpc_id: String,
         pool_id: String,
         netmask_length: u8,
+        /// The pool's ARN as EC2 gave it, for the preflight's IAM simulation.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pool_arn: Option<String>,
     },
     CreateSubnet {
         vpc_id: String,
@@ -280,7 +283,7 @@ impl fmt::Display for Step {
                 write!(f, "associate CIDR {cidr} with {vpc_id} and wait until associated")
             }
             Step::AwaitVpcCidr { vpc_id, cidr } => write!(f, "wait until CIDR {cidr} of {vpc_id} is associated"),
-            Step::AllocateVpcCidrFromIpamPool { vpc_id, pool_id, netmask_length } => write!(
+            Step::AllocateVpcCidrFromIpamPool { vpc_id, pool_id, netmask_length, .. } => write!(
                 f,
                 "associate a /{netmask_length} from IPAM pool {pool_id} with {vpc_id} (IPAM chooses the block at apply \
                  time), wait until associated, then plan its subnets"
@@ -334,7 +337,7 @@ impl Plan {
     /// (`(vpc_id, pool_id, netmask_length)`).
     pub fn ipam_allocation(&self) -> Option<(&str, &str, u8)> {
         self.steps.iter().find_map(|s| match s {
-            Step::AllocateVpcCidrFromIpamPool { vpc_id, pool_id, netmask_length } => {
+            Step::AllocateVpcCidrFromIpamPool { vpc_id, pool_id, netmask_length, .. } => {
                 Some((vpc_id.as_str(), pool_id.as_str(), *netmask_length))
             }
             _ => None,
@@ -379,6 +382,7 @@ mod tests {
                 vpc_id: "vpc-1".into(),
                 pool_id: "ipam-pool-1".into(),
                 netmask_length: 16,
+                pool_arn: None,
             },
             Step::AssociateRouteTable {
                 route_table_id: "rtb-1".into(),

@@ -407,6 +407,7 @@ impl<'a> Planner<'a> {
                             vpc_id: vpc.id.clone(),
                             pool_id: pool.id.clone(),
                             netmask_length: config.vpc_cidr_prefix,
+                            pool_arn: pool.arn.clone(),
                         },
                         None => Step::AssociateVpcCidr { vpc_id: vpc.id.clone(), cidr: new_cidr },
                     });

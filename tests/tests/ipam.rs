@@ -87,7 +87,12 @@ fn expected_subnets(harness: &Harness, blocks: [&str; 3]) -> Vec<(String, String
 #[tokio::test]
 async fn a_block_from_the_pool_gets_the_subnets_and_a_second_run_allocates_nothing() {
     let harness = Harness::start(Exhaustion::Fragmented).await.unwrap();
-    put_pool(&harness, &["100.64.0.0/14"]);
+    // Shared from the organisation's IPAM account through RAM, as is usual.
+    let shared = IpamPoolSpec {
+        owner_account: "111122223333".into(),
+        ..IpamPoolSpec::new(POOL, lab::REGION, &["100.64.0.0/14"])
+    };
+    harness.aws.proxy().put_ipam_pool(shared);
     let proxy = harness.aws.proxy();
 
     // The dry run shows the allocation alone, and changes nothing.
@@ -98,10 +103,8 @@ async fn a_block_from_the_pool_gets_the_subnets_and_a_second_run_allocates_nothi
     assert!(plan.to_string().contains("IPAM chooses the block at apply time"), "{plan}");
     let preflight = dry.clusters[0].preflight.as_ref().expect("a preflight");
     assert!(
-        preflight
-            .checks
-            .iter()
-            .any(|c| c.action == "ec2:AssociateVpcCidrBlock" && c.resource.contains(&format!("ipam-pool/{POOL}"))),
+        preflight.checks.iter().any(|c| c.action == "ec2:AssociateVpcCidrBlock"
+            && c.resource.contains(&format!("arn:aws:ec2::111122223333:ipam-pool/{POOL}"))),
         "{preflight:#?}"
     );
     assert!(preflight.checks.iter().any(|c| c.action == "ec2:DisassociateVpcCidrBlock"), "{preflight:#?}");

@@ -345,6 +345,7 @@ pub async fn read_ipam_pool(ec2: &aws_sdk_ec2::Client, pool_id: &str) -> Result<
     provisioned_cidrs.sort_unstable();
     Ok(IpamPool {
         id: pool_id.to_string(),
+        arn: pool.ipam_pool_arn().filter(|a| !a.is_empty()).map(String::from),
         state: pool.state().map(|s| s.as_str().to_string()).unwrap_or_default(),
         address_family: pool.address_family().map(|f| f.as_str().to_string()).unwrap_or_default(),
         locale: pool.locale().filter(|l| !l.is_empty() && *l != "None").map(String::from),

@@ -35,9 +35,9 @@ impl Scope<'_> {
     }
 
     /// `arn:<partition>:ec2::<account>:ipam-pool/<id>`: IPAM resources have
-    /// no Region in their ARN. The account is the role's: a pool shared from
-    /// another account through AWS RAM is simulated as if it were local, and
-    /// the real call is what tells.
+    /// no Region in their ARN. The account is the role's: only when EC2 gave
+    /// no ARN for the pool (a pool shared from another account through AWS
+    /// RAM has that account's).
     fn ipam_pool_arn(&self, pool_id: &str) -> Option<String> {
         let role = self.role_arn?;
         let mut parts = role.split(':');
@@ -155,8 +155,12 @@ pub async fn check_plan(scope: &Scope<'_>, plan: &Plan, cluster: &str) -> Vec<Pe
             }
             // AssociateVpcCidrBlock has no DryRun: IAM is asked, for the VPC
             // and the pool, since the call names both.
-            Step::AllocateVpcCidrFromIpamPool { vpc_id, pool_id, .. } => {
-                let pool = scope.ipam_pool_arn(pool_id).unwrap_or_else(|| format!("ipam-pool/{pool_id}"));
+            Step::AllocateVpcCidrFromIpamPool { vpc_id, pool_id, pool_arn, .. } => {
+                // EC2's own ARN names the owner of a pool shared through RAM.
+                let pool = pool_arn
+                    .clone()
+                    .or_else(|| scope.ipam_pool_arn(pool_id))
+                    .unwrap_or_else(|| format!("ipam-pool/{pool_id}"));
                 Some(Box::pin(simulate(
                     scope,
                     "ec2:AssociateVpcCidrBlock",

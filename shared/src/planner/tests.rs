@@ -966,6 +966,7 @@ proptest! {
 // IPAM pools (IPAM_POOL_ID): the pool's provisioned CIDRs take CIDR_POOL's place.
 
 const POOL_ID: &str = "ipam-pool-0123456789abcdef0";
+const POOL_ARN: &str = "arn:aws:ec2::111122223333:ipam-pool/ipam-pool-0123456789abcdef0";
 
 fn ipam_config() -> Config {
     Config { ipam_pool_id: Some(POOL_ID.into()), ..config() }
@@ -974,6 +975,7 @@ fn ipam_config() -> Config {
 fn ipam_pool(cidrs: &[&str]) -> IpamPool {
     IpamPool {
         id: POOL_ID.into(),
+        arn: Some(POOL_ARN.into()),
         state: "create-complete".into(),
         address_family: "ipv4".into(),
         locale: Some("us-west-2".into()),
@@ -990,7 +992,12 @@ fn lab_with_pool(cidrs: &[&str]) -> NetworkSnapshot {
 }
 
 fn allocation() -> Step {
-    Step::AllocateVpcCidrFromIpamPool { vpc_id: "vpc-lab".into(), pool_id: POOL_ID.into(), netmask_length: 16 }
+    Step::AllocateVpcCidrFromIpamPool {
+        vpc_id: "vpc-lab".into(),
+        pool_id: POOL_ID.into(),
+        netmask_length: 16,
+        pool_arn: Some(POOL_ARN.into()),
+    }
 }
 
 #[test]
@@ -1123,6 +1130,7 @@ proptest! {
             (Decision::Plan(l), Decision::Plan(a)) if associated_cidr(l).is_some() => {
                 prop_assert_eq!(&a.steps, &vec![Step::AllocateVpcCidrFromIpamPool {
                     vpc_id: snapshot.vpc.id.clone(), pool_id: POOL_ID.into(), netmask_length: config.vpc_cidr_prefix,
+                    pool_arn: Some(POOL_ARN.into()),
                 }]);
             }
             (Decision::Refused(l), Decision::Refused(a)) => prop_assert_eq!(l.code, a.code),

@@ -41,6 +41,9 @@ pub struct IpamPoolSpec {
     pub allocation_max_netmask_length: Option<u8>,
     /// Provisioned CIDRs.
     pub cidrs: Vec<Ipv4Net>,
+    /// The account that owns the pool: organisations share pools from a
+    /// delegated IPAM account through AWS RAM.
+    pub owner_account: String,
 }
 
 impl IpamPoolSpec {
@@ -54,6 +57,7 @@ impl IpamPoolSpec {
             allocation_min_netmask_length: Some(16),
             allocation_max_netmask_length: Some(28),
             cidrs: cidrs.iter().map(|c| c.parse().expect("a CIDR")).collect(),
+            owner_account: "123456789012".into(),
         }
     }
 }
@@ -264,12 +268,13 @@ fn pool_item(spec: &IpamPoolSpec) -> String {
     let optional =
         |name: &str, value: Option<String>| value.map(|v| format!("<{name}>{v}</{name}>")).unwrap_or_default();
     format!(
-        "<item><ownerId>123456789012</ownerId><ipamPoolId>{id}</ipamPoolId>\
-         <ipamPoolArn>arn:aws:ec2::123456789012:ipam-pool/{id}</ipamPoolArn>\
+        "<item><ownerId>{owner}</ownerId><ipamPoolId>{id}</ipamPoolId>\
+         <ipamPoolArn>arn:aws:ec2::{owner}:ipam-pool/{id}</ipamPoolArn>\
          <ipamScopeType>private</ipamScopeType><ipamRegion>us-west-2</ipamRegion>{locale}\
          <poolDepth>1</poolDepth><state>{state}</state><autoImport>false</autoImport>\
          <addressFamily>{family}</addressFamily>{min}{max}</item>",
         id = xml_escape(&spec.id),
+        owner = xml_escape(&spec.owner_account),
         locale = optional("locale", spec.locale.as_deref().map(xml_escape)),
         state = xml_escape(&spec.state),
         family = xml_escape(&spec.address_family),
