@@ -21,7 +21,7 @@ use crate::plan::{Decision, Plan};
 use crate::planner::{self, Demand};
 use crate::preflight::Occasion;
 use crate::report::{ClusterReport, Outcome, Report};
-use crate::selection;
+use crate::selection::{self, Selection};
 use crate::snapshot;
 use crate::trigger::{Trigger, TriggerAction, TriggerKind};
 
@@ -101,7 +101,11 @@ async fn evaluate(
         }
     }
     let clusters = match selection::clusters_for(ctx, &trigger).await {
-        Ok(clusters) => clusters,
+        Ok(Selection::Clusters(clusters)) => clusters,
+        Ok(Selection::Nothing(reason)) => {
+            tracing::info!(%reason, "no cluster of this deployment is concerned");
+            return Ok((Report::without_clusters(trigger, dry_run, Outcome::NoOp, reason), Vec::new()));
+        }
         Err(error) => return Err((trigger, error)),
     };
     let run = ClusterRun {

@@ -37,41 +37,55 @@ pub fn judge_named(config: &crate::config::Config, cluster: &str) -> Named {
     }
 }
 
-/// The clusters `trigger` concerns, sorted.
-pub async fn clusters_for(ctx: &Context, trigger: &Trigger) -> Result<Vec<String>> {
+/// What an event concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// These clusters, sorted.
+    Clusters(Vec<String>),
+    /// None of this deployment's clusters, and that is normal: no cluster
+    /// opts in yet (a StackSet reaches accounts before their clusters opt
+    /// in), or an allocation failure happened in another VPC (the CloudTrail
+    /// rule sees the whole account). A quiet no-op, not a failure to tell.
+    Nothing(String),
+}
+
+/// The clusters `trigger` concerns.
+pub async fn clusters_for(ctx: &Context, trigger: &Trigger) -> Result<Selection> {
     if let Some(named) = &trigger.cluster {
-        return Ok(vec![accept_named(ctx, named).await?]);
+        return Ok(Selection::Clusters(vec![accept_named(ctx, named).await?]));
     }
     if trigger.kind == TriggerKind::Schedule {
         let managed = managed_clusters(ctx).await?;
-        if managed.is_empty() {
-            return Err(no_cluster(ctx));
-        }
-        return Ok(managed);
+        return match (&ctx.config.cluster_opt_in_tag, managed.is_empty()) {
+            (Some(tag), true) => Ok(Selection::Nothing(format!("no cluster is listed or tagged {tag} yet"))),
+            (None, true) => Err(Error::NoCluster),
+            (_, false) => Ok(Selection::Clusters(managed)),
+        };
     }
     if let [only] = ctx.config.clusters.as_slice()
         && ctx.config.cluster_opt_in_tag.is_none()
     {
-        return Ok(vec![only.clone()]);
+        return Ok(Selection::Clusters(vec![only.clone()]));
     }
     let managed = managed_clusters(ctx).await?;
-    if let [only] = managed.as_slice() {
-        return Ok(vec![only.clone()]);
-    }
-    // Several clusters: the failing ENI's VPC tells which one.
+    // The failing ENI's VPC tells which cluster, if any, is concerned.
     if let Some(eni) = &trigger.network_interface_id
         && let Some((_, vpc_id)) = inventory::locate_interface(&ctx.aws.ec2, eni).await?
     {
         for cluster in &managed {
             let description = ctx.clusters.describe(cluster).await?;
             if description.vpc_id.as_deref() == Some(vpc_id.as_str()) {
-                return Ok(vec![cluster.clone()]);
+                return Ok(Selection::Clusters(vec![cluster.clone()]));
             }
         }
-        return Err(Error::invalid_event(format!(
-            "the failing interface {eni} is in {vpc_id}, where no managed cluster is ({})",
-            managed.join(", ")
-        )));
+        if ctx.config.cluster_opt_in_tag.is_some() {
+            return Ok(Selection::Nothing(format!(
+                "the failing interface {eni} is in {vpc_id}, where no cluster this deployment manages is"
+            )));
+        }
+    }
+    if let [only] = managed.as_slice() {
+        return Ok(Selection::Clusters(vec![only.clone()]));
     }
     if managed.is_empty() {
         return Err(no_cluster(ctx));
@@ -84,13 +98,9 @@ pub async fn clusters_for(ctx: &Context, trigger: &Trigger) -> Result<Vec<String
 
 fn no_cluster(ctx: &Context) -> Error {
     match &ctx.config.cluster_opt_in_tag {
-        Some(tag) => Error::UnmanagedCluster {
-            cluster: String::new(),
-            how: format!(
-                "no cluster in the account and Region is listed or tagged {tag}; {}",
-                ctx.config.how_to_manage()
-            ),
-        },
+        Some(tag) => Error::invalid_event(format!(
+            "the event names no cluster and no cluster in the account and Region is listed or tagged {tag}; pass \"clusterName\""
+        )),
         None => Error::NoCluster,
     }
 }

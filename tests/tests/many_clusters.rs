@@ -188,6 +188,14 @@ async fn a_named_cluster_must_be_listed_or_tagged_and_its_vpc_tagged() {
     assert!(error.message.contains("tag the cluster headroom.io/enabled=true"), "{}", error.message);
     assert!(stranger.clusters.is_empty());
 
+    // A stack whose clusters have not opted in yet (a StackSet reaches
+    // accounts first): the scheduled check is a quiet no-op, not a failure.
+    let nobody = fleet.context(&[("CLUSTER_NAME", ""), ("CLUSTER_OPT_IN_TAG", "headroom.io/enabled=nobody")]).await;
+    let quiet = fleet.run(&nobody, scheduled(), RunOptions { publish_metrics: true, ..RunOptions::default() }).await;
+    assert_eq!(quiet.outcome, Outcome::NoOp, "{}", pretty(&quiet));
+    assert!(quiet.error.is_none() && quiet.clusters.is_empty(), "{}", pretty(&quiet));
+    assert!(quiet.reason.contains("no cluster is listed or tagged headroom.io/enabled=nobody"), "{}", quiet.reason);
+
     // The listed cluster's VPC lacks the tag the IAM policy needs: it fails
     // before any change, with the fix.
     let demo = fleet.run(&ctx, json!({"clusterName": lab::CLUSTER, "dryRun": false}), RunOptions::default()).await;
