@@ -1,7 +1,10 @@
 //! The lab on local AWS and Kubernetes, with a headroom [`Context`] pointed
 //! at it: what the integration tests, the benchmarks and the demo share.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
+
+use aws_sdk_ec2::types::Filter;
 
 use headroom::aws::AwsClients;
 use headroom::cluster::ClusterAccess;
@@ -69,6 +72,48 @@ impl Harness {
                 .or_else(|| (key == "NODECLASS_READY_TIMEOUT_SECONDS").then(|| "5".to_string()))
         };
         Config::from_lookup(lookup).expect("valid test settings")
+    }
+
+    /// `<cidr>=<state>` of every CIDR association of the lab's VPC, read
+    /// straight from moto.
+    pub async fn vpc_cidr_states(&self) -> BTreeSet<String> {
+        let out = self.direct_ec2.describe_vpcs().vpc_ids(&self.lab.vpc_id).send().await.expect("DescribeVpcs");
+        out.vpcs()[0]
+            .cidr_block_association_set()
+            .iter()
+            .map(|a| {
+                let state = a.cidr_block_state().and_then(|s| s.state()).map_or("?", |s| s.as_str());
+                format!("{}={state}", a.cidr_block().unwrap_or_default())
+            })
+            .collect()
+    }
+
+    /// (AZ, CIDR, route table) of every subnet headroom manages in the lab's
+    /// VPC, sorted, read straight from moto.
+    pub async fn managed_subnets(&self) -> Vec<(String, String, Option<String>)> {
+        let subnets = lab::subnets_tagged(&self.direct_ec2, &self.lab.vpc_id, "headroom.io/cluster", lab::CLUSTER)
+            .await
+            .expect("DescribeSubnets");
+        let mut rows = Vec::new();
+        for s in subnets {
+            let tables = self
+                .direct_ec2
+                .describe_route_tables()
+                .filters(
+                    Filter::builder().name("association.subnet-id").values(s.subnet_id().unwrap_or_default()).build(),
+                )
+                .send()
+                .await
+                .expect("DescribeRouteTables");
+            let table = tables.route_tables().first().and_then(|t| t.route_table_id()).map(String::from);
+            rows.push((
+                s.availability_zone().unwrap_or_default().to_string(),
+                s.cidr_block().unwrap_or_default().to_string(),
+                table,
+            ));
+        }
+        rows.sort();
+        rows
     }
 
     /// A context as a Lambda would build it, but through the fault proxy and

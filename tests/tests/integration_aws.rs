@@ -1,9 +1,6 @@
 //! The lab's scenario against moto (through the fault proxy): what headroom
 //! changes in AWS, and what it refuses to change.
 
-use std::collections::BTreeSet;
-
-use aws_sdk_ec2::types::Filter;
 use headroom::report::Outcome;
 use headroom::{Report, RunOptions};
 use headroom_testbed::harness::Harness;
@@ -20,37 +17,6 @@ fn apply() -> serde_json::Value {
     json!({"clusterName": lab::CLUSTER, "dryRun": false})
 }
 
-async fn vpc_cidrs(harness: &Harness) -> BTreeSet<String> {
-    let out = harness.direct_ec2.describe_vpcs().vpc_ids(&harness.lab.vpc_id).send().await.unwrap();
-    out.vpcs()[0]
-        .cidr_block_association_set()
-        .iter()
-        .map(|a| format!("{}={}", a.cidr_block().unwrap(), a.cidr_block_state().unwrap().state().unwrap().as_str()))
-        .collect()
-}
-
-/// (AZ, CIDR, route table) of every subnet headroom manages.
-async fn managed_subnets(harness: &Harness) -> Vec<(String, String, Option<String>)> {
-    let subnets = lab::subnets_tagged(&harness.direct_ec2, &harness.lab.vpc_id, "headroom.io/cluster", lab::CLUSTER)
-        .await
-        .unwrap();
-    let mut rows = Vec::new();
-    for s in subnets {
-        let id = s.subnet_id().unwrap();
-        let tables = harness
-            .direct_ec2
-            .describe_route_tables()
-            .filters(Filter::builder().name("association.subnet-id").values(id).build())
-            .send()
-            .await
-            .unwrap();
-        let table = tables.route_tables().first().and_then(|t| t.route_table_id()).map(String::from);
-        rows.push((s.availability_zone().unwrap().to_string(), s.cidr_block().unwrap().to_string(), table));
-    }
-    rows.sort();
-    rows
-}
-
 fn mutating_calls(harness: &Harness) -> Vec<String> {
     harness.aws.proxy().mutating_calls().into_iter().map(|c| c.action).collect()
 }
@@ -63,14 +29,14 @@ async fn the_lab_is_remediated_end_to_end_and_a_second_run_is_a_no_op() {
     let cluster = &report.clusters[0];
     assert!(cluster.verification.as_ref().is_some_and(|v| v.ok), "{cluster:#?}");
 
-    assert!(vpc_cidrs(&harness).await.contains("100.64.0.0/16=associated"));
+    assert!(harness.vpc_cidr_states().await.contains("100.64.0.0/16=associated"));
     let expected: Vec<(String, String, Option<String>)> = lab::AZS
         .iter()
         .zip(["100.64.0.0/19", "100.64.32.0/19", "100.64.64.0/19"])
         .zip(&harness.lab.private_route_tables)
         .map(|((az, cidr), table)| (az.to_string(), cidr.to_string(), Some(table.clone())))
         .collect();
-    assert_eq!(managed_subnets(&harness).await, expected, "one subnet per AZ, each on its AZ's NAT route table");
+    assert_eq!(harness.managed_subnets().await, expected, "one subnet per AZ, each on its AZ's NAT route table");
     let mutating = mutating_calls(&harness);
     assert_eq!(mutating.iter().filter(|a| *a == "AssociateVpcCidrBlock").count(), 1, "{mutating:?}");
 
@@ -78,7 +44,7 @@ async fn the_lab_is_remediated_end_to_end_and_a_second_run_is_a_no_op() {
     let again = run(&harness, &[], apply(), RunOptions::default()).await;
     assert_eq!(again.outcome, Outcome::NoOp, "{again:#?}");
     assert!(mutating_calls(&harness).is_empty(), "{:?}", mutating_calls(&harness));
-    assert_eq!(managed_subnets(&harness).await.len(), 3);
+    assert_eq!(harness.managed_subnets().await.len(), 3);
 }
 
 /// moto on its own leaves `resourcesVpcConfig.vpcId` out of DescribeCluster:
@@ -94,7 +60,7 @@ async fn without_a_vpc_id_from_eks_the_vpc_is_found_through_the_cluster_subnets(
     let report = run(&omitted, &[], apply(), RunOptions::default()).await;
     assert_eq!(report.outcome, Outcome::Applied, "{report:#?}");
     assert_eq!(report.clusters[0].vpc_id.as_deref(), Some(omitted.lab.vpc_id.as_str()));
-    assert_eq!(managed_subnets(&omitted).await.len(), 3);
+    assert_eq!(omitted.managed_subnets().await.len(), 3);
     assert_eq!(reads(&omitted), reads(&reported) + 1, "one DescribeSubnets more to find the VPC");
 }
 
@@ -102,7 +68,7 @@ async fn without_a_vpc_id_from_eks_the_vpc_is_found_through_the_cluster_subnets(
 async fn a_vpc_with_five_cidrs_is_refused_without_any_change() {
     let harness = Harness::start(Exhaustion::Fragmented).await.unwrap();
     lab::fill_vpc_cidr_quota(&harness.direct_ec2, &harness.lab.vpc_id).await.unwrap();
-    let before = vpc_cidrs(&harness).await;
+    let before = harness.vpc_cidr_states().await;
     harness.aws.proxy().reset_counters();
     let report = run(&harness, &[], apply(), RunOptions::default()).await;
     assert_eq!(report.outcome, Outcome::Refused, "{report:#?}");
@@ -110,7 +76,7 @@ async fn a_vpc_with_five_cidrs_is_refused_without_any_change() {
     assert!(report.reason.contains("quota"), "{}", report.reason);
     assert!(mutating_calls(&harness).is_empty());
     assert!(harness.kube.requests().iter().all(|r| !r.is_write()), "no Kubernetes write");
-    assert_eq!(vpc_cidrs(&harness).await, before);
+    assert_eq!(harness.vpc_cidr_states().await, before);
 }
 
 #[tokio::test]
@@ -132,10 +98,10 @@ async fn a_route_to_100_64_moves_the_new_cidr_to_the_next_slash_16() {
 
     let report = run(&harness, &[], apply(), RunOptions::default()).await;
     assert_eq!(report.outcome, Outcome::Applied, "{report:#?}");
-    let cidrs = vpc_cidrs(&harness).await;
+    let cidrs = harness.vpc_cidr_states().await;
     assert!(cidrs.contains("100.65.0.0/16=associated"), "{cidrs:?}");
     assert!(!cidrs.iter().any(|c| c.starts_with("100.64.")), "{cidrs:?}");
-    let subnets = managed_subnets(&harness).await;
+    let subnets = harness.managed_subnets().await;
     assert_eq!(
         subnets.iter().map(|(_, cidr, _)| cidr.as_str()).collect::<Vec<_>>(),
         ["100.65.0.0/19", "100.65.32.0/19", "100.65.64.0/19"]
@@ -145,7 +111,7 @@ async fn a_route_to_100_64_moves_the_new_cidr_to_the_next_slash_16() {
 #[tokio::test]
 async fn a_dry_run_changes_nothing_and_returns_the_plan() {
     let harness = Harness::start(Exhaustion::Fragmented).await.unwrap();
-    let before = vpc_cidrs(&harness).await;
+    let before = harness.vpc_cidr_states().await;
     harness.aws.proxy().reset_counters();
     let report = run(&harness, &[], json!({"clusterName": lab::CLUSTER, "dryRun": true}), RunOptions::default()).await;
     assert_eq!(report.outcome, Outcome::Planned, "{report:#?}");
@@ -155,8 +121,8 @@ async fn a_dry_run_changes_nothing_and_returns_the_plan() {
     assert!(report.clusters[0].changes.is_empty());
     assert!(mutating_calls(&harness).is_empty(), "{:?}", mutating_calls(&harness));
     assert!(harness.kube.requests().iter().all(|r| !r.is_write()));
-    assert_eq!(vpc_cidrs(&harness).await, before);
-    assert!(managed_subnets(&harness).await.is_empty());
+    assert_eq!(harness.vpc_cidr_states().await, before);
+    assert!(harness.managed_subnets().await.is_empty());
 
     // DRY_RUN in the environment does the same for events that don't say.
     let report =
@@ -178,8 +144,8 @@ async fn throttling_a_third_of_the_calls_and_a_slow_association_still_converge()
     assert!(polls >= 4, "3 `associating` answers must be polled through, saw {polls} DescribeVpcs");
 
     harness.aws.proxy().reset_faults();
-    assert_eq!(managed_subnets(&harness).await.len(), 3);
-    let cidrs = vpc_cidrs(&harness).await;
+    assert_eq!(harness.managed_subnets().await.len(), 3);
+    let cidrs = harness.vpc_cidr_states().await;
     assert_eq!(cidrs.iter().filter(|c| c.starts_with("100.64.0.0/16")).count(), 1, "{cidrs:?}");
 }
 

@@ -4,9 +4,6 @@
 //! refused before any call, an exhausted pool, a block IPAM hands out that
 //! collides with a route, and a crash between the association and the rest.
 
-use std::collections::BTreeSet;
-
-use aws_sdk_ec2::types::Filter;
 use headroom::plan::{RefusalCode, StepKind};
 use headroom::report::Outcome;
 use headroom::{Report, RunOptions};
@@ -30,36 +27,6 @@ async fn run(harness: &Harness, dry_run: bool) -> Report {
     let ctx = harness.context(harness.config(&with_pool())).await;
     let trigger = headroom::trigger::parse(&json!({"clusterName": lab::CLUSTER, "dryRun": dry_run})).expect("event");
     headroom::handle(&ctx, trigger, RunOptions::default()).await.expect("handled")
-}
-
-async fn vpc_cidrs(harness: &Harness) -> BTreeSet<String> {
-    let out = harness.direct_ec2.describe_vpcs().vpc_ids(&harness.lab.vpc_id).send().await.unwrap();
-    out.vpcs()[0]
-        .cidr_block_association_set()
-        .iter()
-        .map(|a| format!("{}={}", a.cidr_block().unwrap(), a.cidr_block_state().unwrap().state().unwrap().as_str()))
-        .collect()
-}
-
-/// (AZ, CIDR, route table) of every subnet headroom manages.
-async fn managed_subnets(harness: &Harness) -> Vec<(String, String, Option<String>)> {
-    let subnets = lab::subnets_tagged(&harness.direct_ec2, &harness.lab.vpc_id, "headroom.io/cluster", lab::CLUSTER)
-        .await
-        .unwrap();
-    let mut rows = Vec::new();
-    for s in subnets {
-        let tables = harness
-            .direct_ec2
-            .describe_route_tables()
-            .filters(Filter::builder().name("association.subnet-id").values(s.subnet_id().unwrap()).build())
-            .send()
-            .await
-            .unwrap();
-        let table = tables.route_tables().first().and_then(|t| t.route_table_id()).map(String::from);
-        rows.push((s.availability_zone().unwrap().to_string(), s.cidr_block().unwrap().to_string(), table));
-    }
-    rows.sort();
-    rows
 }
 
 fn mutating_calls(harness: &Harness) -> Vec<String> {
@@ -127,9 +94,9 @@ async fn a_block_from_the_pool_gets_the_subnets_and_a_second_run_allocates_nothi
     let second = cluster.plan.as_ref().expect("the second plan");
     assert!(second.notes[0].contains("first plan"), "{second}");
 
-    assert!(vpc_cidrs(&harness).await.contains("100.64.0.0/16=associated"));
+    assert!(harness.vpc_cidr_states().await.contains("100.64.0.0/16=associated"));
     assert_eq!(
-        managed_subnets(&harness).await,
+        harness.managed_subnets().await,
         expected_subnets(&harness, ["100.64.0.0/19", "100.64.32.0/19", "100.64.64.0/19"])
     );
     let nodeclass = harness.kube.get_object(NODECLASSES, "headroom").expect("NodeClass headroom");
@@ -153,14 +120,14 @@ async fn a_pool_of_ranges_the_vpc_may_not_add_is_refused_before_any_call() {
     let harness = Harness::start(Exhaustion::Fragmented).await.unwrap();
     // 10/8 and 172.16/12 are refused next to the lab's 192.168.0.0/16 primary.
     put_pool(&harness, &["10.0.0.0/14", "172.16.0.0/15"]);
-    let before = vpc_cidrs(&harness).await;
+    let before = harness.vpc_cidr_states().await;
     let report = run(&harness, false).await;
     assert_eq!(report.outcome, Outcome::Refused, "{report:#?}");
     assert_eq!(report.clusters[0].refusal, Some(RefusalCode::RestrictedRange));
     assert!(report.reason.contains(&format!("IPAM pool {POOL}")), "{}", report.reason);
     assert!(mutating_calls(&harness).is_empty(), "{:?}", mutating_calls(&harness));
     assert_eq!(kube_writes(&harness), 0);
-    assert_eq!(vpc_cidrs(&harness).await, before);
+    assert_eq!(harness.vpc_cidr_states().await, before);
 
     // A pool of another Region is refused the same way, naming why.
     harness.aws.proxy().put_ipam_pool(IpamPoolSpec::new(POOL, "eu-west-1", &["100.64.0.0/14"]));
@@ -184,7 +151,7 @@ async fn an_exhausted_pool_fails_clearly_and_changes_nothing() {
     put_pool(&harness, &["100.64.0.0/16"]);
     // Another VPC holds the pool's only /16: headroom cannot see that.
     harness.aws.proxy().reserve_ipam_block(POOL, "vpc-elsewhere", "100.64.0.0/16");
-    let before = vpc_cidrs(&harness).await;
+    let before = harness.vpc_cidr_states().await;
     let report = run(&harness, false).await;
     assert_eq!(report.outcome, Outcome::Failed, "{report:#?}");
     let error = report.clusters[0].error.as_ref().expect("the error");
@@ -194,8 +161,8 @@ async fn an_exhausted_pool_fails_clearly_and_changes_nothing() {
     assert_eq!(mutating_calls(&harness), ["AssociateVpcCidrBlock"], "the one refused attempt");
     assert!(report.clusters[0].changes.is_empty());
     assert_eq!(kube_writes(&harness), 0);
-    assert_eq!(vpc_cidrs(&harness).await, before);
-    assert!(managed_subnets(&harness).await.is_empty());
+    assert_eq!(harness.vpc_cidr_states().await, before);
+    assert!(harness.managed_subnets().await.is_empty());
 }
 
 #[tokio::test]
@@ -232,10 +199,10 @@ async fn a_block_that_collides_with_a_route_is_disassociated_and_refused() {
     assert_eq!(kinds, [StepKind::AllocateVpcCidrFromIpamPool, StepKind::DisassociateVpcCidr], "{:#?}", cluster.changes);
     assert_eq!(cluster.changes[0].resource, cluster.changes[1].resource, "only the association this run made");
     assert_eq!(mutating_calls(&harness), ["AssociateVpcCidrBlock", "DisassociateVpcCidrBlock"]);
-    let cidrs = vpc_cidrs(&harness).await;
+    let cidrs = harness.vpc_cidr_states().await;
     assert!(cidrs.contains("100.64.0.0/16=disassociated"), "{cidrs:?}");
     assert!(!cidrs.iter().any(|c| c.ends_with("=associated") && !c.starts_with("192.168.")), "{cidrs:?}");
-    assert!(managed_subnets(&harness).await.is_empty());
+    assert!(harness.managed_subnets().await.is_empty());
     assert_eq!(kube_writes(&harness), 0);
     assert!(allocations(&harness).is_empty(), "the allocation was released with the association");
 }
@@ -250,7 +217,7 @@ async fn after_a_crash_the_association_from_the_pool_is_reused_not_allocated_aga
     let crashed = run(&harness, false).await;
     assert_eq!(crashed.outcome, Outcome::Failed, "{crashed:#?}");
     assert!(proxy.has_crashed());
-    assert!(vpc_cidrs(&harness).await.contains("100.64.0.0/16=associated"));
+    assert!(harness.vpc_cidr_states().await.contains("100.64.0.0/16=associated"));
     assert_eq!(allocations(&harness), ["100.64.0.0/16"]);
 
     proxy.reset_faults();
@@ -261,7 +228,7 @@ async fn after_a_crash_the_association_from_the_pool_is_reused_not_allocated_aga
     let plan = report.clusters[0].plan.as_ref().unwrap();
     assert!(plan.ipam_allocation().is_none(), "{plan}");
     assert_eq!(
-        managed_subnets(&harness).await,
+        harness.managed_subnets().await,
         expected_subnets(&harness, ["100.64.0.0/19", "100.64.32.0/19", "100.64.64.0/19"])
     );
     assert_eq!(allocations(&harness), ["100.64.0.0/16"], "one allocation, ever");
