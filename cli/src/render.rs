@@ -347,6 +347,9 @@ pub fn report(report: &Report, style: Style) -> String {
     let mut out = String::new();
     let mode = if report.dry_run { "dry run" } else { "live" };
     let _ = writeln!(out, "{} {} ({mode})", style.dim("trigger:"), report.trigger.summary);
+    if let Some(held) = &report.dry_run_held {
+        let _ = writeln!(out, "{} {held}", style.warn("dry run held:"));
+    }
     if report.clusters.is_empty() {
         let _ = writeln!(out, "{} — {}", outcome_word(report.outcome, style), report.reason);
         if let Some(error) = &report.error {

@@ -190,7 +190,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "DRY_RUN",
         default: "false",
-        meaning: "Plan and report, change nothing. A manual event's `dryRun` overrides it per invocation.",
+        meaning: "Plan and report, change nothing, whatever the event says: with `true`, a manual `{\"dryRun\": false}` is answered as a dry run (the report's `dryRunHeld` says so). With `false`, a manual event's `dryRun` decides per invocation.",
     },
     Setting { name: "METRIC_NAMESPACE", default: "Headroom", meaning: "CloudWatch namespace of the capacity metrics." },
     Setting {

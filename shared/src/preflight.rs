@@ -79,6 +79,10 @@ pub enum Occasion {
     /// The daily check: the steps of the expansion headroom would make if
     /// forced, although nothing needs doing.
     Daily,
+    /// A manual dry run found nothing to do: the steps of a forced
+    /// expansion were checked all the same, so testing the install proves
+    /// its write permissions on a healthy cluster too.
+    ManualDryRun,
 }
 
 /// Every permission checked, in plan order.

@@ -55,7 +55,10 @@ pub struct ClusterOutcome {
 /// problem before any cluster was read, so that Lambda retries the event.
 pub async fn handle(ctx: &Context, trigger: Trigger, options: RunOptions) -> Result<Report> {
     let started = Instant::now();
-    let dry_run = trigger.dry_run.unwrap_or(ctx.config.dry_run);
+    let held = dry_run_held(ctx.config.dry_run, &trigger);
+    // DRY_RUN=true is the deployment's promise to change nothing: no event
+    // lifts it. Without it, a manual event's dryRun decides.
+    let dry_run = ctx.config.dry_run || trigger.dry_run.unwrap_or(false);
     let (mut report, outcomes) = match &trigger.action {
         TriggerAction::Ignore(reason) => {
             tracing::info!(trigger = trigger.kind_name(), %reason, "nothing to do");
@@ -75,6 +78,10 @@ pub async fn handle(ctx: &Context, trigger: Trigger, options: RunOptions) -> Res
         },
     };
     report.total_ms = started.elapsed().as_millis() as u64;
+    if let Some(held) = held {
+        tracing::warn!(%held, "the event asked to act; DRY_RUN=true held");
+        report.dry_run_held = Some(held);
+    }
     if !options.quiet {
         announce::announce(ctx, &mut report, &outcomes).await;
     }
@@ -83,6 +90,17 @@ pub async fn handle(ctx: &Context, trigger: Trigger, options: RunOptions) -> Res
 }
 
 type Evaluated = (Report, Vec<ClusterOutcome>);
+
+/// What the report says when an event asked to act (`{"dryRun": false}`)
+/// and `DRY_RUN=true` answered it as a dry run instead.
+fn dry_run_held(dry_run_setting: bool, trigger: &Trigger) -> Option<String> {
+    (dry_run_setting && trigger.dry_run == Some(false)).then(|| {
+        "DRY_RUN=true held: the event asked to act ({\"dryRun\": false}) and was answered as a dry run; \
+         nothing was changed. To let headroom act, set the stack parameter DryRun=false (the functions' \
+         DRY_RUN); to act once from your terminal, run `headroom apply <cluster>`."
+            .to_string()
+    })
+}
 
 /// Reads, decides and acts for every cluster the event concerns.
 async fn evaluate(
@@ -114,6 +132,7 @@ async fn evaluate(
         dry_run,
         options,
         scheduled: trigger.kind == TriggerKind::Schedule,
+        manual: trigger.kind == TriggerKind::Manual,
         subnet_hints: &trigger.subnet_ids,
     };
     // At most MAX_CONCURRENT_CLUSTERS in flight, reported in cluster order;
@@ -139,6 +158,8 @@ struct ClusterRun<'a> {
     options: RunOptions,
     /// A scheduled capacity check: it remembers (see [`metrics::recall`]).
     scheduled: bool,
+    /// A manual invocation: its dry run always proves the install.
+    manual: bool,
     /// Subnets the event names (a failing ENI's subnet, say).
     subnet_hints: &'a [String],
 }
@@ -175,7 +196,7 @@ impl ClusterRun<'_> {
     }
 
     async fn remediate_into(&self, ctx: &Context, cluster: &str, outcome: &mut ClusterOutcome) -> Result<()> {
-        let ClusterRun { demand, dry_run, options, scheduled, subnet_hints, .. } = *self;
+        let ClusterRun { demand, dry_run, options, scheduled, manual, subnet_hints, .. } = *self;
         let config = &ctx.config;
         let t = Instant::now();
         let remembering = options.publish_metrics && scheduled;
@@ -269,11 +290,14 @@ impl ClusterRun<'_> {
             (Decision::Plan(plan), true) => {
                 self.prove(ctx, cluster, plan, Occasion::DryRunPlan, report).await?;
             }
+            // Nothing needs doing: prove what a forced expansion would need.
+            // A person testing the install asks for exactly that; the
+            // schedule does it once a day.
+            (Decision::NoOp { .. }, true) if manual => {
+                self.prove_forced_expansion(ctx, cluster, snapshot, Occasion::ManualDryRun, report).await?;
+            }
             (Decision::NoOp { .. }, _) if outcome.memory.is_some_and(|m| m.preflight_due) => {
-                // Nothing needs doing: prove what a forced expansion would need.
-                if let Decision::Plan(probe) = planner::plan(snapshot, config, Demand::Force) {
-                    self.prove(ctx, cluster, &probe, Occasion::Daily, report).await?;
-                }
+                self.prove_forced_expansion(ctx, cluster, snapshot, Occasion::Daily, report).await?;
             }
             _ => {}
         }
@@ -349,6 +373,23 @@ impl ClusterRun<'_> {
                 report.set_decision(&Decision::Refused(refusal));
                 Ok(())
             }
+        }
+    }
+
+    /// The preflight of the expansion headroom would make if forced, when
+    /// nothing needs doing (a guardrail that refuses even a forced one, such
+    /// as MAX_MANAGED_CIDRS, leaves nothing to prove).
+    async fn prove_forced_expansion(
+        &self,
+        ctx: &Context,
+        cluster: &str,
+        snapshot: &crate::model::NetworkSnapshot,
+        occasion: Occasion,
+        report: &mut ClusterReport,
+    ) -> Result<()> {
+        match planner::plan(snapshot, &ctx.config, Demand::Force) {
+            Decision::Plan(probe) => self.prove(ctx, cluster, &probe, occasion, report).await,
+            _ => Ok(()),
         }
     }
 

@@ -185,6 +185,10 @@ pub struct Published {
 pub struct Report {
     pub trigger: Trigger,
     pub dry_run: bool,
+    /// Set when the event asked to act but `DRY_RUN=true` held: what was
+    /// asked, and how to lift it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run_held: Option<String>,
     /// The most significant cluster outcome (failed > applied > planned > refused > no-op).
     pub outcome: Outcome,
     pub reason: String,
@@ -204,7 +208,17 @@ impl Report {
             Some(c) => (c.outcome, format!("{}: {}", c.cluster, c.reason)),
             None => (Outcome::NoOp, "no cluster to check".into()),
         };
-        Report { trigger, dry_run, outcome, reason, clusters, error: None, published: Published::default(), total_ms }
+        Report {
+            trigger,
+            dry_run,
+            dry_run_held: None,
+            outcome,
+            reason,
+            clusters,
+            error: None,
+            published: Published::default(),
+            total_ms,
+        }
     }
 
     /// A report decided from the trigger alone, before any I/O.
@@ -212,6 +226,7 @@ impl Report {
         Report {
             trigger,
             dry_run,
+            dry_run_held: None,
             outcome,
             reason,
             clusters: Vec::new(),
