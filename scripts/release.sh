@@ -8,18 +8,25 @@
 #                                already applied) that deploys those zips from a
 #                                regional S3 bucket: one stack, or a StackSet
 #                                (scripts/plain-template.sh; docs/deploy.md)
+#   dist/headroom-linux-<m>      the `headroom` CLI for Linux, <m> as `uname -m`
+#                                says it: x86_64, aarch64 (the arm64 build)
+#   dist/rbac.sh                 renders the Kubernetes RBAC and admission policy
+#                                (bash and the AWS CLI; scripts/rbac.sh, checked
+#                                to run on its own, away from the repository)
 #   dist/BUILD-INFO.txt          what built them (commit, toolchain, tools)
 #   dist/SHA256SUMS              sha256sum -c checks all of the above
 #
 #   scripts/release.sh                       # everything, both architectures
-#   scripts/release.sh --arch x86_64 --function on-alarm --allow-dirty
+#   scripts/release.sh --arch x86_64 --function on-alarm --no-cli --allow-dirty
+#   scripts/release.sh --list                # the file names dist/ will hold
 #   MAX_ZIP_BYTES=4500000 scripts/release.sh # another size limit
 #
 # Options: --arch arm64|x86_64 and --function NAME (repeatable; default all),
-# --version V (default: the tag at HEAD, else dev-<commit>), --skip-build
-# (package the zips a previous run left in the build directory), --allow-dirty
-# (build from a work tree with uncommitted changes; the result is then not the
-# commit's).
+# --no-cli (no CLI binaries), --version V (default: the tag at HEAD, else
+# dev-<commit>), --skip-build (package what a previous run left in the build
+# directory), --allow-dirty (build from a work tree with uncommitted changes;
+# the result is then not the commit's), --list (print the names of the files
+# of dist/ for these options, one a line, and build nothing).
 #
 # Reproducible: the same commit, toolchain and pinned tools give the same
 # bytes. SOURCE_DATE_EPOCH is the commit's time; the workspace and
@@ -49,7 +56,7 @@ BUILD_DIR="${HEADROOM_RELEASE_TARGET_DIR:-$ROOT/target/release-lambda}"
 VENV="${HEADROOM_RELEASE_VENV:-$ROOT/.venv-release}"
 REQUIREMENTS="scripts/requirements-release.txt"
 
-functions=() arches=() version="" skip_build=false allow_dirty=false
+functions=() arches=() version="" skip_build=false allow_dirty=false cli=true list=false
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --arch) arches+=("${2:?--arch takes arm64 or x86_64}"); shift 2 ;;
@@ -57,7 +64,9 @@ while [[ $# -gt 0 ]]; do
     --version) version="${2:?--version takes a version}"; shift 2 ;;
     --skip-build) skip_build=true; shift ;;
     --allow-dirty) allow_dirty=true; shift ;;
-    -h|--help) sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --no-cli) cli=false; shift ;;
+    --list) list=true; shift ;;
+    -h|--help) sed -n '2,49p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument $1; see --help" >&2; exit 2 ;;
   esac
 done
@@ -72,6 +81,26 @@ done
 [[ "$MAX_ZIP_BYTES" =~ ^[0-9]+$ ]] || { echo "MAX_ZIP_BYTES must be a number of bytes" >&2; exit 2; }
 
 step() { printf '\n==> %s\n' "$*"; }
+
+# The CLI's file name says the machine as `uname -m` does, so that a user can
+# download `headroom-linux-$(uname -m)`; the functions' zips keep Lambda's names.
+cli_machine() { [[ "$1" == arm64 ]] && echo aarch64 || echo x86_64; }
+
+# Every file of dist/ for the chosen functions and architectures.
+artefacts() {
+  local arch f
+  for arch in "${arches[@]}"; do
+    for f in "${functions[@]}"; do echo "$f-$arch.zip"; done
+  done
+  if $cli; then
+    for arch in "${arches[@]}"; do echo "headroom-linux-$(cli_machine "$arch")"; done
+  fi
+  printf '%s\n' headroom.yaml rbac.sh BUILD-INFO.txt SHA256SUMS
+}
+if $list; then
+  artefacts
+  exit 0
+fi
 
 # ------------------------------------------------------------ what is built
 commit="$(git rev-parse HEAD)"
@@ -132,6 +161,19 @@ if ! $skip_build; then
       cargo lambda build --release --locked "$flag" --output-format zip \
         --lambda-dir "$BUILD_DIR/lambda/$arch" "${packages[@]}"
     echo "built in $((SECONDS - start)) s"
+    if $cli; then
+      # Built on its own: in one cargo run with the functions, the CLI's
+      # features (kubeconfig) would be unified into the functions' binaries.
+      step "cargo lambda build --release $flag (the headroom CLI)"
+      start=$SECONDS
+      env RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }$remap_rust" \
+        CFLAGS="${CFLAGS:+$CFLAGS }$remap_c" \
+        AWS_LC_SYS_NO_JITTER_ENTROPY=1 \
+        CARGO_TARGET_DIR="$BUILD_DIR" \
+        cargo lambda build --release --locked "$flag" \
+          --lambda-dir "$BUILD_DIR/cli/$arch" -p headroom-cli --bin headroom
+      echo "built in $((SECONDS - start)) s"
+    fi
   done
 fi
 
@@ -139,14 +181,18 @@ fi
 step "dist/: deterministic zips, size limit $MAX_ZIP_BYTES bytes"
 rm -rf "$DIST"
 mkdir -p "$DIST"
-args=()
+args=() binaries=()
 for arch in "${arches[@]}"; do
   for f in "${functions[@]}"; do
     args+=("$BUILD_DIR/lambda/$arch/$f/bootstrap.zip" "$arch" "$DIST/$f-$arch.zip")
   done
+  if $cli; then
+    binaries+=("$BUILD_DIR/cli/$arch/headroom/bootstrap" "$arch" "$DIST/headroom-linux-$(cli_machine "$arch")")
+  fi
 done
-"$VENV/bin/python" - "$SOURCE_DATE_EPOCH" "$MAX_ZIP_BYTES" "$ROOT" "$cargo_home" "${args[@]}" <<'PY'
+"$VENV/bin/python" - "$SOURCE_DATE_EPOCH" "$MAX_ZIP_BYTES" "$ROOT" "$cargo_home" "${args[@]}" -- "${binaries[@]}" <<'PY'
 import hashlib
+import os
 import struct
 import sys
 import time
@@ -181,7 +227,8 @@ def write_zip(path, data, stamp):
             sys.exit(f"{path}: the zip does not read back as written")
 
 epoch, limit, root, cargo_home = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-rest = sys.argv[5:]
+split = sys.argv.index("--")
+rest, clis = sys.argv[5:split], sys.argv[split + 1 :]
 # Zip stores local time without a zone, from 1980 on; use the commit time in UTC.
 stamp = time.gmtime(max(epoch, 315532800))[:6]
 ELF_MACHINE = {"arm64": 183, "x86_64": 62}  # e_machine: EM_AARCH64, EM_X86_64
@@ -210,7 +257,35 @@ for source, arch, target in zip(rest[0::3], rest[1::3], rest[2::3]):
         too_big.append(target)
 if too_big:
     sys.exit(f"{len(too_big)} zip(s) larger than MAX_ZIP_BYTES={limit:,}: " + ", ".join(too_big))
+# The CLI binaries: copied as built, mode 0755, the commit's time.
+for source, arch, target in zip(clis[0::3], clis[1::3], clis[2::3]):
+    try:
+        binary = open(source, "rb").read()
+    except FileNotFoundError:
+        sys.exit(f"{source} is missing: build it first (without --skip-build)")
+    if binary[:4] != b"\x7fELF" or int.from_bytes(binary[18:20], "little") != ELF_MACHINE[arch]:
+        sys.exit(f"{source}: not an {arch} ELF binary")
+    with open(target, "wb") as out:
+        out.write(binary)
+    os.chmod(target, 0o755)
+    os.utime(target, (epoch, epoch))
+    print(f"{target.rsplit('/', 1)[-1]:36} {len(binary):>11,} bytes  sha256 {hashlib.sha256(binary).hexdigest()}")
 PY
+
+step "dist/rbac.sh: the RBAC and admission policy, without Rust"
+# It ships alone: it must render the same from an empty directory as from the
+# repository (no file beside it read).
+install -m 0755 scripts/rbac.sh "$DIST/rbac.sh"
+alone="$(mktemp -d)"
+cp "$DIST/rbac.sh" "$alone/rbac.sh"
+rbac_args=(--nodeclass headroom --group headroom)
+in_repo="$(scripts/rbac.sh "${rbac_args[@]}" 2>/dev/null; echo "exit $?")"
+on_its_own="$(cd "$alone" && ./rbac.sh "${rbac_args[@]}" 2>/dev/null; echo "exit $?")"
+rm -rf "$alone"
+if [[ "$in_repo" != "$on_its_own" ]]; then
+  echo "rbac.sh renders differently away from the repository: it must not read files beside it" >&2
+  exit 1
+fi
 
 step "dist/headroom.yaml: the plain CloudFormation template"
 scripts/plain-template.sh --version "$version" --output "$DIST/headroom.yaml"
@@ -224,9 +299,11 @@ scripts/plain-template.sh --version "$version" --output "$DIST/headroom.yaml"
   echo "zig: $(python3 -m ziglang version 2>/dev/null || echo 'not run (--skip-build)')"
   echo "architectures: ${arches[*]}"
   echo "functions: ${functions[*]}"
+  echo "cli: $($cli && artefacts | grep '^headroom-linux-' | paste -sd' ' || echo 'not built (--no-cli)')"
   echo "s3 keys: <ArtifactPrefix>/<function>-<arch>.zip, ArtifactPrefix default headroom/$version"
 } >"$DIST/BUILD-INFO.txt"
 
-(cd "$DIST" && sha256sum -- *.zip headroom.yaml BUILD-INFO.txt >SHA256SUMS)
+mapfile -t summed < <(artefacts | grep -vx SHA256SUMS)
+(cd "$DIST" && sha256sum -- "${summed[@]}" >SHA256SUMS)
 step "dist/ (verify with: cd dist && sha256sum -c SHA256SUMS)"
 (cd "$DIST" && ls -l)

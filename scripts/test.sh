@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything CI runs, from a fresh machine: checks formatting and clippy
 # (warnings are errors), installs moto into .venv and the infra linters into
-# .venv-infra, lints and scans infra/, then runs every Rust test (unit,
+# .venv-infra, lints and scans infra/, checks docs/getting-started.md
+# (awscli and shellcheck in .venv-docs), then runs every Rust test (unit,
 # property, moto-backed integration, Lambda runtime harness).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -24,6 +25,9 @@ scripts/setup-moto.sh
 
 echo "==> linting and scanning infra/ (cfn-lint, checkov, event pattern)"
 scripts/lint-infra.sh
+
+echo "==> checking docs/getting-started.md (shell, aws and headroom commands, stack parameters)"
+scripts/check-docs.sh
 
 echo "==> cargo test"
 cargo test --workspace --locked "$@"

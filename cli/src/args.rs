@@ -93,7 +93,7 @@ pub enum Command {
     Apply(ApplyArgs),
     /// A function's report (its answer, or a saved `--output json`) rendered for a person.
     #[command(
-        after_help = "Examples:\n  aws lambda invoke --function-name <capacity-check> --payload fileb://event.json report.json\n  headroom explain report.json\n  headroom plan demo-cluster -o json | headroom explain"
+        after_help = "Examples:\n  aws lambda invoke --cli-read-timeout 0 --function-name <capacity-check> --payload fileb://event.json report.json\n  headroom explain report.json\n  headroom plan demo-cluster -o json | headroom explain"
     )]
     Explain(ExplainArgs),
 }
