@@ -14,7 +14,12 @@
 #      in two Regions (the bytes must not differ), cfn-lint on it, and checkov
 #      on it with every Fn::If on its true branch, because checkov does not look
 #      inside Fn::If (the IPAM and VPC-access policies, the monitoring link, the
-#      single-cluster alarms).
+#      single-cluster alarms);
+#   6. scripts/test_template.py on the SAM template and on the plain one: the
+#      template evaluated for one cluster and then two (a second cluster must
+#      delete, rename or replace nothing of the first), and the IAM scopes a
+#      linter cannot judge (subnet tag keys, capacity-alarm names, the topic's
+#      KMS key).
 #
 # Every step must be clean. Findings are fixed or suppressed inline with a
 # reason (cfn-lint: Metadata cfn-lint config ignore_checks; checkov: Metadata
@@ -169,5 +174,9 @@ if not s.get("resource_count") or s.get("parsing_errors") or s.get("failed"):
 print(f"checkov (plain template, every option on): {s['resource_count']} resources, {s['passed']} passed, "
       f"{s['failed']} failed, {s['skipped']} skipped (the template's inline suppressions)")
 PY
+
+# ------------------------------- 6. what CloudFormation would do with it
+step "template evaluated: adding clusters, IAM scopes (scripts/test_template.py)"
+run_offline "$PY" scripts/test_template.py "$TEMPLATE" "$work/plain/headroom.yaml"
 
 step "infra lint: all clean"

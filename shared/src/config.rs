@@ -104,6 +104,9 @@ pub struct Config {
     /// With a prefix, the capacity check keeps each managed cluster's two
     /// capacity alarms ([`crate::aws::alarms`]); `None`: the template's.
     pub capacity_alarm_prefix: Option<String>,
+    /// The cluster whose capacity alarms the template declares; the capacity
+    /// check keeps none for it.
+    pub capacity_alarms_in_template: Option<String>,
     /// What a capacity alarm invokes (the on-alarm function).
     pub capacity_alarm_action_arn: Option<String>,
     pub capacity_alarm_period_seconds: i32,
@@ -271,7 +274,12 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "CAPACITY_ALARM_PREFIX",
         default: "",
-        meaning: "Set: the capacity check keeps two capacity alarms for every cluster it manages, `<prefix>-<cluster>-min-az-free-ip-addresses` and `…-min-az-free-prefixes`, at that cluster's own thresholds (the template sets the stack name when clusters opt in by tag). Empty: the template's alarms only.",
+        meaning: "Set: the capacity check keeps two capacity alarms for every cluster it manages, `<prefix>.<cluster>-min-az-free-ip-addresses` and `…-min-az-free-prefixes`, at that cluster's own thresholds (the template sets the stack name). No dot in the prefix: the first dot ends it, so IAM can grant `<prefix>.*` without matching a longer prefix's alarms. Empty: the template's alarms only.",
+    },
+    Setting {
+        name: "CAPACITY_ALARMS_IN_TEMPLATE",
+        default: "",
+        meaning: "A cluster whose two capacity alarms the template declares (the first of `ClusterNames`): the capacity check keeps none for it. Empty: none.",
     },
     Setting {
         name: "CAPACITY_ALARM_ACTION_ARN",
@@ -473,7 +481,16 @@ impl Config {
                 "alarm names are at most 255 printable characters; keep the prefix under 100",
             ));
         }
+        if prefix.contains('.') {
+            return Err(invalid(
+                setting,
+                &prefix,
+                "must hold no dot: the dot after it ends the prefix, so that IAM can grant `<prefix>.*` alone",
+            ));
+        }
         let capacity_alarm_prefix = (!prefix.is_empty()).then_some(prefix);
+        let (_, in_template) = get("CAPACITY_ALARMS_IN_TEMPLATE");
+        let capacity_alarms_in_template = (!in_template.is_empty()).then_some(in_template);
         let (setting, action) = get("CAPACITY_ALARM_ACTION_ARN");
         if !action.is_empty() && !action.starts_with("arn:") {
             return Err(invalid(setting, &action, "must be an ARN (the on-alarm function's)"));
@@ -514,6 +531,7 @@ impl Config {
             max_concurrent_clusters,
             ipam_pool_id,
             capacity_alarm_prefix,
+            capacity_alarms_in_template,
             capacity_alarm_action_arn,
             capacity_alarm_period_seconds,
         })

@@ -104,8 +104,14 @@ fn pretty(report: &Report) -> String {
 #[tokio::test]
 async fn one_scheduled_check_covers_every_opted_in_cluster_and_one_failure_stops_none() {
     let fleet = fleet(true, &[(TAG_MIN_FREE_PREFIXES_PER_AZ, "8")]).await;
-    let ctx =
-        fleet.context(&[("CAPACITY_ALARM_PREFIX", "headroom-org"), ("CAPACITY_ALARM_ACTION_ARN", ON_ALARM)]).await;
+    // As the template deploys it: the first named cluster's alarms are the template's.
+    let ctx = fleet
+        .context(&[
+            ("CAPACITY_ALARM_PREFIX", "headroom-org"),
+            ("CAPACITY_ALARMS_IN_TEMPLATE", lab::CLUSTER),
+            ("CAPACITY_ALARM_ACTION_ARN", ON_ALARM),
+        ])
+        .await;
     let report = fleet.run(&ctx, scheduled(), RunOptions { publish_metrics: true, ..RunOptions::default() }).await;
 
     // The listed cluster and the two tagged ones, in name order; the untagged one is not there.
@@ -142,21 +148,26 @@ async fn one_scheduled_check_covers_every_opted_in_cluster_and_one_failure_stops
     assert!(!error.retryable);
     assert!(error.message.contains(TAG_NODECLASS) && error.message.contains(TEAM_B2), "{}", error.message);
 
-    // Each cluster it could read has its two capacity alarms, at its own thresholds.
-    let alarms = ctx.aws.cloudwatch.describe_alarms().alarm_name_prefix("headroom-org-").send().await.unwrap();
+    // Each cluster it could read has its two capacity alarms, at its own
+    // thresholds, but the first named, whose alarms the template declares.
+    let alarms = ctx.aws.cloudwatch.describe_alarms().alarm_name_prefix("headroom-org").send().await.unwrap();
     let thresholds: BTreeMap<&str, f64> =
         alarms.metric_alarms().iter().map(|a| (a.alarm_name().unwrap(), a.threshold().unwrap())).collect();
     assert_eq!(
         thresholds,
         BTreeMap::from([
-            ("headroom-org-demo-cluster-min-az-free-ip-addresses", 512.0),
-            ("headroom-org-demo-cluster-min-az-free-prefixes", 16.0),
-            ("headroom-org-team-b1-min-az-free-ip-addresses", 512.0),
-            ("headroom-org-team-b1-min-az-free-prefixes", 8.0),
+            ("headroom-org.team-b1-min-az-free-ip-addresses", 512.0),
+            ("headroom-org.team-b1-min-az-free-prefixes", 8.0),
         ])
     );
+    assert_eq!(
+        demo.capacity_alarms.as_deref(),
+        Some("declared by the template (CAPACITY_ALARMS_IN_TEMPLATE)"),
+        "{}",
+        pretty(&report)
+    );
     let b1_alarm =
-        alarms.metric_alarms().iter().find(|a| a.alarm_name() == Some("headroom-org-team-b1-min-az-free-prefixes"));
+        alarms.metric_alarms().iter().find(|a| a.alarm_name() == Some("headroom-org.team-b1-min-az-free-prefixes"));
     assert_eq!(b1_alarm.unwrap().alarm_actions(), [ON_ALARM.to_string()]);
     assert!(b1.capacity_alarms.as_deref().unwrap_or_default().starts_with("created or updated"), "{}", pretty(&report));
 

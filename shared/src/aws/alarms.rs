@@ -3,13 +3,20 @@
 //! A stack for one cluster declares its two capacity alarms in the template.
 //! A stack for clusters that opt in by tag cannot name them, so with
 //! `CAPACITY_ALARM_PREFIX` set the scheduled check keeps the same two alarms
-//! for every cluster it manages: on `MinAzFreeIpAddresses` and
+//! for every cluster it manages (but `CAPACITY_ALARMS_IN_TEMPLATE`, whose
+//! alarms the template declares): on `MinAzFreeIpAddresses` and
 //! `MinAzFreePrefixes` of that cluster, at that cluster's own thresholds
 //! (its tags may override them), invoking `CAPACITY_ALARM_ACTION_ARN` (the
 //! on-alarm function) and telling the topic. PutMetricAlarm replaces an
 //! alarm of the same name, so keeping them is idempotent; it is called only
 //! when an alarm is missing or differs. Alarms are only ever created or
 //! updated under the prefix, never deleted.
+//!
+//! The names are `<prefix>.<cluster>-min-az-free-…`. The prefix holds no
+//! dot and neither does an EKS cluster name, so the first dot ends the
+//! prefix: an IAM pattern `<prefix>.*` matches this prefix's alarms only,
+//! never those of a longer prefix (stack `a-b` against stack `a`), which a
+//! hyphen could not tell apart.
 
 use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, MetricAlarm, Statistic};
 
@@ -37,9 +44,13 @@ pub struct CapacityAlarm {
 }
 
 /// The two capacity alarms of `cluster` under `config` (the cluster's own
-/// settings); none without `CAPACITY_ALARM_PREFIX`.
+/// settings); none without `CAPACITY_ALARM_PREFIX`, and none for the
+/// cluster whose alarms the template declares.
 pub fn capacity_alarms(cluster: &str, config: &Config) -> Vec<CapacityAlarm> {
     let Some(prefix) = &config.capacity_alarm_prefix else { return Vec::new() };
+    if config.capacity_alarms_in_template.as_deref() == Some(cluster) {
+        return Vec::new();
+    }
     let topic: Vec<String> = config.notify_topic_arn.iter().cloned().collect();
     let alarm_actions: Vec<String> = config.capacity_alarm_action_arn.iter().cloned().chain(topic.clone()).collect();
     let thresholds = config.thresholds;
@@ -61,7 +72,7 @@ pub fn capacity_alarms(cluster: &str, config: &Config) -> Vec<CapacityAlarm> {
     ]
     .into_iter()
     .map(|(metric, suffix, threshold, what, setting)| CapacityAlarm {
-        name: format!("{prefix}-{cluster}-{suffix}"),
+        name: format!("{prefix}.{cluster}-{suffix}"),
         description: format!(
             "headroom: the AZ with the fewest {what} in cluster {cluster} is below {setting} ({threshold}). \
              Kept by headroom's capacity check."
@@ -101,8 +112,11 @@ pub fn matches(wanted: &CapacityAlarm, actual: &MetricAlarm) -> bool {
 /// [`capacity_alarms`]; says what it did.
 pub async fn keep(cloudwatch: &aws_sdk_cloudwatch::Client, cluster: &str, config: &Config) -> Result<String> {
     let wanted = capacity_alarms(cluster, config);
-    if wanted.is_empty() {
+    if config.capacity_alarm_prefix.is_none() {
         return Ok("not kept (CAPACITY_ALARM_PREFIX is empty)".into());
+    }
+    if wanted.is_empty() {
+        return Ok("declared by the template (CAPACITY_ALARMS_IN_TEMPLATE)".into());
     }
     let existing = cloudwatch
         .describe_alarms()
@@ -168,11 +182,50 @@ mod tests {
         let own = base.for_cluster("team-a", &tags).unwrap();
         let alarms = capacity_alarms("team-a", &own);
         let names: Vec<&str> = alarms.iter().map(|a| a.name.as_str()).collect();
-        assert_eq!(names, ["headroom-org-team-a-min-az-free-ip-addresses", "headroom-org-team-a-min-az-free-prefixes"]);
+        assert_eq!(names, ["headroom-org.team-a-min-az-free-ip-addresses", "headroom-org.team-a-min-az-free-prefixes"]);
         assert_eq!(alarms[0].threshold, 2000.0, "the cluster's tag, not the stack's 512");
         assert_eq!(alarms[1].threshold, 16.0);
         assert_eq!(alarms[0].alarm_actions.len(), 2, "the function, then the topic");
         assert_eq!(alarms[0].other_actions, ["arn:aws:sns:us-west-2:123456789012:headroom"]);
+    }
+
+    /// The IAM resource pattern a stack grants (`<stack>.*-min-az-free-…`)
+    /// must match its own alarms and never those of a stack whose name
+    /// starts with this one's: with a hyphen after the prefix, `a-*` also
+    /// matched stack `a-b`'s alarms.
+    #[test]
+    fn one_prefix_never_matches_a_longer_prefixs_alarms() {
+        // IAM's ARN matching: `*` is any run of characters, the rest literal.
+        fn glob(pattern: &str, name: &str) -> bool {
+            match pattern.split_once('*') {
+                None => pattern == name,
+                Some((head, tail)) => {
+                    name.strip_prefix(head).is_some_and(|rest| (0..=rest.len()).any(|skip| glob(tail, &rest[skip..])))
+                }
+            }
+        }
+        let names = |prefix: &str, cluster: &str| -> Vec<String> {
+            capacity_alarms(cluster, &config(&[("CAPACITY_ALARM_PREFIX", prefix)]))
+                .into_iter()
+                .map(|a| a.name)
+                .collect()
+        };
+        for suffix in ["min-az-free-ip-addresses", "min-az-free-prefixes"] {
+            let granted_to_a = format!("a.*-{suffix}");
+            assert!(names("a", "c").iter().any(|n| glob(&granted_to_a, n)), "a's own alarm");
+            for other in [names("a-b", "c"), names("a-b", "a"), names("ab", "c")] {
+                assert!(!other.iter().any(|n| glob(&granted_to_a, n)), "{other:?} matched {granted_to_a}");
+            }
+        }
+        let rejected = Config::from_pairs(&[("CAPACITY_ALARM_PREFIX", "a.b")]).unwrap_err().to_string();
+        assert!(rejected.contains("CAPACITY_ALARM_PREFIX"), "{rejected}");
+    }
+
+    #[test]
+    fn the_cluster_whose_alarms_the_template_declares_gets_none_from_the_check() {
+        let c = config(&[("CAPACITY_ALARM_PREFIX", "stack"), ("CAPACITY_ALARMS_IN_TEMPLATE", "first")]);
+        assert!(capacity_alarms("first", &c).is_empty(), "the template's two alarms are the first cluster's");
+        assert_eq!(capacity_alarms("second", &c).len(), 2);
     }
 
     #[test]
