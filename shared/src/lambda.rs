@@ -152,24 +152,36 @@ pub fn log_filter(lambda_level: Option<&str>, rust_log: Option<&str>) -> String 
 /// [`log_filter`]'s level. The SDK's request signing is kept quiet because
 /// its TRACE output carries session tokens.
 pub fn init_logging() {
-    use tracing_subscriber::EnvFilter;
     let lambda_level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok();
     let rust_log = std::env::var("RUST_LOG").ok();
     let wanted = log_filter(lambda_level.as_deref(), rust_log.as_deref());
-    let filter = EnvFilter::try_new(&wanted).unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing::subscriber::set_global_default(log_subscriber(&wanted, std::io::stdout));
+}
+
+/// One JSON object per line with `timestamp`, `level`, `fields` and the
+/// current span, filtered by `wanted` (an `EnvFilter` directive). The
+/// timestamp (RFC 3339, UTC) is what makes Lambda's own filter honour the
+/// level: without it every line counts as INFO, and `ApplicationLogLevel:
+/// WARN` would drop the errors too.
+fn log_subscriber<W>(wanted: &str, writer: W) -> impl tracing::Subscriber + Send + Sync + 'static
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(wanted).unwrap_or_else(|_| EnvFilter::new("info"));
     let filter = filter
         .add_directive("aws_sigv4=warn".parse().expect("static directive"))
         .add_directive("aws_smithy_runtime=warn".parse().expect("static directive"))
         .add_directive("aws_config=warn".parse().expect("static directive"))
         .add_directive("hyper_util=warn".parse().expect("static directive"));
-    let _ = tracing_subscriber::fmt()
+    tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
         .with_current_span(true)
         .with_span_list(false)
         .with_target(false)
-        .without_time()
-        .try_init();
+        .with_writer(writer)
+        .finish()
 }
 
 #[cfg(test)]
@@ -193,6 +205,40 @@ mod tests {
         }
         assert!(Function::CapacityCheck.options().publish_metrics);
         assert!(!Function::OnAlarm.options().publish_metrics);
+    }
+
+    /// What the subscriber writes, line by line.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("not poisoned").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_log_line_has_a_level_and_an_rfc3339_timestamp() {
+        // Lambda reads `level` only beside a valid RFC 3339 `timestamp`.
+        let captured = Captured::default();
+        let writer = captured.clone();
+        tracing::subscriber::with_default(log_subscriber("warn", move || writer.clone()), || {
+            tracing::error!(code = 7, "broken");
+            tracing::warn!("careful");
+            tracing::info!("filtered out at warn");
+        });
+        let output = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<Value> = output.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+        assert_eq!(lines.len(), 2, "{output}");
+        for (line, level) in lines.iter().zip(["ERROR", "WARN"]) {
+            assert_eq!(line["level"], level, "{line}");
+            let timestamp = line["timestamp"].as_str().unwrap_or_else(|| panic!("no timestamp: {line}"));
+            chrono::DateTime::parse_from_rfc3339(timestamp).unwrap_or_else(|e| panic!("{timestamp}: {e}"));
+        }
     }
 
     #[test]

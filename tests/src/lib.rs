@@ -25,8 +25,8 @@ pub mod runtime_api;
 pub use error::TestbedError;
 pub use fake_kube::{FakeKube, FakeKubeHandle, RecordedRequest, StatusResolver, ec2_status_resolver};
 pub use fault_proxy::{
-    CallRecord, CallTiming, Fault, FaultProxy, FaultProxyHandle, IpamPoolSpec, LatencyModel, Selector, changes_state,
-    is_mutating,
+    CallRecord, CallTiming, Fault, FaultProxy, FaultProxyHandle, IpamPoolSpec, LatencyModel, Published, Selector,
+    changes_state, is_mutating,
 };
 pub use moto::{MotoServer, sdk_config, sdk_config_with_retry, test_retry_config};
 

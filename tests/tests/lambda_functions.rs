@@ -198,7 +198,8 @@ fn assert_no_change(before: Traffic, harness: &Harness, what: &str) {
     assert_eq!(after.kube_writes, before.kube_writes, "{what}: Kubernetes writes {:?}", harness.kube.requests());
 }
 
-/// Every stdout line is a JSON log record; nothing on stderr; neither the
+/// Every stdout line is a JSON log record with a level and an RFC 3339
+/// timestamp; nothing on stderr; neither the
 /// secret access key nor the Kubernetes bearer token appears anywhere; the
 /// process spoke the Runtime API correctly.
 fn assert_clean_logs(function: &Function, harness: &Harness) {
@@ -213,6 +214,9 @@ fn assert_clean_logs(function: &Function, harness: &Harness) {
             .unwrap_or_else(|e| panic!("{}: log line is not JSON ({e}): {line}", function.name));
         assert!(record["level"].is_string(), "{}: no level in {line}", function.name);
         assert!(record["fields"].is_object(), "{}: no fields in {line}", function.name);
+        // Without an RFC 3339 timestamp Lambda ignores the level (tests/lambda_logs.rs).
+        let timestamp = record["timestamp"].as_str().unwrap_or_default();
+        assert!(chrono::DateTime::parse_from_rfc3339(timestamp).is_ok(), "{}: no timestamp in {line}", function.name);
         lines += 1;
     }
     assert!(lines > 0, "{}: no logs at all", function.name);

@@ -1,11 +1,15 @@
 //! What the cluster's owners learn, against moto (SNS to SQS fan-out,
 //! CloudWatch) and the fake API server: one message per change, refusal or
-//! failure, the `Remediations` metric, the preflight of dry runs, and the
-//! rules that would refuse pods in a new block.
+//! failure, with a body each kind of subscriber can read (the SQS queue gets
+//! the report; the chat channel's and the mailbox's bodies are read from the
+//! publish the fault proxy let through, since moto delivers to neither), the
+//! `Remediations` metric, the preflight of dry runs, and the rules that would
+//! refuse pods in a new block.
 
 use headroom::report::Outcome;
 use headroom::{Report, RunOptions};
 use headroom_testbed::Fault;
+use headroom_testbed::Published;
 use headroom_testbed::fake_kube::NODECLASSES;
 use headroom_testbed::harness::{Harness, Notifications, Received};
 use headroom_testbed::lab::{self, Exhaustion};
@@ -36,6 +40,56 @@ async fn setup(exhaustion: Exhaustion) -> (Harness, Notifications) {
 
 fn told(notifications: &[Received]) -> Vec<String> {
     notifications.iter().map(|n| n.subject.clone()).collect()
+}
+
+/// The last message published, as each protocol's subscribers get it:
+/// (default, email, https, sqs, lambda), after checking SNS's rules.
+fn last_published(harness: &Harness) -> (Published, [String; 5]) {
+    let published = harness.aws.proxy().published();
+    let last = published.last().expect("a publish").clone();
+    assert_eq!(last.message_structure.as_deref(), Some("json"), "{last:?}");
+    assert!(last.counted_bytes() <= headroom::notify::MAX_PUBLISH_BYTES);
+    let body = |p: &str| last.body(p).unwrap_or_else(|| panic!("no {p} body in {last:?}"));
+    let bodies = headroom::notify::PROTOCOLS.map(body);
+    (last, bodies)
+}
+
+/// The chat card: Amazon Q Developer's custom-notification keys and no others.
+fn chat_card(https: &str) -> Value {
+    let card: Value = serde_json::from_str(https).expect("the https body is JSON");
+    let keys = |v: &Value| v.as_object().expect("an object").keys().cloned().collect::<Vec<_>>();
+    assert!(
+        keys(&card).iter().all(|k| ["version", "source", "id", "content", "metadata"].contains(&k.as_str())),
+        "{card:#}"
+    );
+    assert!(
+        keys(&card["content"])
+            .iter()
+            .all(|k| ["textType", "title", "description", "nextSteps", "keywords"].contains(&k.as_str())),
+        "{card:#}"
+    );
+    assert_eq!((&card["version"], &card["source"]), (&json!("1.0"), &json!("custom")));
+    card
+}
+
+/// The mail: plain text, the same for `email` and `default`, lines a mail
+/// client shows whole.
+fn mail(bodies: &[String; 5]) -> &str {
+    let [default, email, ..] = bodies;
+    assert_eq!(default, email);
+    assert!(!email.trim_start().starts_with('{'), "not plain text: {email}");
+    assert!(email.lines().all(|l| l.chars().count() <= 78), "{email}");
+    email
+}
+
+fn sizes(what: &str, published: &Published, bodies: &[String; 5]) {
+    let [default, email, https, sqs, lambda] = bodies.each_ref().map(String::len);
+    eprintln!(
+        "{what}: default {default} B, email {email} B, https {https} B, sqs {sqs} B, lambda {lambda} B; \
+         message {} B, with attributes {} B",
+        published.message.len(),
+        published.counted_bytes()
+    );
 }
 
 /// Reads `Remediations` back from moto's CloudWatch for one decision.
@@ -85,12 +139,23 @@ async fn an_applied_remediation_is_told_once_with_the_new_cidr_and_counted() {
     assert!(message.subject.len() < 100 && message.subject.chars().all(|c| (' '..='~').contains(&c)));
     assert_eq!(message.attributes.get("decision").map(String::as_str), Some("applied"));
     assert_eq!(message.attributes.get("cluster").map(String::as_str), Some(lab::CLUSTER));
-    // Amazon Q Developer's custom notification, with the report beside it.
-    let body = &message.message;
-    assert_eq!(body["version"], "1.0");
-    assert_eq!(body["source"], "custom");
-    assert_eq!(body["content"]["title"], message.subject.as_str());
-    let description = body["content"]["description"].as_str().unwrap();
+    // The queue gets the report, as the function answered it.
+    let reported: Report = serde_json::from_value(message.message.clone()).expect("the sqs body is a report");
+    assert_eq!(reported.clusters.len(), 1);
+    assert_eq!(reported.clusters[0].outcome, Outcome::Applied);
+    assert_eq!(reported.clusters[0].changes, report.clusters[0].changes);
+    assert!(reported.clusters[0].plan.is_some());
+
+    let (published, bodies) = last_published(&harness);
+    assert_eq!(harness.aws.proxy().published().len(), 1, "one publish per decision");
+    sizes("applied", &published, &bodies);
+    assert_eq!(published.subject.as_deref(), Some(message.subject.as_str()));
+    assert_eq!(bodies[3], bodies[4], "sqs and lambda get the same report");
+    assert_eq!(serde_json::from_str::<Value>(&bodies[3]).unwrap(), message.message);
+    // The chat channel: Amazon Q Developer's custom notification, nothing else.
+    let card = chat_card(&bodies[2]);
+    assert_eq!(card["content"]["title"], message.subject.as_str());
+    let description = card["content"]["description"].as_str().unwrap();
     for wanted in [
         "*Decision:* applied",
         "*CIDR:* 100.64.0.0/16",
@@ -101,9 +166,20 @@ async fn an_applied_remediation_is_told_once_with_the_new_cidr_and_counted() {
     ] {
         assert!(description.contains(wanted), "{wanted:?} missing from:\n{description}");
     }
-    assert_eq!(body["report"]["cluster"]["outcome"], "applied");
-    assert_eq!(body["metadata"]["additionalContext"]["cidr"], "100.64.0.0/16");
-    assert!(body.to_string().len() < 256 * 1024);
+    assert_eq!(card["metadata"]["additionalContext"]["cidr"], "100.64.0.0/16");
+    // The mailbox: what was decided, where, what changed, the next step.
+    let text = mail(&bodies);
+    for wanted in [
+        "headroom applied on demo-cluster: 100.64.0.0/16, 3 subnets",
+        "Decision: applied",
+        "Cluster: demo-cluster (VPC vpc-",
+        "Why: below the thresholds in",
+        "CIDR: 100.64.0.0/16",
+        "NodePool: create headroom",
+        "Next steps:",
+    ] {
+        assert!(text.contains(wanted), "{wanted:?} missing from:\n{text}");
+    }
     assert_eq!(report.published.notifications.len(), 1);
     assert!(report.published.notifications[0].message_id.is_some());
 
@@ -134,8 +210,15 @@ async fn an_ok_alarm_tells_nothing_and_a_refusal_tells_refused() {
     let received = queue.drain().await.unwrap();
     assert_eq!(told(&received), ["headroom refused on demo-cluster: cidr-quota"]);
     assert_eq!(received[0].attributes["decision"], "refused");
-    let next_steps = received[0].message["content"]["nextSteps"].to_string();
+    assert_eq!(received[0].message["clusters"][0]["refusal"], "cidr-quota");
+    let (published, bodies) = last_published(&harness);
+    sizes("refused", &published, &bodies);
+    let next_steps = chat_card(&bodies[2])["content"]["nextSteps"].to_string();
     assert!(next_steps.contains("docs/operations.md#cidr-quota"), "{next_steps}");
+    let text = mail(&bodies);
+    for wanted in ["Decision: refused", "Refused: cidr-quota", "Why: ", "docs/operations.md#cidr-quota"] {
+        assert!(text.contains(wanted), "{wanted:?} missing from:\n{text}");
+    }
     assert_eq!(remediations(&harness, "refused").await, 1.0);
 }
 
@@ -174,6 +257,11 @@ async fn a_broken_install_is_loud() {
 
     let subjects = told(&queue.drain().await.unwrap());
     assert_eq!(subjects.len(), 3, "{subjects:?}");
+    let (published, bodies) = last_published(&harness);
+    sizes("failed", &published, &bodies);
+    let text = mail(&bodies);
+    assert!(text.contains("Decision: failed") && text.contains("Error: "), "{text}");
+    assert!(chat_card(&bodies[2])["content"]["nextSteps"].to_string().contains("docs/operations.md#"));
     assert!(subjects.iter().all(|s| s.starts_with("headroom failed on ")), "{subjects:?}");
     assert_eq!(remediations(&harness, "failed").await, 3.0);
 }
@@ -342,5 +430,7 @@ async fn rules_that_admit_only_the_vpcs_cidr_are_warned_about() {
     assert_eq!(alarm.outcome, Outcome::Planned, "{}", describe(&alarm));
     let received = queue.drain().await.unwrap();
     assert_eq!(received.len(), 1);
-    assert!(received[0].message["content"]["description"].as_str().unwrap().contains("orders-db"));
+    let (_, bodies) = last_published(&harness);
+    assert!(chat_card(&bodies[2])["content"]["description"].as_str().unwrap().contains("orders-db"));
+    assert!(mail(&bodies).contains("orders-db"));
 }

@@ -1,4 +1,5 @@
-//! Publishes a notification to the operators' SNS topic.
+//! Publishes a notification to the operators' SNS topic, one body per
+//! protocol (`MessageStructure=json`).
 
 use aws_sdk_sns::types::MessageAttributeValue;
 
@@ -8,7 +9,12 @@ use crate::notify::Notification;
 
 /// Publishes one message; answers the SNS message id.
 pub async fn publish(sns: &aws_sdk_sns::Client, topic_arn: &str, notification: &Notification) -> Result<String> {
-    let mut request = sns.publish().topic_arn(topic_arn).subject(&notification.subject).message(&notification.message);
+    let mut request = sns
+        .publish()
+        .topic_arn(topic_arn)
+        .subject(&notification.subject)
+        .message_structure("json")
+        .message(&notification.message);
     for (name, value) in &notification.attributes {
         request = request.message_attributes(
             *name,

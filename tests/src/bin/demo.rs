@@ -46,17 +46,20 @@ fn args() -> Result<Args, String> {
 /// (emulated) IAM policy simulator about it.
 const DEMO_ROLE: &str = "arn:aws:iam::123456789012:role/headroom-demo-FunctionRole";
 
-fn print_notification(subject: &str, message: &serde_json::Value) {
-    println!("  Subject: {subject}");
-    for line in message["content"]["description"].as_str().unwrap_or_default().lines() {
+/// One publish as its subscribers get it: the mail, and the size of each
+/// protocol's body.
+fn print_notification(published: &headroom_testbed::Published) {
+    println!("  Subject: {}", published.subject.as_deref().unwrap_or_default());
+    for line in published.body("email").unwrap_or_default().lines() {
         println!("  | {line}");
     }
-    for step in message["content"]["nextSteps"].as_array().into_iter().flatten() {
-        println!("  next: {}", step.as_str().unwrap_or_default());
-    }
+    let sizes: Vec<String> = headroom::notify::PROTOCOLS
+        .iter()
+        .map(|p| format!("{p} {} B", published.body(p).map_or(0, |b| b.len())))
+        .collect();
+    println!("  bodies: {}; the whole message {} B", sizes.join(", "), published.message.len());
 }
 
-/// The `headroom` CLI next to this binary (scripts/demo.sh builds both).
 fn cli_path() -> std::path::PathBuf {
     if let Some(path) = std::env::var_os("HEADROOM_CLI") {
         return path.into();
@@ -117,10 +120,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let code = headroom(&harness, &settings, &["apply", lab::CLUSTER, "--yes", "--announce"]).await?;
         harness.aws.proxy().set_latency(Duration::ZERO);
         println!("(exit status {code}; {} AWS calls changed something)", harness.aws.proxy().mutating_calls().len());
-        println!("\n=== WHAT THE OPERATORS RECEIVED (SNS → SQS) ===");
+        println!("\n=== WHAT THE OPERATORS RECEIVED (one SNS publish, a body per protocol: the e-mail) ===");
+        for published in harness.aws.proxy().published() {
+            print_notification(&published);
+        }
         for received in operators.drain().await? {
-            print_notification(&received.subject, &received.message);
-            println!("  attributes: {:?}", received.attributes);
+            let decision = &received.message["outcome"];
+            println!("  the SQS queue got the report ({decision}), attributes {:?}", received.attributes);
         }
         println!("\n=== AFTER ===");
         headroom(&harness, &settings, &["status", lab::CLUSTER]).await?;

@@ -225,10 +225,17 @@ impl FaultProxyHandle {
             .collect()
     }
 
+    /// Every SNS `Publish` moto accepted since the last reset, in order:
+    /// what each protocol's subscribers get, e-mail and HTTPS included.
+    pub fn published(&self) -> Vec<super::Published> {
+        self.shared.lock().published.clone()
+    }
+
     /// Forgets the EKS state the proxy keeps (for a moto reset), the IPAM
-    /// pools, the page size and the simulated denials.
+    /// pools, the page size, the simulated denials and what was published.
     pub fn reset_emulation(&self) {
         let mut inner = self.shared.lock();
+        inner.published.clear();
         inner.eks = eks::EksState::default();
         inner.ipam = Default::default();
         inner.page_size = None;

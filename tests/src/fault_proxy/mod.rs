@@ -31,8 +31,8 @@
 //! reads it; `identify.rs` and `protocol.rs` know each AWS protocol's
 //! requests and error shapes (`cloudwatch_cbor.rs` translates RPCv2-CBOR);
 //! `faults.rs` decides which call gets which fault; `aws_rules.rs`,
-//! `association.rs`, `paging.rs`, `eks.rs` and `emulated.rs` add the AWS
-//! behaviour moto lacks.
+//! `association.rs`, `paging.rs`, `eks.rs`, `emulated.rs` and `sns.rs` add
+//! the AWS behaviour moto lacks.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -70,12 +70,14 @@ mod identify;
 mod ipam;
 mod paging;
 mod protocol;
+mod sns;
 mod state;
 
 pub use aws_rules::VPC_CIDR_QUOTA;
 pub use control::FaultProxyHandle;
 pub use faults::{Fault, Selector, changes_state, is_mutating};
 pub use ipam::IpamPoolSpec;
+pub use sns::Published;
 pub use state::{CallRecord, CallTiming, LatencyModel};
 use state::{Inner, Shared};
 
@@ -265,6 +267,9 @@ async fn handle(
                 Some(emulated::simulate_principal_policy(form, &denied, seq))
             } else if id.action == "GetCallerIdentity" {
                 Some(emulated::get_caller_identity(seq))
+            } else if id.service == "sns" && id.action == "Publish" {
+                sns::violation(&sns::parse_publish(form))
+                    .map(|message| error_response(id.protocol, 400, "InvalidParameter", &message, seq))
             } else if id.protocol == Protocol::Ec2Query {
                 shared.lock().ipam.serve(&id.action, form, seq)
             } else {
@@ -298,6 +303,8 @@ async fn handle(
             }
         };
         let released = (id.action == "DisassociateVpcCidrBlock").then(|| String::from_utf8_lossy(&body).into_owned());
+        let published = (id.service == "sns" && id.action == "Publish")
+            .then(|| sns::parse_publish(&String::from_utf8_lossy(&body)));
         let paged = (id.protocol == Protocol::Ec2Query)
             .then(|| shared.lock().page_size)
             .flatten()
@@ -345,6 +352,9 @@ async fn handle(
             }
             if let Some(form) = &released {
                 inner.ipam.release(form);
+            }
+            if let Some(published) = published {
+                inner.published.push(published);
             }
         }
         let mut response_body = simulate_association(&shared, &id.action, response_parts.status, response_body);

@@ -92,6 +92,8 @@ pub(super) struct Inner {
     pub(super) enforce_vpc_cidr_rules: bool,
     pub(super) enforce_route_table_rules: bool,
     pub(super) log: Vec<CallRecord>,
+    /// Every SNS `Publish` moto accepted, in order.
+    pub(super) published: Vec<super::sns::Published>,
     /// Arrival and completion time of each call in `log`, same order.
     pub(super) times: Vec<(u64, Instant, Option<Instant>)>,
 }
