@@ -94,6 +94,10 @@ pub async fn execute(ctx: &Context, before: &NetworkSnapshot, plan: &Plan) -> (V
                 let span = tracing::info_span!("step", step = %step.kind(), %cidr);
                 in_step(span, ec2.wait_for_association(vpc_id, *cidr)).await.map(|()| None)
             }
+            Step::GiveBackVpcCidr { vpc_id, association_id, cidr, why } => {
+                let span = tracing::info_span!("step", step = %step.kind(), %cidr);
+                in_step(span, ec2.disassociate_vpc_cidr(vpc_id, association_id, why)).await.map(Some)
+            }
             _ => continue,
         };
         match result {
@@ -209,18 +213,26 @@ pub async fn execute(ctx: &Context, before: &NetworkSnapshot, plan: &Plan) -> (V
 #[derive(Debug, Clone, PartialEq)]
 pub enum IpamAllocation {
     /// Associated and clear of the VPC's routes and peers: plan its subnets.
+    /// After a concurrent allocation, the block kept (see
+    /// [`ipam::settle_concurrent`]), which may be another run's.
     Usable(Ipv4Net),
     /// It collided; this run disassociated it again (both in the changes).
     Refused(Refusal),
 }
 
 /// Applies a plan whose step is an IPAM allocation
-/// ([`Plan::ipam_allocation`]): associates the block IPAM chooses, waits
-/// until it is `associated`, then checks it against the VPC's route
-/// destinations and peered VPCs, read afresh, which IPAM knows nothing of
-/// (docs/aws-rules.md, "IPAM pools"). A colliding block is disassociated at
-/// once (only the association this run just made) and the decision becomes a
-/// refusal.
+/// ([`Plan::ipam_allocation`]): gives back the colliding pool blocks the
+/// plan names, associates the block IPAM chooses, waits until it is
+/// `associated`, then reads the VPC afresh and
+///
+/// - checks the block against the VPC's route destinations and peered
+///   VPCs, which IPAM knows nothing of (docs/aws-rules.md, "IPAM pools"):
+///   a colliding block is disassociated at once and the decision becomes a
+///   refusal;
+/// - settles with concurrent runs: AssociateVpcCidrBlock has no client
+///   token, so runs started together each get a block. If another new pool
+///   block is lower or already holds subnets, this run gives its own back
+///   and adopts that one ([`ipam::settle_concurrent`]).
 pub async fn allocate_from_ipam(
     ctx: &Context,
     before: &NetworkSnapshot,
@@ -250,32 +262,81 @@ async fn allocate_into(
         consistency_wait: ctx.config.consistency_wait,
         managed_tag_key: &ctx.config.managed_tag_key,
     };
+    // A colliding block a stopped run left is given back before another is taken.
+    for step in &plan.steps {
+        if let Step::GiveBackVpcCidr { vpc_id, association_id, cidr, why } = step {
+            let span = tracing::info_span!("step", step = %step.kind(), %cidr);
+            changes.push(in_step(span, ec2.disassociate_vpc_cidr(vpc_id, association_id, why)).await?);
+        }
+    }
     let known: Vec<String> = before.vpc.cidr_associations.iter().map(|a| a.association_id.clone()).collect();
     let span = tracing::info_span!("step", step = %StepKind::AllocateVpcCidrFromIpamPool, pool = %pool_id);
     let (applied, cidr, association_id) =
         in_step(span, ec2.allocate_vpc_cidr_from_ipam(vpc_id, pool, netmask_length, &known)).await?;
     changes.push(applied);
 
-    let (route_tables, peerings) = future::try_join(
+    let (vpc, subnets, route_tables, peerings) = future::try_join4(
+        inventory::read_vpc(&ctx.aws.ec2, vpc_id, ctx.config.consistency_wait),
+        inventory::read_subnets(&ctx.aws.ec2, vec![inventory::filter("vpc-id", vpc_id)]),
         inventory::read_route_tables(&ctx.aws.ec2, vpc_id),
         inventory::read_peerings(&ctx.aws.ec2, vpc_id),
     )
     .await?;
-    let Some(collision) = ipam::collision(cidr, &route_tables, &peerings) else {
-        tracing::info!(%cidr, "the block IPAM allocated is clear of the VPC's routes and peers");
-        return Ok(IpamAllocation::Usable(cidr));
-    };
-    tracing::warn!(%cidr, %collision, "the block IPAM allocated collides; disassociating it");
-    let span = tracing::info_span!("step", step = %StepKind::DisassociateVpcCidr, %cidr);
-    changes.push(in_step(span, ec2.disassociate_vpc_cidr(vpc_id, &association_id, &collision)).await?);
-    Ok(IpamAllocation::Refused(Refusal {
-        code: RefusalCode::IpamBlockConflicts,
-        message: format!(
-            "IPAM pool {pool_id} allocated {cidr} to {vpc_id}, but {collision}; IPAM knows nothing of routes and \
-             peerings, so headroom disassociated the block again and changed nothing else. Keep that range out of \
-             the pool (an allocation that reserves it, or a pool without it), or remove the route or peering"
-        ),
-    }))
+    if let Some(collision) = ipam::collision(cidr, &route_tables, &peerings) {
+        tracing::warn!(%cidr, %collision, "the block IPAM allocated collides; disassociating it");
+        let span = tracing::info_span!("step", step = %StepKind::DisassociateVpcCidr, %cidr);
+        changes.push(in_step(span, ec2.disassociate_vpc_cidr(vpc_id, &association_id, &collision)).await?);
+        return Ok(IpamAllocation::Refused(Refusal {
+            code: RefusalCode::IpamBlockConflicts,
+            message: format!(
+                "IPAM pool {pool_id} allocated {cidr} to {vpc_id}, but {collision}; IPAM knows nothing of routes and \
+                 peerings, so headroom disassociated the block again and changed nothing else. Keep that range out of \
+                 the pool (an allocation that reserves it, or a pool without it), or remove the route or peering"
+            ),
+        }));
+    }
+    tracing::info!(%cidr, "the block IPAM allocated is clear of the VPC's routes and peers");
+
+    // Pool blocks that appeared since the run read the VPC, other than ours.
+    let others: Vec<(String, Ipv4Net, bool)> = vpc
+        .cidr_associations
+        .iter()
+        .filter(|a| a.state.is_live() && pool.holds(&a.cidr) && !known.contains(&a.association_id))
+        .filter(|a| a.association_id != association_id)
+        .filter(|a| ipam::collision(a.cidr, &route_tables, &peerings).is_none())
+        .map(|a| (a.association_id.clone(), a.cidr, subnets.iter().any(|s| a.cidr.contains(&s.cidr))))
+        .collect();
+    match ipam::settle_concurrent(cidr, &others) {
+        ipam::Concurrent::Alone => Ok(IpamAllocation::Usable(cidr)),
+        ipam::Concurrent::KeepOurs(theirs) => {
+            let theirs: Vec<String> = theirs.iter().map(ToString::to_string).collect();
+            if let Some(ours) = changes.last_mut() {
+                ours.detail.push_str(&format!(
+                    "; a concurrent run associated {} from the pool too: higher and without subnets, so that run \
+                     gives it back and this block is kept",
+                    theirs.join(", ")
+                ));
+            }
+            Ok(IpamAllocation::Usable(cidr))
+        }
+        ipam::Concurrent::Adopt { association_id: theirs, cidr: adopted, why } => {
+            tracing::warn!(%cidr, %adopted, %why, "a concurrent run's block wins; giving ours back");
+            // Only a block this run's own call associated is given back.
+            let ours_is_new = changes.last().is_some_and(|c| !c.already_present);
+            if ours_is_new {
+                let span = tracing::info_span!("step", step = %StepKind::DisassociateVpcCidr, %cidr);
+                let reason = format!("{why}, so this run gives {cidr} back and uses {adopted}");
+                changes.push(in_step(span, ec2.disassociate_vpc_cidr(vpc_id, &association_id, &reason)).await?);
+            }
+            changes.push(Applied {
+                step: StepKind::AllocateVpcCidrFromIpamPool,
+                resource: theirs,
+                detail: format!("{adopted} adopted: {why}; one new block from the pool for {vpc_id}, not two"),
+                already_present: true,
+            });
+            Ok(IpamAllocation::Usable(adopted))
+        }
+    }
 }
 
 /// The subnets the NodeClass must select: headroom's existing ones and the

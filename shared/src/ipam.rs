@@ -8,6 +8,8 @@
 //! against the same rules [`crate::cidr::check_block`] applies to a block
 //! headroom chooses.
 
+use std::collections::BTreeMap;
+
 use ipnet::Ipv4Net;
 
 use crate::cidr;
@@ -67,18 +69,13 @@ pub fn unusable(pool: &IpamPool, region: &str, prefix: u8) -> Option<String> {
 /// What `block` collides with among the VPC's route destinations and peered
 /// VPCs' CIDRs, in words, or `None`. The same rules as
 /// [`cidr::check_block`] (docs/aws-rules.md, "Secondary VPC CIDRs" and
-/// "Peered VPCs"), naming the route or peering for the report.
+/// "Peered VPCs"): a route destination equal to or inside the block, or any
+/// overlap with a peer. A block inside a wider route destination is no
+/// collision ([`cidr::covering_routes`] names the routes it shadows).
 pub fn collision(block: Ipv4Net, route_tables: &[RouteTable], peerings: &[Peering]) -> Option<String> {
-    for table in route_tables {
-        for route in table.routes.iter().filter(|r| !r.is_local()) {
-            let Some(destination) = route.destination.filter(|d| d.prefix_len() > 0) else { continue };
-            if cidr::overlaps(destination, block) {
-                return Some(format!(
-                    "{block} overlaps the route to {destination} through {} in {}",
-                    route.target, table.id
-                ));
-            }
-        }
+    if let Some(route) = cidr::conflicting_route(block, route_tables) {
+        let how = if route.destination == block { "is the destination of" } else { "holds the destination of" };
+        return Some(format!("{block} {how} {route}"));
     }
     for peering in peerings {
         if let Some(peer_cidr) = peering.peer_cidrs.iter().find(|c| cidr::overlaps(**c, block)) {
@@ -89,6 +86,86 @@ pub fn collision(block: Ipv4Net, route_tables: &[RouteTable], peerings: &[Peerin
         }
     }
     None
+}
+
+/// Why the pool will not allocate to the VPC: the `AllocationResourceTags`
+/// the VPC lacks (docs/aws-rules.md, "IPAM pools"), or `None`.
+pub fn missing_tags(pool: &IpamPool, vpc_id: &str, vpc_tags: &BTreeMap<String, String>) -> Option<String> {
+    let missing = pool.missing_allocation_tags(vpc_tags);
+    if missing.is_empty() {
+        return None;
+    }
+    let tags = missing.join(", ");
+    let cli: Vec<String> = pool
+        .allocation_resource_tags
+        .iter()
+        .filter(|(k, v)| vpc_tags.get(*k) != Some(*v))
+        .map(|(k, v)| format!("Key={k},Value={v}"))
+        .collect();
+    Some(format!(
+        "IPAM pool {} (IPAM_POOL_ID) allocates only to resources tagged {tags} (its AllocationResourceTags), and VPC \
+         {vpc_id} lacks them; tag the VPC (aws ec2 create-tags --resources {vpc_id} --tags {}) or use another pool",
+        pool.id,
+        cli.join(" ")
+    ))
+}
+
+/// A pool block another run associated while this run allocated its own:
+/// what a run decides after its association, read afresh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Concurrent {
+    /// No other new pool block: keep ours.
+    Alone,
+    /// Others appeared, none lower and none holding subnets: keep ours;
+    /// their runs give theirs back. Their blocks, lowest first.
+    KeepOurs(Vec<Ipv4Net>),
+    /// Another block is lower or already holds subnets: give ours back and
+    /// adopt that one (association id, block, why).
+    Adopt { association_id: String, cidr: Ipv4Net, why: String },
+}
+
+/// Which block a run keeps, so that runs that allocated at the same time
+/// end with one (docs/aws-rules.md, "IPAM pools"). `others` are the live
+/// pool blocks of the VPC this run did not see before its own association
+/// (`ours`) and that collide with nothing: `(association id, block, holds
+/// subnets)`. One that holds subnets wins (someone already builds on it),
+/// then the lowest; every run applies the same order, so all converge on
+/// the same block.
+pub fn settle_concurrent(ours: Ipv4Net, others: &[(String, Ipv4Net, bool)]) -> Concurrent {
+    let mut others: Vec<&(String, Ipv4Net, bool)> = others.iter().filter(|(_, cidr, _)| *cidr != ours).collect();
+    if others.is_empty() {
+        return Concurrent::Alone;
+    }
+    others.sort_by_key(|(id, cidr, holds)| (!holds, *cidr, id.clone()));
+    let (id, cidr, holds) = others[0];
+    if *holds || *cidr < ours {
+        let why = if *holds {
+            format!("{cidr}, which a concurrent run associated from the pool, already holds subnets")
+        } else {
+            format!("{cidr}, which a concurrent run associated from the pool, is lower than {ours}")
+        };
+        return Concurrent::Adopt { association_id: id.clone(), cidr: *cidr, why };
+    }
+    let mut blocks: Vec<Ipv4Net> = others.iter().map(|(_, c, _)| *c).collect();
+    blocks.sort_unstable();
+    Concurrent::KeepOurs(blocks)
+}
+
+/// Words for a block that lies inside wider route destinations: AWS accepts
+/// it, and the VPC's `local` route wins for it.
+pub fn shadow_warning(block: Ipv4Net, covering: &[cidr::CoveringRoute]) -> Option<String> {
+    if covering.is_empty() {
+        return None;
+    }
+    let routes: Vec<String> = covering.iter().map(ToString::to_string).collect();
+    let targets: Vec<&str> = covering.iter().map(|c| c.target.as_str()).collect();
+    Some(format!(
+        "warning: {block} lies inside {}; AWS accepts it and the VPC's local route wins for it, so traffic from this \
+         VPC to {block} stays in the VPC and no longer goes through {}; every block no route covers was taken, so \
+         keep {block} out of the range the route reaches elsewhere (or add space no route covers)",
+        routes.join(" and "),
+        targets.join(", ")
+    ))
 }
 
 #[cfg(test)]
@@ -110,6 +187,8 @@ mod tests {
             allocation_min_netmask_length: Some(16),
             allocation_max_netmask_length: Some(20),
             provisioned_cidrs: vec![net("100.64.0.0/14")],
+            allocation_resource_tags: BTreeMap::new(),
+            allocations: None,
         }
     }
 
@@ -156,9 +235,75 @@ mod tests {
         let tables = [table];
         let peers = [peer];
         let route = collision(net("100.64.0.0/16"), &tables, &peers).unwrap();
-        assert!(route.contains("route to 100.64.8.0/24 through pcx-1 in rtb-1"), "{route}");
+        assert!(
+            route.contains("holds the destination of the route to 100.64.8.0/24 through pcx-1 in rtb-1"),
+            "{route}"
+        );
         let peered = collision(net("100.66.0.0/16"), &tables, &peers).unwrap();
         assert!(peered.contains("100.66.0.0/20 of peered VPC vpc-p (pcx-2)"), "{peered}");
         assert_eq!(collision(net("100.65.0.0/16"), &tables, &peers), None, "local and default routes never collide");
+        // A block inside a wider destination is accepted by AWS: no collision.
+        let hub = [RouteTable {
+            id: "rtb-2".into(),
+            is_main: false,
+            routes: vec![Route { destination: Some(net("100.64.0.0/10")), target: "tgw-1".into() }],
+            subnet_ids: vec![],
+        }];
+        assert_eq!(collision(net("100.67.0.0/16"), &hub, &[]), None);
+        let shadow = shadow_warning(net("100.67.0.0/16"), &cidr::covering_routes(net("100.67.0.0/16"), &hub)).unwrap();
+        assert!(shadow.contains("inside the route to 100.64.0.0/10 through tgw-1 in rtb-2"), "{shadow}");
+        assert_eq!(
+            collision(net("100.64.0.0/10"), &hub, &[]).unwrap(),
+            "100.64.0.0/10 is the destination of the route to 100.64.0.0/10 through tgw-1 in rtb-2"
+        );
+    }
+
+    #[test]
+    fn concurrent_runs_settle_on_one_block_holding_subnets_first_then_the_lowest() {
+        let (a, b, c) = (net("100.64.0.0/16"), net("100.65.0.0/16"), net("100.66.0.0/16"));
+        let other = |id: &str, cidr, holds| (id.to_string(), cidr, holds);
+        assert_eq!(settle_concurrent(a, &[]), Concurrent::Alone);
+        assert_eq!(settle_concurrent(a, &[other("x", a, false)]), Concurrent::Alone, "our own, listed again");
+        assert_eq!(
+            settle_concurrent(a, &[other("x", c, false), other("y", b, false)]),
+            Concurrent::KeepOurs(vec![b, c])
+        );
+        let Concurrent::Adopt { association_id, cidr, why } = settle_concurrent(b, &[other("x", a, false)]) else {
+            panic!("a lower block wins")
+        };
+        assert_eq!((association_id.as_str(), cidr), ("x", a));
+        assert!(why.contains("is lower than 100.65.0.0/16"), "{why}");
+        let Concurrent::Adopt { cidr, why, .. } = settle_concurrent(a, &[other("x", b, false), other("y", c, true)])
+        else {
+            panic!("a block holding subnets wins")
+        };
+        assert_eq!(cidr, c);
+        assert!(why.contains("already holds subnets"), "{why}");
+        // Every run, whichever block it holds, ends on the same one.
+        let all = [("x", a), ("y", b), ("z", c)];
+        for (_, ours) in all {
+            let others: Vec<_> = all.iter().filter(|(_, b)| *b != ours).map(|(id, b)| other(id, *b, false)).collect();
+            let kept = match settle_concurrent(ours, &others) {
+                Concurrent::Adopt { cidr, .. } => cidr,
+                _ => ours,
+            };
+            assert_eq!(kept, a, "{ours}");
+        }
+    }
+
+    #[test]
+    fn the_vpc_must_carry_the_pools_allocation_resource_tags() {
+        let mut pool = pool();
+        let vpc_tags: BTreeMap<String, String> = [("team".to_string(), "net".to_string())].into();
+        assert_eq!(missing_tags(&pool, "vpc-1", &vpc_tags), None, "no tags required");
+        pool.allocation_resource_tags =
+            [("team".to_string(), "net".to_string()), ("env".to_string(), "prod".to_string())].into();
+        let why = missing_tags(&pool, "vpc-1", &vpc_tags).unwrap();
+        assert!(why.contains("tagged env=prod,") || why.contains("tagged env=prod "), "{why}");
+        assert!(!why.contains("team=net"), "only the missing ones: {why}");
+        assert!(why.contains("--tags Key=env,Value=prod"), "{why}");
+        let wrong_value: BTreeMap<String, String> =
+            [("team".to_string(), "apps".to_string()), ("env".to_string(), "prod".to_string())].into();
+        assert!(missing_tags(&pool, "vpc-1", &wrong_value).unwrap().contains("team=net"));
     }
 }

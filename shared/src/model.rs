@@ -250,12 +250,55 @@ pub struct IpamPool {
     pub allocation_max_netmask_length: Option<u8>,
     /// The pool's CIDRs in state `provisioned`: what it allocates from.
     pub provisioned_cidrs: Vec<Ipv4Net>,
+    /// `AllocationResourceTags`: tags a resource must carry for the pool to
+    /// allocate to it (the VPC, here).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub allocation_resource_tags: BTreeMap<String, String>,
+    /// What the pool has given out (GetIpamPoolAllocations), this VPC's
+    /// blocks included; `None`: not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocations: Option<Vec<IpamAllocation>>,
+}
+
+/// One allocation of an IPAM pool (GetIpamPoolAllocations).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IpamAllocation {
+    pub cidr: Ipv4Net,
+    /// The VPC (or other resource) holding it, when IPAM says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_id: Option<String>,
 }
 
 impl IpamPool {
     /// Whether `cidr` lies inside one of the pool's provisioned CIDRs.
     pub fn holds(&self, cidr: &Ipv4Net) -> bool {
         self.provisioned_cidrs.iter().any(|p| p.contains(cidr))
+    }
+
+    /// The tags of `AllocationResourceTags` that `tags` (the VPC's) lack or
+    /// carry with another value, as `key=value`, sorted.
+    pub fn missing_allocation_tags(&self, tags: &BTreeMap<String, String>) -> Vec<String> {
+        self.allocation_resource_tags
+            .iter()
+            .filter(|(key, value)| tags.get(*key) != Some(*value))
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect()
+    }
+
+    /// The lowest `/prefix` block of the provisioned CIDRs that no allocation
+    /// overlaps: the block IPAM would give if it gives the lowest free one
+    /// (unverified). `None` when the allocations were not read, or when
+    /// every block is allocated.
+    pub fn lowest_free_block(&self, prefix: u8) -> Option<Ipv4Net> {
+        let allocations = self.allocations.as_ref()?;
+        crate::cidr::pool_blocks(&self.provisioned_cidrs, prefix)
+            .find(|block| !allocations.iter().any(|a| crate::cidr::overlaps(a.cidr, *block)))
+    }
+
+    /// The allocated blocks, when read.
+    pub fn allocated_cidrs(&self) -> Vec<Ipv4Net> {
+        self.allocations.iter().flatten().map(|a| a.cidr).collect()
     }
 }
 

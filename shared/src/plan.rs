@@ -75,6 +75,8 @@ pub enum RefusalCode {
     /// The block the IPAM pool allocated collides with a route destination
     /// or a peered VPC; headroom disassociated it again.
     IpamBlockConflicts,
+    /// The IPAM pool requires `AllocationResourceTags` the VPC lacks.
+    IpamAllocationTagsMissing,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -156,6 +158,15 @@ pub enum Step {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pool_arn: Option<String>,
     },
+    /// Give an IPAM pool block back: one that collides with a route or a
+    /// peer and holds no subnet (a run that stopped between the association
+    /// and its check left it). Only this association id is touched.
+    GiveBackVpcCidr {
+        vpc_id: String,
+        association_id: String,
+        cidr: Ipv4Net,
+        why: String,
+    },
     CreateSubnet {
         vpc_id: String,
         availability_zone: String,
@@ -197,8 +208,9 @@ pub enum StepKind {
     AssociateVpcCidr,
     AwaitVpcCidr,
     AllocateVpcCidrFromIpamPool,
-    /// Never planned: the undoing of an IPAM allocation this run made that
-    /// collides with a route or a peer (recorded in the report's changes).
+    /// Giving an IPAM pool block back: one this run allocated that collides
+    /// or that a concurrent run's block supersedes (recorded in the report's
+    /// changes), or one a stopped run left colliding ([`Step::GiveBackVpcCidr`]).
     DisassociateVpcCidr,
     CreateSubnet,
     AssociateRouteTable,
@@ -253,6 +265,7 @@ impl Step {
             Step::AssociateVpcCidr { .. } => StepKind::AssociateVpcCidr,
             Step::AwaitVpcCidr { .. } => StepKind::AwaitVpcCidr,
             Step::AllocateVpcCidrFromIpamPool { .. } => StepKind::AllocateVpcCidrFromIpamPool,
+            Step::GiveBackVpcCidr { .. } => StepKind::DisassociateVpcCidr,
             Step::CreateSubnet { .. } => StepKind::CreateSubnet,
             Step::AssociateRouteTable { .. } => StepKind::AssociateRouteTable,
             Step::CreateNodeClass { .. } => StepKind::CreateNodeclass,
@@ -288,6 +301,9 @@ impl fmt::Display for Step {
                 "associate a /{netmask_length} from IPAM pool {pool_id} with {vpc_id} (IPAM chooses the block at apply \
                  time), wait until associated, then plan its subnets"
             ),
+            Step::GiveBackVpcCidr { vpc_id, association_id, cidr, why } => {
+                write!(f, "give {cidr} ({association_id}) of {vpc_id} back to the IPAM pool: {why}")
+            }
             Step::CreateSubnet { availability_zone, cidr, .. } => {
                 write!(f, "create subnet {cidr} in {availability_zone}")
             }
@@ -321,6 +337,7 @@ impl Plan {
                 Step::AllocateVpcCidrFromIpamPool { pool_id, netmask_length, .. } => {
                     format!("allocate {pool_id} /{netmask_length}")
                 }
+                Step::GiveBackVpcCidr { association_id, cidr, .. } => format!("give back {cidr} {association_id}"),
                 Step::CreateSubnet { availability_zone, cidr, .. } => format!("subnet {availability_zone} {cidr}"),
                 Step::AssociateRouteTable { route_table_id, subnet, .. } => format!("route {subnet} {route_table_id}"),
                 Step::CreateNodeClass { name, intent, .. } => format!("create nodeclass {name} {}", intent.mode),

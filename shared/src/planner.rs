@@ -13,9 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use ipnet::Ipv4Net;
 
 use crate::capacity::AzCapacity;
-use crate::cidr;
 use crate::config::Config;
-use crate::ipam;
 use crate::model::{AutoModeObjects, NetworkSnapshot, RouteTable, Subnet};
 use crate::node_subnets::{self, NodeSubnets, node_subnets};
 use crate::nodeclass::{self, Extension, NewNodeClassSources, SelectorTarget};
@@ -237,8 +235,13 @@ impl<'a> Planner<'a> {
         // and NodeClass planned above were placed in the block headroom would
         // pick, only to prove that everything else can be done. The run reads
         // the VPC again once the block is associated and plans them for real.
-        if let Some(allocate) = steps.iter().find(|s| s.kind() == StepKind::AllocateVpcCidrFromIpamPool).cloned() {
-            let later = steps.len() - 1;
+        if steps.iter().any(|s| s.kind() == StepKind::AllocateVpcCidrFromIpamPool) {
+            let first: Vec<Step> = steps
+                .iter()
+                .filter(|s| matches!(s.kind(), StepKind::AllocateVpcCidrFromIpamPool | StepKind::DisassociateVpcCidr))
+                .cloned()
+                .collect();
+            let later = steps.len() - first.len();
             self.notes.push(format!(
                 "IPAM chooses the block at apply time; once it is associated and clear of the VPC's routes and peers, \
                  the run reads the VPC again and plans the rest ({later} more steps if IPAM hands out the lowest free block)"
@@ -247,7 +250,7 @@ impl<'a> Planner<'a> {
                 cluster: cluster.clone(),
                 vpc_id: self.snapshot.vpc.id.clone(),
                 starved_azs: starved,
-                steps: vec![allocate],
+                steps: first,
                 notes: self.notes,
                 reachability: Vec::new(),
             }));
@@ -280,206 +283,6 @@ impl<'a> Planner<'a> {
             notes: self.notes,
             reachability,
         }))
-    }
-
-    /// One block per AZ: free space in managed CIDRs first, then a new CIDR.
-    fn place_subnets(&mut self, azs: &[String], steps: &mut Vec<Step>) -> Result<Vec<(String, Ipv4Net)>, Refusal> {
-        let snapshot = self.snapshot;
-        let config = self.config;
-        if azs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let vpc = &snapshot.vpc;
-        let prefix = config.subnet_prefix;
-        // With IPAM_POOL_ID the pool's provisioned CIDRs take CIDR_POOL's
-        // place: a live association inside them is a managed block.
-        let ipam_pool = match (&config.ipam_pool_id, &snapshot.ipam_pool) {
-            (None, _) => None,
-            (Some(_), Some(pool)) => Some(pool),
-            (Some(id), None) => {
-                return Err(refuse(
-                    RefusalCode::IpamPoolUnusable,
-                    format!("IPAM pool {id} (IPAM_POOL_ID) was not read, so no block of it can be planned"),
-                ));
-            }
-        };
-        let in_pool = |net: &Ipv4Net| match ipam_pool {
-            Some(pool) => pool.holds(net),
-            None => config.cidr_pool.iter().any(|p| p.contains(net)),
-        };
-        let mut managed_cidrs: Vec<_> = vpc
-            .cidr_associations
-            .iter()
-            .filter(|a| a.state.is_live() && in_pool(&a.cidr) && a.cidr.prefix_len() <= prefix)
-            .collect();
-        // AWS refuses a second live association of one CIDR, but a snapshot read mid-change may still show
-        // one; keep the settled copy so the plan never depends on the order EC2 listed them in.
-        managed_cidrs.sort_by_key(|a| (a.cidr, a.state != crate::model::CidrState::Associated));
-        managed_cidrs.dedup_by_key(|a| a.cidr);
-
-        let taken = |block: &Ipv4Net, chosen: &[(String, Ipv4Net)]| {
-            snapshot.subnets.iter().any(|s| cidr::overlaps(s.cidr, *block))
-                || chosen.iter().any(|(_, c)| cidr::overlaps(*c, *block))
-        };
-
-        // IPAM knows nothing of routes and peers: a pool block that collides
-        // with one (a run that stopped between the association and its check)
-        // is left alone, never disassociated, and still counts as managed.
-        let mut usable_cidrs = managed_cidrs.clone();
-        if ipam_pool.is_some() {
-            usable_cidrs.retain(|a| match ipam::collision(a.cidr, &snapshot.route_tables, &snapshot.peerings) {
-                None => true,
-                Some(why) => {
-                    self.notes.push(format!(
-                        "{} ({}) from the IPAM pool is not used: {why}; headroom never disassociates a block it did not \
-                         associate in the same run, so remove the route or peering, or disassociate the block",
-                        a.cidr, a.association_id
-                    ));
-                    false
-                }
-            });
-        }
-
-        let mut placements: Vec<(String, Ipv4Net)> = Vec::new();
-        let mut remaining = azs.iter();
-        let mut next_az = remaining.next();
-        for association in &usable_cidrs {
-            let mut used_this = false;
-            for block in association.cidr.subnets(prefix).expect("prefix checked") {
-                let Some(az) = next_az else { break };
-                if taken(&block, &placements) {
-                    continue;
-                }
-                placements.push((az.clone(), block));
-                used_this = true;
-                next_az = remaining.next();
-            }
-            if used_this && association.state == crate::model::CidrState::Associating {
-                steps.push(Step::AwaitVpcCidr { vpc_id: vpc.id.clone(), cidr: association.cidr });
-            }
-        }
-        let Some(first_unplaced) = next_az else { return Ok(placements) };
-
-        // Still AZs to serve: a new CIDR, if the limits allow it.
-        let unplaced: Vec<&String> = std::iter::once(first_unplaced).chain(remaining).collect();
-        let live = vpc.cidr_associations.iter().filter(|a| a.state.is_live()).count() as u32;
-        let blocked = if live >= config.vpc_cidr_quota {
-            Some(refuse(
-                RefusalCode::CidrQuota,
-                format!(
-                    "VPC {} already has {live} IPv4 CIDR blocks, its quota of {} (VPC_CIDR_QUOTA); request a higher \
-                     `IPv4 CIDR blocks per VPC` quota (up to 50) and raise VPC_CIDR_QUOTA, or free space in the existing blocks",
-                    vpc.id, config.vpc_cidr_quota
-                ),
-            ))
-        } else if managed_cidrs.len() as u32 >= config.max_managed_cidrs {
-            Some(refuse(
-                RefusalCode::MaxManagedCidrs,
-                format!(
-                    "VPC {} already has {} CIDR blocks from {}, MAX_MANAGED_CIDRS allows {}; raise MAX_MANAGED_CIDRS if more is intended",
-                    vpc.id,
-                    managed_cidrs.len(),
-                    if ipam_pool.is_some() { "the IPAM pool" } else { "CIDR_POOL" },
-                    config.max_managed_cidrs
-                ),
-            ))
-        } else if let Some(why) = ipam_pool.and_then(|p| ipam::unusable(p, &snapshot.region, config.vpc_cidr_prefix)) {
-            Some(refuse(RefusalCode::IpamPoolUnusable, why))
-        } else {
-            // IPAM picks the block itself: the lowest block of its CIDRs that
-            // passes every rule is what headroom would pick, and plans with,
-            // until IPAM says which block it is. If none passes, IPAM could
-            // only hand out a block that AWS refuses or that collides.
-            let search = cidr::choose_vpc_cidr(
-                ipam_pool.map_or(&config.cidr_pool, |p| &p.provisioned_cidrs),
-                config.vpc_cidr_prefix,
-                vpc.primary_cidr,
-                cidr::Neighbours {
-                    associations: &vpc.cidr_associations,
-                    route_tables: &snapshot.route_tables,
-                    peerings: &snapshot.peerings,
-                },
-            );
-            match search.chosen {
-                Some(new_cidr) => {
-                    steps.push(match ipam_pool {
-                        Some(pool) => Step::AllocateVpcCidrFromIpamPool {
-                            vpc_id: vpc.id.clone(),
-                            pool_id: pool.id.clone(),
-                            netmask_length: config.vpc_cidr_prefix,
-                            pool_arn: pool.arn.clone(),
-                        },
-                        None => Step::AssociateVpcCidr { vpc_id: vpc.id.clone(), cidr: new_cidr },
-                    });
-                    let mut blocks = new_cidr.subnets(prefix).expect("prefix checked").filter(|b| !taken(b, &[]));
-                    for az in &unplaced {
-                        match blocks.next() {
-                            Some(block) => placements.push(((*az).clone(), block)),
-                            None => {
-                                self.notes.push(format!(
-                                    "{new_cidr} holds too few /{prefix} subnets for every AZ; {az} waits for the next run"
-                                ));
-                                break;
-                            }
-                        }
-                    }
-                    None
-                }
-                None => {
-                    let (source, cidrs, fix_range, widen) = match ipam_pool {
-                        Some(pool) => (
-                            format!("IPAM pool {}", pool.id),
-                            &pool.provisioned_cidrs,
-                            "provision the pool from 100.64.0.0/10 or from the primary's own block, or set IPAM_POOL_ID to such a pool",
-                            "provision more CIDRs to the IPAM pool",
-                        ),
-                        None => (
-                            "CIDR_POOL".to_string(),
-                            &config.cidr_pool,
-                            "use 100.64.0.0/10 or a range from the primary's own block",
-                            "widen CIDR_POOL",
-                        ),
-                    };
-                    let pool = cidrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-                    let collisions = search.overlapping + search.route_conflicts + search.peering_conflicts;
-                    Some(if search.restricted > 0 && collisions == 0 {
-                        refuse(
-                            RefusalCode::RestrictedRange,
-                            format!(
-                                "every /{} block of {source} ({pool}) is a range AWS refuses for a VPC whose primary CIDR is {}; {fix_range}",
-                                config.vpc_cidr_prefix, vpc.primary_cidr
-                            ),
-                        )
-                    } else {
-                        refuse(
-                            RefusalCode::PoolExhausted,
-                            format!(
-                                "no /{} block of {source} ({pool}) is free: {} overlap VPC CIDRs, {} collide with route destinations, {} overlap peered VPCs, {} are restricted; {widen}",
-                                config.vpc_cidr_prefix,
-                                search.overlapping,
-                                search.route_conflicts,
-                                search.peering_conflicts,
-                                search.restricted
-                            ),
-                        )
-                    })
-                }
-            }
-        };
-        if let Some(mut refusal) = blocked {
-            if placements.is_empty() {
-                // Say why a managed IPAM block that would have had room was passed over.
-                for note in self.notes.iter().filter(|n| n.contains("from the IPAM pool is not used")) {
-                    refusal.message.push_str("; ");
-                    refusal.message.push_str(note);
-                }
-                return Err(refusal);
-            }
-            // Some AZs fit in space already associated: use it, say what's missing.
-            let names: Vec<&str> = unplaced.iter().map(|s| s.as_str()).collect();
-            self.notes.push(format!("no new space for {}: {}", names.join(", "), refusal.message));
-        }
-        Ok(placements)
     }
 
     /// The route table a managed subnet in `az` should use: that of a
@@ -684,5 +487,6 @@ impl<'a> Planner<'a> {
     }
 }
 
+mod placement;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -26,6 +26,16 @@ pub fn problems(plan: &Plan, after: &NetworkSnapshot, config: &Config) -> Vec<St
             // Its block is unknown to the plan: the executor checks it, and
             // the run plans again from a fresh read once it is associated.
             Step::AllocateVpcCidrFromIpamPool { .. } => {}
+            Step::GiveBackVpcCidr { association_id, cidr, .. } => {
+                let live = after
+                    .vpc
+                    .cidr_associations
+                    .iter()
+                    .any(|a| &a.association_id == association_id && a.state.is_live());
+                if live {
+                    problems.push(format!("{cidr} ({association_id}) is still associated with {}", after.vpc.id));
+                }
+            }
             Step::CreateSubnet { cidr, availability_zone, .. } => match subnet_by_cidr(cidr) {
                 None => problems.push(format!("subnet {cidr} does not exist")),
                 Some(s) if &s.availability_zone != availability_zone => {

@@ -244,3 +244,69 @@ async fn an_allocation_failure_acts_only_when_it_is_in_the_clusters_subnets() {
     assert_eq!(again.outcome, Outcome::NoOp, "{again:#?}");
     assert!(mutating_calls(&harness).is_empty());
 }
+
+/// A transit gateway in moto, for routes to point at.
+async fn transit_gateway(harness: &Harness) -> String {
+    let tgw = harness.direct_ec2.create_transit_gateway().send().await.expect("CreateTransitGateway");
+    tgw.transit_gateway().and_then(|t| t.transit_gateway_id()).expect("a transit gateway id").to_string()
+}
+
+async fn route_to(harness: &Harness, table: &str, destination: &str, tgw: &str) {
+    harness
+        .direct_ec2
+        .create_route()
+        .route_table_id(table)
+        .destination_cidr_block(destination)
+        .transit_gateway_id(tgw)
+        .send()
+        .await
+        .expect("CreateRoute");
+}
+
+/// Hub and spoke: 100.64.0.0/10 goes to a transit gateway from every
+/// private table. AWS accepts a /16 inside it (the local route wins), so the
+/// VPC expands there, and the plan says which route it now shadows.
+#[tokio::test]
+async fn a_hub_route_over_100_64_slash_10_still_expands_and_the_plan_names_the_route_it_shadows() {
+    let harness = Harness::start(Exhaustion::Fragmented).await.unwrap();
+    let tgw = transit_gateway(&harness).await;
+    for table in &harness.lab.private_route_tables {
+        route_to(&harness, table, "100.64.0.0/10", &tgw).await;
+    }
+    let report = run(&harness, &[], apply(), RunOptions::default()).await;
+    assert_eq!(report.outcome, Outcome::Applied, "{report:#?}");
+    assert!(harness.vpc_cidr_states().await.contains("100.64.0.0/16=associated"));
+    let plan = report.clusters[0].plan.as_ref().expect("the plan");
+    let warning = plan.notes.iter().find(|n| n.starts_with("warning:")).expect("the shadowed route is named");
+    assert!(warning.contains(&format!("the route to 100.64.0.0/10 through {tgw}")), "{warning}");
+    assert_eq!(harness.managed_subnets().await.len(), 3);
+}
+
+/// A route equal to a /16 still rules that /16 out, covered or not: the
+/// proxy refuses it as AWS does, and the planner never asks.
+#[tokio::test]
+async fn a_route_equal_to_a_slash_16_still_rules_it_out_under_a_hub_route() {
+    let harness = Harness::start(Exhaustion::Fragmented).await.unwrap();
+    let tgw = transit_gateway(&harness).await;
+    let table = &harness.lab.private_route_tables[0];
+    route_to(&harness, table, "100.64.0.0/10", &tgw).await;
+    route_to(&harness, table, "100.64.0.0/16", &tgw).await;
+
+    // AWS's exact rule, as the proxy enforces it for any caller.
+    let proxied = aws_sdk_ec2::Client::new(&harness.aws.sdk_config(lab::REGION).await);
+    let equal = proxied.associate_vpc_cidr_block().vpc_id(&harness.lab.vpc_id).cidr_block("100.64.0.0/16").send().await;
+    let error = equal.expect_err("a block equal to a route destination is refused");
+    assert_eq!(aws_sdk_ec2::error::ProvideErrorMetadata::code(&error), Some("InvalidVpc.Range"), "{error:?}");
+    let larger =
+        proxied.associate_vpc_cidr_block().vpc_id(&harness.lab.vpc_id).cidr_block("100.64.0.0/15").send().await;
+    assert!(larger.is_err(), "a block larger than a route destination is refused");
+    assert!(harness.vpc_cidr_states().await.iter().all(|c| !c.starts_with("100.")), "nothing was associated");
+
+    let report = run(&harness, &[], apply(), RunOptions::default()).await;
+    assert_eq!(report.outcome, Outcome::Applied, "{report:#?}");
+    let cidrs = harness.vpc_cidr_states().await;
+    assert!(cidrs.contains("100.65.0.0/16=associated"), "{cidrs:?}");
+    assert!(!cidrs.iter().any(|c| c.starts_with("100.64.")), "{cidrs:?}");
+    let plan = report.clusters[0].plan.as_ref().expect("the plan");
+    assert!(plan.notes.iter().any(|n| n.starts_with("warning:") && n.contains(&tgw)), "{plan}");
+}

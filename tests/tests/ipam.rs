@@ -1,8 +1,9 @@
 //! VPC CIDRs from an IPAM pool (`IPAM_POOL_ID`), against moto through the
 //! fault proxy, which emulates the pool (moto has no IPAM;
 //! `tests/src/fault_proxy/ipam.rs`): the allocation end to end, the pools
-//! refused before any call, an exhausted pool, a block IPAM hands out that
-//! collides with a route, and a crash between the association and the rest.
+//! refused before any call (another Region, ranges the VPC may not add,
+//! missing allocation tags, an exhausted pool), a block IPAM hands out that
+//! collides with a route, crashes between the steps, and two runs at once.
 
 use headroom::plan::{RefusalCode, StepKind};
 use headroom::report::Outcome;
@@ -78,6 +79,7 @@ async fn a_block_from_the_pool_gets_the_subnets_and_a_second_run_allocates_nothi
     assert!(mutating_calls(&harness).is_empty(), "{:?}", mutating_calls(&harness));
     assert_eq!(proxy.call_count("DescribeIpamPools"), 1);
     assert_eq!(proxy.call_count("GetIpamPoolCidrs"), 1);
+    assert_eq!(proxy.call_count("GetIpamPoolAllocations"), 1);
 
     proxy.reset_counters();
     // The association takes a while, as in AWS: the run waits for it.
@@ -146,23 +148,147 @@ async fn a_pool_of_ranges_the_vpc_may_not_add_is_refused_before_any_call() {
 }
 
 #[tokio::test]
-async fn an_exhausted_pool_fails_clearly_and_changes_nothing() {
+async fn an_exhausted_pool_is_refused_before_any_call_and_the_dry_run_names_the_next_block() {
     let harness = Harness::start(Exhaustion::Fragmented).await.unwrap();
-    put_pool(&harness, &["100.64.0.0/16"]);
-    // Another VPC holds the pool's only /16: headroom cannot see that.
+    put_pool(&harness, &["100.64.0.0/15"]);
+    // Another VPC holds the pool's first /16: GetIpamPoolAllocations says so.
     harness.aws.proxy().reserve_ipam_block(POOL, "vpc-elsewhere", "100.64.0.0/16");
+    let dry = run(&harness, true).await;
+    assert_eq!(dry.outcome, Outcome::Planned, "{dry:#?}");
+    let plan = dry.clusters[0].plan.as_ref().expect("a plan");
+    assert!(
+        plan.notes.iter().any(
+            |n| n.contains(&format!("IPAM chooses the /16; the lowest free block of pool {POOL} is 100.65.0.0/16"))
+        ),
+        "{plan}"
+    );
+    assert_eq!(harness.aws.proxy().call_count("GetIpamPoolAllocations"), 1);
+
+    // Every /16 allocated: refused in the plan, nothing asked of EC2.
+    harness.aws.proxy().reserve_ipam_block(POOL, "vpc-elsewhere-too", "100.65.0.0/16");
     let before = harness.vpc_cidr_states().await;
     let report = run(&harness, false).await;
-    assert_eq!(report.outcome, Outcome::Failed, "{report:#?}");
-    let error = report.clusters[0].error.as_ref().expect("the error");
-    assert!(!error.retryable, "retrying cannot free the pool: {error:?}");
-    assert!(error.message.contains(&format!("IPAM pool {POOL} could not allocate a /16")), "{}", error.message);
-    assert!(error.message.contains("provision more CIDRs to the pool"), "{}", error.message);
-    assert_eq!(mutating_calls(&harness), ["AssociateVpcCidrBlock"], "the one refused attempt");
-    assert!(report.clusters[0].changes.is_empty());
+    assert_eq!(report.outcome, Outcome::Refused, "{report:#?}");
+    assert_eq!(report.clusters[0].refusal, Some(RefusalCode::PoolExhausted));
+    assert!(report.reason.contains("2 are allocated by the pool to other resources"), "{}", report.reason);
+    assert!(report.reason.contains("provision more CIDRs to the IPAM pool"), "{}", report.reason);
+    assert!(mutating_calls(&harness).is_empty(), "{:?}", mutating_calls(&harness));
     assert_eq!(kube_writes(&harness), 0);
     assert_eq!(harness.vpc_cidr_states().await, before);
-    assert!(harness.managed_subnets().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_vpc_without_the_pools_allocation_resource_tags_is_refused_before_any_call() {
+    let harness = Harness::start(Exhaustion::Fragmented).await.unwrap();
+    let tagged = IpamPoolSpec {
+        allocation_resource_tags: vec![("cost-center".into(), "net-42".into())],
+        ..IpamPoolSpec::new(POOL, lab::REGION, &["100.64.0.0/14"])
+    };
+    harness.aws.proxy().put_ipam_pool(tagged);
+    let report = run(&harness, false).await;
+    assert_eq!(report.outcome, Outcome::Refused, "{report:#?}");
+    assert_eq!(report.clusters[0].refusal, Some(RefusalCode::IpamAllocationTagsMissing));
+    assert!(report.reason.contains("cost-center=net-42"), "{}", report.reason);
+    assert!(mutating_calls(&harness).is_empty(), "{:?}", mutating_calls(&harness));
+
+    lab::tag_with(&harness.direct_ec2, &harness.lab.vpc_id, &[("cost-center", "net-42")]).await.unwrap();
+    let report = run(&harness, false).await;
+    assert_eq!(report.outcome, Outcome::Applied, "{report:#?}");
+    assert_eq!(allocations(&harness), ["100.64.0.0/16"]);
+}
+
+/// The alarm, a CloudTrail failure and the schedule fire together: two runs
+/// read the VPC, then each allocates (the proxy holds the first call until
+/// the second arrives, so both read before either allocates). One block is
+/// left, and the run whose block lost says so.
+#[tokio::test]
+async fn two_runs_at_once_keep_one_block_from_the_pool() {
+    let harness = Harness::start(Exhaustion::Fragmented).await.unwrap();
+    put_pool(&harness, &["100.64.0.0/14"]);
+    let proxy = harness.aws.proxy();
+    proxy.hold_until_arrived("AssociateVpcCidrBlock", 2);
+    let (first, second) = tokio::join!(run(&harness, false), run(&harness, false));
+    assert_eq!(proxy.call_count("AssociateVpcCidrBlock"), 2, "both runs allocated");
+    for report in [&first, &second] {
+        assert_eq!(report.outcome, Outcome::Applied, "{report:#?}");
+    }
+    let gave_back: Vec<&headroom::report::ClusterReport> = [&first, &second]
+        .into_iter()
+        .map(|r| &r.clusters[0])
+        .filter(|c| c.changes.iter().any(|ch| ch.step == StepKind::DisassociateVpcCidr))
+        .collect();
+    assert_eq!(gave_back.len(), 1, "exactly one run gives its block back: {first:#?} {second:#?}");
+    let loser = gave_back[0];
+    let undo = loser.changes.iter().find(|c| c.step == StepKind::DisassociateVpcCidr).unwrap();
+    assert_eq!(undo.resource, loser.changes[0].resource, "only its own association");
+    assert!(undo.detail.contains("100.64.0.0/16") && undo.detail.contains("is lower"), "{undo:?}");
+    assert!(
+        loser.changes.iter().any(|c| c.already_present && c.detail.contains("100.64.0.0/16 adopted")),
+        "{:#?}",
+        loser.changes
+    );
+
+    let cidrs = harness.vpc_cidr_states().await;
+    assert!(cidrs.contains("100.64.0.0/16=associated"), "{cidrs:?}");
+    assert!(!cidrs.iter().any(|c| c.starts_with("100.65.") && c.ends_with("=associated")), "{cidrs:?}");
+    assert_eq!(allocations(&harness), ["100.64.0.0/16"], "one block from the pool");
+    assert_eq!(
+        harness.managed_subnets().await,
+        expected_subnets(&harness, ["100.64.0.0/19", "100.64.32.0/19", "100.64.64.0/19"])
+    );
+}
+
+/// A run that dies before it gives a colliding block back leaves it
+/// associated: the next run gives it back, never adopts it, then expands
+/// elsewhere once the range is kept out of the pool.
+#[tokio::test]
+async fn a_colliding_block_left_by_a_crash_is_given_back_not_adopted() {
+    let harness = Harness::start(Exhaustion::Fragmented).await.unwrap();
+    let ec2 = &harness.direct_ec2;
+    let peer = ec2.create_vpc().cidr_block("100.64.0.0/16").send().await.unwrap();
+    let pcx = ec2
+        .create_vpc_peering_connection()
+        .vpc_id(&harness.lab.vpc_id)
+        .peer_vpc_id(peer.vpc().unwrap().vpc_id().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let pcx_id = pcx.vpc_peering_connection().unwrap().vpc_peering_connection_id().unwrap();
+    ec2.create_route()
+        .route_table_id(&harness.lab.private_route_tables[1])
+        .destination_cidr_block("100.64.0.0/16")
+        .vpc_peering_connection_id(pcx_id)
+        .send()
+        .await
+        .unwrap();
+    put_pool(&harness, &["100.64.0.0/14"]);
+    let proxy = harness.aws.proxy();
+    proxy.prefer_ipam_block(POOL, "100.64.0.0/16");
+    // The association lands; the process dies on the way to giving it back.
+    proxy.crash_at_nth_mutating(2, Fault::DropBeforeForward);
+    let crashed = run(&harness, false).await;
+    assert_eq!(crashed.outcome, Outcome::Failed, "{crashed:#?}");
+    assert!(proxy.has_crashed());
+    assert!(harness.vpc_cidr_states().await.contains("100.64.0.0/16=associated"));
+    let left = crashed.clusters[0].changes[0].resource.clone();
+
+    proxy.reset_faults();
+    proxy.reset_counters();
+    // The operator keeps the range out of the pool, as the refusal advises.
+    proxy.reserve_ipam_block(POOL, "custom-allocation", "100.64.0.0/16");
+    let report = run(&harness, false).await;
+    assert_eq!(report.outcome, Outcome::Applied, "{report:#?}");
+    let changes = &report.clusters[0].changes;
+    assert_eq!(changes[0].step, StepKind::DisassociateVpcCidr, "{changes:#?}");
+    assert_eq!(changes[0].resource, left, "the block the crashed run left");
+    assert_eq!(changes[1].step, StepKind::AllocateVpcCidrFromIpamPool, "{changes:#?}");
+    let cidrs = harness.vpc_cidr_states().await;
+    assert!(!cidrs.iter().any(|c| c.starts_with("100.64.") && c.ends_with("=associated")), "{cidrs:?}");
+    assert!(cidrs.contains("100.65.0.0/16=associated"), "{cidrs:?}");
+    assert_eq!(
+        harness.managed_subnets().await,
+        expected_subnets(&harness, ["100.65.0.0/19", "100.65.32.0/19", "100.65.64.0/19"])
+    );
 }
 
 #[tokio::test]

@@ -42,8 +42,12 @@ pub const ACCESS_ENTRY_PAGE: i32 = 100;
 pub const SECURITY_GROUP_PAGE: i32 = 1000;
 pub const NETWORK_ACL_PAGE: i32 = 100;
 pub const IPAM_POOL_CIDR_PAGE: i32 = 1000;
+pub const IPAM_POOL_ALLOCATION_PAGE: i32 = 1000;
 
-fn filter(name: &str, value: impl Into<String>) -> Filter {
+mod ipam;
+pub use ipam::read_ipam_pool;
+
+pub(crate) fn filter(name: &str, value: impl Into<String>) -> Filter {
     Filter::builder().name(name).values(value).build()
 }
 
@@ -297,62 +301,6 @@ pub(crate) async fn read_peerings(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Re
         );
     }
     Ok(peerings.into_values().collect())
-}
-
-/// The IPAM pool `pool_id` (DescribeIpamPools, by id, so a single call) and
-/// its provisioned CIDRs (GetIpamPoolCidrs, to the last page), side by side.
-/// A pool shared through AWS RAM is described like one of the account's own.
-pub async fn read_ipam_pool(ec2: &aws_sdk_ec2::Client, pool_id: &str) -> Result<IpamPool> {
-    let describe = async {
-        ec2.describe_ipam_pools().ipam_pool_ids(pool_id).send().await.map_err(|e| {
-            let mut error = aws_error("DescribeIpamPools", e);
-            // A pool that does not exist stays missing: no retry can help.
-            if let Error::Aws { message, retryable, .. } = &mut error
-                && message.starts_with("InvalidIpamPoolId")
-            {
-                *retryable = false;
-                message.push_str(
-                    "; check IPAM_POOL_ID, and that the pool is in this Region or shared with this account through AWS RAM",
-                );
-            }
-            error
-        })
-    };
-    let cidrs = ec2
-        .get_ipam_pool_cidrs()
-        .ipam_pool_id(pool_id)
-        .into_paginator()
-        .page_size(IPAM_POOL_CIDR_PAGE)
-        .items()
-        .send()
-        .try_collect();
-    let (described, cidrs) = future::join(describe, cidrs).await;
-    let described = described?;
-    let cidrs: Vec<aws_sdk_ec2::types::IpamPoolCidr> = cidrs.map_err(|e| aws_error("GetIpamPoolCidrs", e))?;
-    let pool = described.ipam_pools().iter().find(|p| p.ipam_pool_id() == Some(pool_id)).ok_or_else(|| Error::Aws {
-        operation: "DescribeIpamPools",
-        message: format!(
-            "IPAM pool {pool_id} (IPAM_POOL_ID) not found; check the id, and that the pool is shared with this account"
-        ),
-        retryable: false,
-    })?;
-    let netmask = |n: Option<i32>| n.and_then(|n| u8::try_from(n).ok());
-    let mut provisioned_cidrs: Vec<Ipv4Net> = cidrs
-        .iter()
-        .filter(|c| c.state().is_some_and(|s| s.as_str() == "provisioned"))
-        .filter_map(|c| c.cidr()?.parse::<Ipv4Net>().ok().map(|n| n.trunc()))
-        .collect();
-    provisioned_cidrs.sort_unstable();
-    Ok(IpamPool {
-        id: pool_id.to_string(),
-        arn: pool.ipam_pool_arn().filter(|a| !a.is_empty()).map(String::from),
-        state: pool.state().map(|s| s.as_str().to_string()).unwrap_or_default(),
-        address_family: pool.address_family().map(|f| f.as_str().to_string()).unwrap_or_default(),
-        locale: pool.locale().filter(|l| !l.is_empty() && *l != "None").map(String::from),
-        allocation_min_netmask_length: netmask(pool.allocation_min_netmask_length()),
-        allocation_max_netmask_length: netmask(pool.allocation_max_netmask_length()),
-        provisioned_cidrs,
-    })
 }
 
 /// `tcp 5432`, `udp 1000-2000`, `all traffic`, from an IP protocol and port range.

@@ -11,6 +11,7 @@ use crate::capacity::SubnetCapacity;
 use crate::config::SubnetMode;
 use crate::model::*;
 use crate::plan::StepKind;
+use crate::{cidr, ipam};
 
 fn net(s: &str) -> Ipv4Net {
     s.parse().unwrap()
@@ -767,7 +768,38 @@ fn an_exhausted_pool_is_refused() {
     snapshot.route_tables[1].routes.push(Route { destination: Some(net("100.64.0.0/16")), target: "pcx-1".into() });
     add_association(&mut snapshot, "100.65.0.0/16", CidrState::Disassociating);
     let refusal = expect_refusal(plan(&snapshot, &c, Demand::BelowThreshold), RefusalCode::PoolExhausted);
-    assert!(refusal.message.contains("1 overlap") && refusal.message.contains("1 collide"), "{}", refusal.message);
+    assert!(
+        refusal.message.contains("1 overlap") && refusal.message.contains("1 are equal to or hold a route destination"),
+        "{}",
+        refusal.message
+    );
+}
+
+#[test]
+fn a_hub_route_over_the_whole_pool_no_longer_stops_the_expansion_and_the_plan_warns() {
+    // Hub and spoke: 100.64.0.0/10 goes to a transit gateway from every table.
+    let mut snapshot = lab();
+    for table in &mut snapshot.route_tables {
+        table.routes.push(Route { destination: Some(net("100.64.0.0/10")), target: "tgw-0hub".into() });
+    }
+    let planned = expect_plan(plan(&snapshot, &config(), Demand::BelowThreshold));
+    assert_eq!(associated_cidr(&planned), Some(net("100.64.0.0/16")), "{planned}");
+    let warning = planned.notes.iter().find(|n| n.starts_with("warning:")).expect("a warning");
+    assert!(warning.contains("100.64.0.0/16 lies inside the route to 100.64.0.0/10 through tgw-0hub"), "{warning}");
+    assert_eq!(planned.notes.iter().filter(|n| n.starts_with("warning:")).count(), 1, "{planned}");
+    // A route equal to a /16 still rules that /16 out.
+    snapshot.route_tables[1].routes.push(Route { destination: Some(net("100.64.0.0/16")), target: "pcx-1".into() });
+    let planned = expect_plan(plan(&snapshot, &config(), Demand::BelowThreshold));
+    assert_eq!(associated_cidr(&planned), Some(net("100.65.0.0/16")), "{planned}");
+}
+
+#[test]
+fn a_block_no_route_covers_is_preferred_without_a_warning() {
+    let mut snapshot = lab();
+    snapshot.route_tables[1].routes.push(Route { destination: Some(net("100.64.0.0/12")), target: "tgw-0hub".into() });
+    let planned = expect_plan(plan(&snapshot, &config(), Demand::BelowThreshold));
+    assert_eq!(associated_cidr(&planned), Some(net("100.80.0.0/16")), "{planned}");
+    assert!(!planned.notes.iter().any(|n| n.starts_with("warning:")), "{planned}");
 }
 
 #[test]
@@ -859,7 +891,7 @@ prop_compose! {
         // Secondary CIDRs anywhere in the pool, of varied sizes.
         secondaries in prop::collection::vec((0u32..64, 14u8..=20, arb_state()), 0..5),
         // Routes into the pool through peers and gateways.
-        routes in prop::collection::vec((0u32..4096, 12u8..=24), 0..4),
+        routes in prop::collection::vec((0u32..4096, 9u8..=24), 0..4),
         // Some managed subnets inside live secondaries.
         managed in prop::collection::vec((0usize..5, 0u32..32, 0usize..3, arb_capacity()), 0..6),
         node_capacity in prop::collection::vec(arb_capacity(), 3),
@@ -933,9 +965,15 @@ proptest! {
             for a in snapshot.vpc.cidr_associations.iter().filter(|a| a.state != CidrState::Disassociated) {
                 prop_assert!(!cidr::overlaps(a.cidr, cidr), "{cidr} overlaps {}", a.cidr);
             }
+            // AWS's route rule: never equal to or larger than a destination;
+            // inside a wider one only with a warning that names it.
             for r in snapshot.route_tables.iter().flat_map(|t| &t.routes).filter(|r| !r.is_local()) {
                 if let Some(d) = r.destination.filter(|d| d.prefix_len() > 0) {
-                    prop_assert!(!cidr::overlaps(d, cidr), "{cidr} collides with route {d}");
+                    prop_assert!(!cidr.contains(&d), "{cidr} is equal to or larger than route {d}");
+                    if d.contains(&cidr) {
+                        let named = format!("the route to {d} through {}", r.target);
+                        prop_assert!(plan.notes.iter().any(|n| n.starts_with("warning:") && n.contains(&named)), "{named} not warned: {plan}");
+                    }
                 }
             }
         }
@@ -982,6 +1020,8 @@ fn ipam_pool(cidrs: &[&str]) -> IpamPool {
         allocation_min_netmask_length: Some(16),
         allocation_max_netmask_length: Some(28),
         provisioned_cidrs: cidrs.iter().map(|c| net(c)).collect(),
+        allocation_resource_tags: BTreeMap::new(),
+        allocations: None,
     }
 }
 
@@ -1089,9 +1129,28 @@ fn a_live_block_inside_the_pool_is_managed_and_never_allocated_twice() {
 }
 
 #[test]
-fn a_managed_ipam_block_that_collides_is_passed_over_with_a_note_and_still_counted() {
+fn a_managed_ipam_block_that_collides_and_holds_no_subnet_is_given_back() {
+    // A run stopped between the association and its check left it.
     let mut snapshot = lab_with_pool(&["100.64.0.0/14"]);
     add_association(&mut snapshot, "100.64.0.0/16", CidrState::Associated);
+    snapshot.route_tables[2].routes.push(Route { destination: Some(net("100.64.0.0/16")), target: "tgw-1".into() });
+    let planned = expect_plan(plan(&snapshot, &ipam_config(), Demand::BelowThreshold));
+    let Step::GiveBackVpcCidr { association_id, cidr, why, .. } = &planned.steps[0] else {
+        panic!("the block is given back first: {planned}")
+    };
+    assert_eq!((association_id.as_str(), *cidr), ("vpc-cidr-assoc-100.64.0.0/16", net("100.64.0.0/16")));
+    assert!(why.contains("tgw-1"), "{why}");
+    assert_eq!(planned.steps[1..], [allocation()], "{planned}");
+    // Given back, it no longer counts against MAX_MANAGED_CIDRS.
+    let one = Config { max_managed_cidrs: 1, ..ipam_config() };
+    assert_eq!(expect_plan(plan(&snapshot, &one, Demand::BelowThreshold)).steps.len(), 2);
+}
+
+#[test]
+fn a_managed_ipam_block_that_collides_and_holds_subnets_is_left_with_a_note_and_still_counted() {
+    let mut snapshot = lab_with_pool(&["100.64.0.0/14"]);
+    add_association(&mut snapshot, "100.64.0.0/16", CidrState::Associated);
+    snapshot.subnets.push(subnet("subnet-someone", "us-west-2a", "100.64.200.0/24", ROOMY));
     snapshot.route_tables[2].routes.push(Route { destination: Some(net("100.64.0.0/16")), target: "tgw-1".into() });
     let planned = expect_plan(plan(&snapshot, &ipam_config(), Demand::BelowThreshold));
     assert_eq!(planned.steps, [allocation()], "{planned}");
@@ -1104,6 +1163,67 @@ fn a_managed_ipam_block_that_collides_is_passed_over_with_a_note_and_still_count
     let refusal = expect_refusal(plan(&snapshot, &one, Demand::BelowThreshold), RefusalCode::MaxManagedCidrs);
     assert!(refusal.message.contains("the IPAM pool"), "{}", refusal.message);
     assert!(refusal.message.contains("is not used"), "{}", refusal.message);
+}
+
+#[test]
+fn an_ipam_block_inside_a_hub_route_is_planned_with_the_warning() {
+    let mut snapshot = lab_with_pool(&["100.64.0.0/14"]);
+    snapshot.route_tables[1].routes.push(Route { destination: Some(net("100.64.0.0/10")), target: "tgw-0hub".into() });
+    let planned = expect_plan(plan(&snapshot, &ipam_config(), Demand::BelowThreshold));
+    assert_eq!(planned.steps, [allocation()], "not exhausted: {planned}");
+    // Once associated, the second plan places the subnets there and says what it shadows.
+    add_association(&mut snapshot, "100.64.0.0/16", CidrState::Associated);
+    let second = expect_plan(plan(&snapshot, &ipam_config(), Demand::BelowThreshold));
+    assert_eq!(created_subnets(&second)[0].1, net("100.64.0.0/19"));
+    assert!(
+        second.notes.iter().any(|n| n.starts_with("warning:") && n.contains("100.64.0.0/10 through tgw-0hub")),
+        "{second}"
+    );
+}
+
+#[test]
+fn a_vpc_without_the_pools_allocation_resource_tags_is_refused_naming_them() {
+    let mut snapshot = lab_with_pool(&["100.64.0.0/14"]);
+    snapshot.vpc.tags.insert("team".into(), "platform".into());
+    let pool = snapshot.ipam_pool.as_mut().unwrap();
+    pool.allocation_resource_tags = [("team".into(), "platform".into()), ("env".into(), "prod".into())].into();
+    let refusal =
+        expect_refusal(plan(&snapshot, &ipam_config(), Demand::BelowThreshold), RefusalCode::IpamAllocationTagsMissing);
+    assert!(refusal.message.contains("env=prod") && !refusal.message.contains("team=platform"), "{}", refusal.message);
+    snapshot.vpc.tags.insert("env".into(), "prod".into());
+    assert_eq!(expect_plan(plan(&snapshot, &ipam_config(), Demand::BelowThreshold)).steps, [allocation()]);
+}
+
+#[test]
+fn with_the_pools_allocations_the_dry_run_names_the_lowest_free_block_or_refuses() {
+    let allocation_of = |cidr: &str, vpc: &str| IpamAllocation { cidr: net(cidr), resource_id: Some(vpc.into()) };
+    let mut snapshot = lab_with_pool(&["100.64.0.0/15"]);
+    snapshot.ipam_pool.as_mut().unwrap().allocations = Some(vec![allocation_of("100.64.0.0/16", "vpc-other")]);
+    let planned = expect_plan(plan(&snapshot, &ipam_config(), Demand::BelowThreshold));
+    assert_eq!(planned.steps, [allocation()]);
+    assert!(
+        planned
+            .notes
+            .iter()
+            .any(|n| n
+                .contains(&format!("IPAM chooses the /16; the lowest free block of pool {POOL_ID} is 100.65.0.0/16"))),
+        "{planned}"
+    );
+    // Unread allocations: said plainly.
+    let unread = expect_plan(plan(&lab_with_pool(&["100.64.0.0/15"]), &ipam_config(), Demand::BelowThreshold));
+    assert!(unread.notes.iter().any(|n| n.contains("were not read, so which block is unknown")), "{unread}");
+    // Every block allocated: refused in the dry run, before any call.
+    snapshot.ipam_pool.as_mut().unwrap().allocations.as_mut().unwrap().push(allocation_of("100.65.0.0/16", "vpc-x"));
+    let refusal = expect_refusal(plan(&snapshot, &ipam_config(), Demand::BelowThreshold), RefusalCode::PoolExhausted);
+    assert!(refusal.message.contains("2 are allocated by the pool to other resources"), "{}", refusal.message);
+    // The lowest free block collides: named, with what headroom would do.
+    let mut snapshot = lab_with_pool(&["100.64.0.0/15"]);
+    snapshot.ipam_pool.as_mut().unwrap().allocations = Some(Vec::new());
+    snapshot.route_tables[1].routes.push(Route { destination: Some(net("100.64.0.0/16")), target: "pcx-1".into() });
+    let planned = expect_plan(plan(&snapshot, &ipam_config(), Demand::BelowThreshold));
+    let note = planned.notes.iter().find(|n| n.contains("lowest free block")).expect("the prediction");
+    assert!(note.contains("is 100.64.0.0/16 (GetIpamPoolAllocations), which collides") && note.contains("gives it back"), "{note}");
+    assert!(note.contains("the lowest block clear of every rule is 100.65.0.0/16"), "{note}");
 }
 
 proptest! {

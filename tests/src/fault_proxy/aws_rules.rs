@@ -106,6 +106,44 @@ pub(super) fn vpc_cidr_rule_violation(
     None
 }
 
+/// The non-local IPv4 route destinations of a DescribeRouteTables answer,
+/// with the route table of each.
+pub(super) fn parse_route_destinations(xml: &str) -> Vec<(String, String)> {
+    let mut routes = Vec::new();
+    for table in xml.split("<routeTableId>").skip(1) {
+        let table_id = table.split('<').next().unwrap_or_default().to_string();
+        let Some(start) = table.find("<routeSet>") else { continue };
+        let end = table[start..].find("</routeSet>").map_or(table.len(), |e| start + e);
+        for route in table[start..end].split("<item>").skip(1) {
+            let Some(destination) = element_text(route, "destinationCidrBlock") else { continue };
+            if element_text(route, "gatewayId").as_deref() == Some("local") {
+                continue;
+            }
+            routes.push((destination, table_id.clone()));
+        }
+    }
+    routes
+}
+
+/// AWS's route rule: a new block may not be equal to or larger than a
+/// non-local route destination of the VPC's route tables; a block inside a
+/// wider destination is accepted. The code and words of AWS's refusal are
+/// not documented: these are the overlap's, as an emulation.
+pub(super) fn route_rule_violation(requested: &str, routes: &[(String, String)]) -> Option<(&'static str, String)> {
+    let wanted = parse_ipv4_net(requested)?;
+    routes.iter().find_map(|(destination, table)| {
+        let route = parse_ipv4_net(destination).filter(|d| d.1 > 0)?;
+        (route.1 >= wanted.1 && nets_overlap(route, wanted)).then(|| {
+            (
+                "InvalidVpc.Range",
+                format!(
+                    "The CIDR '{requested}' is the same as or larger than the destination {destination} of a route in {table}"
+                ),
+            )
+        })
+    })
+}
+
 /// An EC2 query (form-encoded) straight to moto, signed like the call being
 /// checked: moto takes the region (and account) from the credential scope
 /// and does not check the signature. The body of a 2xx answer, else `None`.
@@ -146,7 +184,15 @@ pub(super) async fn check_vpc_cidr_rules(
     let describe = format!("Action=DescribeVpcs&Version=2016-11-15&VpcId.1={}", percent_encode(&vpc_id));
     let xml = upstream_ec2_query(shared, headers, describe).await?;
     let current = parse_cidr_associations(&xml)?;
-    vpc_cidr_rule_violation(&vpc_id, &requested, &current, VPC_CIDR_QUOTA)
+    if let Some(violation) = vpc_cidr_rule_violation(&vpc_id, &requested, &current, VPC_CIDR_QUOTA) {
+        return Some(violation);
+    }
+    let tables = format!(
+        "Action=DescribeRouteTables&Version=2016-11-15&Filter.1.Name=vpc-id&Filter.1.Value.1={}",
+        percent_encode(&vpc_id)
+    );
+    let xml = upstream_ec2_query(shared, headers, tables).await?;
+    route_rule_violation(&requested, &parse_route_destinations(&xml))
 }
 
 /// Whether a DescribeRouteTables answer shows an explicit association of `subnet_id`.
@@ -250,6 +296,38 @@ mod tests {
         );
         // An overlap is named as such even at the quota.
         assert_eq!(vpc_cidr_rule_violation("vpc-9", "100.64.0.0/16", &current, 5).unwrap().0, "InvalidVpc.Range");
+    }
+
+    #[test]
+    fn a_block_equal_to_or_larger_than_a_route_destination_is_refused_and_one_inside_is_not() {
+        let xml = "<DescribeRouteTablesResponse><routeTableSet><item><routeTableId>rtb-1</routeTableId>\
+            <vpcId>vpc-1</vpcId><routeSet>\
+            <item><destinationCidrBlock>192.168.0.0/16</destinationCidrBlock><gatewayId>local</gatewayId></item>\
+            <item><destinationCidrBlock>100.64.0.0/10</destinationCidrBlock><transitGatewayId>tgw-1</transitGatewayId></item>\
+            <item><destinationCidrBlock>0.0.0.0/0</destinationCidrBlock><natGatewayId>nat-1</natGatewayId></item>\
+            </routeSet><associationSet><item><routeTableAssociationId>a-1</routeTableAssociationId>\
+            <main>true</main></item></associationSet></item>\
+            <item><routeTableId>rtb-2</routeTableId><routeSet>\
+            <item><destinationCidrBlock>100.66.0.0/16</destinationCidrBlock><vpcPeeringConnectionId>pcx-1</vpcPeeringConnectionId></item>\
+            </routeSet></item></routeTableSet></DescribeRouteTablesResponse>";
+        let routes = parse_route_destinations(xml);
+        assert_eq!(
+            routes,
+            pairs(&[("100.64.0.0/10", "rtb-1"), ("0.0.0.0/0", "rtb-1"), ("100.66.0.0/16", "rtb-2")]),
+            "local routes are no destination"
+        );
+        // Inside the wider 100.64.0.0/10: accepted, the local route wins.
+        for inside in ["100.64.0.0/16", "100.65.0.0/16", "100.127.255.240/28"] {
+            assert_eq!(route_rule_violation(inside, &routes), None, "{inside}");
+        }
+        // Equal to, or larger than, a destination: refused, naming the route.
+        let (code, message) = route_rule_violation("100.66.0.0/16", &routes).expect("equal");
+        assert_eq!(code, "InvalidVpc.Range");
+        assert!(message.contains("100.66.0.0/16 of a route in rtb-2"), "{message}");
+        assert!(route_rule_violation("100.66.0.0/15", &routes).is_some(), "larger");
+        assert!(route_rule_violation("100.0.0.0/8", &routes).is_some(), "larger than 100.64.0.0/10");
+        // The default route and unrelated space refuse nothing.
+        assert_eq!(route_rule_violation("172.16.0.0/16", &routes), None);
     }
 
     #[test]

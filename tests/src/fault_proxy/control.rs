@@ -147,6 +147,13 @@ impl FaultProxyHandle {
         inner.association.polls.get_or_insert(0);
     }
 
+    /// Holds every call of `action` (not dry runs) until `count` of them
+    /// have arrived, then lets them all through: concurrent runs that each
+    /// read, then call, reach moto only once every one of them has read.
+    pub fn hold_until_arrived(&self, action: &str, count: usize) {
+        self.shared.lock().holds.insert(action.to_owned(), (count, 0));
+    }
+
     /// Removes every fault: latency, throttling, one-shot rules, association
     /// simulation (including associations still being simulated).
     pub fn reset_faults(&self) {
@@ -160,6 +167,7 @@ impl FaultProxyHandle {
         inner.faults.crash = None;
         inner.faults.crashed = false;
         inner.association = AssociationSim::default();
+        inner.holds.clear();
     }
 
     /// EC2 list calls (DescribeSubnets, DescribeRouteTables,

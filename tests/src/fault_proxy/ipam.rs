@@ -3,8 +3,9 @@
 //! association without a CIDR. The proxy therefore keeps the pools itself,
 //! configured through [`FaultProxyHandle::put_ipam_pool`]:
 //!
-//! - `DescribeIpamPools` and `GetIpamPoolCidrs` are answered here, from the
-//!   pools configured;
+//! - `DescribeIpamPools` (with `AllocationResourceTags`), `GetIpamPoolCidrs`
+//!   and `GetIpamPoolAllocations` are answered here, from the pools
+//!   configured and what they have allocated;
 //! - `AssociateVpcCidrBlock` with `Ipv4IpamPoolId` and `Ipv4NetmaskLength`
 //!   becomes a literal `CidrBlock` request to moto for the pool's next free
 //!   block (a block [`FaultProxyHandle::prefer_ipam_block`] names first, then
@@ -44,6 +45,9 @@ pub struct IpamPoolSpec {
     /// The account that owns the pool: organisations share pools from a
     /// delegated IPAM account through AWS RAM.
     pub owner_account: String,
+    /// `AllocationResourceTags`: described, not enforced (headroom refuses
+    /// before the call when the VPC lacks them).
+    pub allocation_resource_tags: Vec<(String, String)>,
 }
 
 impl IpamPoolSpec {
@@ -58,6 +62,7 @@ impl IpamPoolSpec {
             allocation_max_netmask_length: Some(28),
             cidrs: cidrs.iter().map(|c| c.parse().expect("a CIDR")).collect(),
             owner_account: "123456789012".into(),
+            allocation_resource_tags: Vec::new(),
         }
     }
 }
@@ -70,6 +75,8 @@ struct EmulatedPool {
     /// Allocation owner (a VPC CIDR association id, or a label for a block
     /// reserved by the test) → block.
     allocations: BTreeMap<String, Ipv4Net>,
+    /// Allocation owner → the resource IPAM names (the VPC), when known.
+    resources: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default)]
@@ -83,6 +90,7 @@ pub(super) struct IpamSim {
 pub(super) struct PendingAllocation {
     pool_id: String,
     block: Ipv4Net,
+    vpc_id: Option<String>,
 }
 
 /// What becomes of an `AssociateVpcCidrBlock` from a pool.
@@ -120,7 +128,9 @@ fn xml_response(body: String) -> Response<Full<Bytes>> {
 impl IpamSim {
     pub(super) fn put(&mut self, spec: IpamPoolSpec) {
         let id = spec.id.clone();
-        self.pools.insert(id, EmulatedPool { spec, preferred: Vec::new(), allocations: BTreeMap::new() });
+        let pool =
+            EmulatedPool { spec, preferred: Vec::new(), allocations: BTreeMap::new(), resources: BTreeMap::new() };
+        self.pools.insert(id, pool);
     }
 
     pub(super) fn prefer(&mut self, pool_id: &str, block: Ipv4Net) {
@@ -132,6 +142,7 @@ impl IpamSim {
     pub(super) fn reserve(&mut self, pool_id: &str, owner: &str, block: Ipv4Net) {
         if let Some(pool) = self.pools.get_mut(pool_id) {
             pool.allocations.insert(owner.to_owned(), block);
+            pool.resources.insert(owner.to_owned(), owner.to_owned());
         }
     }
 
@@ -179,6 +190,29 @@ impl IpamSim {
                 Some(xml_response(format!(
                     "<GetIpamPoolCidrsResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">\
                      <requestId>{}</requestId><ipamPoolCidrSet>{items}</ipamPoolCidrSet></GetIpamPoolCidrsResponse>",
+                    request_id(seq)
+                )))
+            }
+            "GetIpamPoolAllocations" => {
+                let id = form_value(form, "IpamPoolId").unwrap_or_default();
+                let Some(pool) = self.pools.get(&id) else { return Some(not_found(&id, seq)) };
+                let items: String = pool
+                    .allocations
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (owner, block))| {
+                        let resource = pool.resources.get(owner).map(|r| xml_escape(r)).unwrap_or_default();
+                        format!(
+                            "<item><cidr>{block}</cidr><ipamPoolAllocationId>ipam-pool-alloc-{i:032x}</ipamPoolAllocationId>\
+                             <resourceId>{resource}</resourceId><resourceType>vpc</resourceType>\
+                             <resourceRegion>us-west-2</resourceRegion><resourceOwner>123456789012</resourceOwner></item>"
+                        )
+                    })
+                    .collect();
+                Some(xml_response(format!(
+                    "<GetIpamPoolAllocationsResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">\
+                     <requestId>{}</requestId><ipamPoolAllocationSet>{items}</ipamPoolAllocationSet>\
+                     </GetIpamPoolAllocationsResponse>",
                     request_id(seq)
                 )))
             }
@@ -244,13 +278,17 @@ impl IpamSim {
                     .chain(std::iter::once(("CidrBlock".into(), block.to_string().into()))),
             )
             .finish();
-        Some(Allocation::Literal { form: literal, pending: PendingAllocation { pool_id, block } })
+        let vpc_id = form_value(form, "VpcId");
+        Some(Allocation::Literal { form: literal, pending: PendingAllocation { pool_id, block, vpc_id } })
     }
 
     /// Records an allocation moto has associated (its answer names the association).
     pub(super) fn record(&mut self, pending: PendingAllocation, answer: &str) {
         let owner = element_text(answer, "associationId").unwrap_or_else(|| format!("unknown-{}", pending.block));
         if let Some(pool) = self.pools.get_mut(&pending.pool_id) {
+            if let Some(vpc_id) = pending.vpc_id {
+                pool.resources.insert(owner.clone(), vpc_id);
+            }
             pool.allocations.insert(owner, pending.block);
         }
     }
@@ -260,6 +298,7 @@ impl IpamSim {
         let Some(association) = form_value(form, "AssociationId") else { return };
         for pool in self.pools.values_mut() {
             pool.allocations.remove(&association);
+            pool.resources.remove(&association);
         }
     }
 }
@@ -272,7 +311,7 @@ fn pool_item(spec: &IpamPoolSpec) -> String {
          <ipamPoolArn>arn:aws:ec2::{owner}:ipam-pool/{id}</ipamPoolArn>\
          <ipamScopeType>private</ipamScopeType><ipamRegion>us-west-2</ipamRegion>{locale}\
          <poolDepth>1</poolDepth><state>{state}</state><autoImport>false</autoImport>\
-         <addressFamily>{family}</addressFamily>{min}{max}</item>",
+         <addressFamily>{family}</addressFamily>{min}{max}{tags}</item>",
         id = xml_escape(&spec.id),
         owner = xml_escape(&spec.owner_account),
         locale = optional("locale", spec.locale.as_deref().map(xml_escape)),
@@ -280,6 +319,15 @@ fn pool_item(spec: &IpamPoolSpec) -> String {
         family = xml_escape(&spec.address_family),
         min = optional("allocationMinNetmaskLength", spec.allocation_min_netmask_length.map(|n| n.to_string())),
         max = optional("allocationMaxNetmaskLength", spec.allocation_max_netmask_length.map(|n| n.to_string())),
+        tags = optional(
+            "allocationResourceTagSet",
+            (!spec.allocation_resource_tags.is_empty()).then(|| {
+                spec.allocation_resource_tags
+                    .iter()
+                    .map(|(k, v)| format!("<item><key>{}</key><value>{}</value></item>", xml_escape(k), xml_escape(v)))
+                    .collect::<String>()
+            })
+        ),
     )
 }
 
@@ -352,5 +400,27 @@ mod tests {
         assert!(cidrs.contains("<cidr>100.64.0.0/15</cidr><state>provisioned</state>"), "{cidrs}");
         let missing = sim.serve("GetIpamPoolCidrs", "IpamPoolId=ipam-pool-9", 3).unwrap();
         assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
+
+        let mut sim = sim;
+        let mut tagged = IpamPoolSpec::new("ipam-pool-1", "us-west-2", &["100.64.0.0/15"]);
+        tagged.allocation_resource_tags = vec![("env".into(), "prod".into())];
+        sim.put(tagged);
+        let pools = text(sim.serve("DescribeIpamPools", "IpamPoolId.1=ipam-pool-1", 4).unwrap()).await;
+        assert!(
+            pools.contains(
+                "<allocationResourceTagSet><item><key>env</key><value>prod</value></item></allocationResourceTagSet>"
+            ),
+            "{pools}"
+        );
+        let (_, pending) = literal(sim.allocate("AssociateVpcCidrBlock", &form(16), 5));
+        sim.record(pending, "<associationId>vpc-cidr-assoc-1</associationId>");
+        sim.reserve("ipam-pool-1", "vpc-elsewhere", "100.65.0.0/16".parse().unwrap());
+        let allocations = text(sim.serve("GetIpamPoolAllocations", "IpamPoolId=ipam-pool-1", 6).unwrap()).await;
+        assert!(allocations.contains("<cidr>100.64.0.0/16</cidr>"), "{allocations}");
+        assert!(allocations.contains("<resourceId>vpc-1</resourceId>"), "the VPC, not the association: {allocations}");
+        assert!(
+            allocations.contains("<cidr>100.65.0.0/16</cidr>")
+                && allocations.contains("<resourceId>vpc-elsewhere</resourceId>")
+        );
     }
 }

@@ -108,6 +108,7 @@ impl FaultProxy {
             client: plain_client(),
             inner: Mutex::new(Inner::default()),
             rule_locks: Mutex::new(HashMap::new()),
+            arrivals: Notify::new(),
         });
         let (listener, addr) = bind_loopback("fault proxy").await?;
         let endpoint = format!("http://{addr}");
@@ -191,6 +192,9 @@ async fn handle(
         inner.times.push((seq, Instant::now(), None));
         (seq, fault, inner.latency, inner.latency_model)
     };
+    if !dry_run_call(&id, &body) {
+        hold_until_gathered(&shared, &id.action).await;
+    }
     let arrived = Instant::now();
     // Under `CallDuration` the latency is served at the end instead.
     let latency_before = if model == LatencyModel::Added { latency } else { Duration::ZERO };
@@ -393,6 +397,37 @@ async fn handle(
         shared.lock().finish_time(seq);
     }
     response
+}
+
+fn dry_run_call(id: &identify::CallId, body: &[u8]) -> bool {
+    id.protocol == Protocol::Ec2Query && std::str::from_utf8(body).is_ok_and(emulated::is_dry_run)
+}
+
+/// Holds a call of an action [`FaultProxyHandle::hold_until_arrived`] names
+/// until the number asked for have arrived, so that concurrent runs reach
+/// moto together. A minute at most: a run that never comes releases the rest.
+async fn hold_until_gathered(shared: &Shared, action: &str) {
+    let gathered = |shared: &Shared| shared.lock().holds.get(action).is_none_or(|(wanted, arrived)| arrived >= wanted);
+    {
+        let mut inner = shared.lock();
+        let Some((_, arrived)) = inner.holds.get_mut(action) else { return };
+        *arrived += 1;
+    }
+    shared.arrivals.notify_waiters();
+    let wait = async {
+        loop {
+            let notified = shared.arrivals.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if gathered(shared) {
+                return;
+            }
+            notified.await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(60), wait).await.is_err() {
+        tracing::warn!(action, "held call released: the others never came");
+    }
 }
 
 async fn sleep_unless_zero(latency: Duration) {

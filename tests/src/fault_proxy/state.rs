@@ -91,6 +91,10 @@ pub(super) struct Inner {
     /// These two survive `reset_faults`: they are rules of AWS, not faults.
     pub(super) enforce_vpc_cidr_rules: bool,
     pub(super) enforce_route_table_rules: bool,
+    /// Calls held until this many of the action have arrived (action →
+    /// (wanted, arrived)): concurrent runs meet there (see
+    /// `FaultProxyHandle::hold_until_arrived`).
+    pub(super) holds: HashMap<String, (usize, usize)>,
     pub(super) log: Vec<CallRecord>,
     /// Every SNS `Publish` moto accepted, in order.
     pub(super) published: Vec<super::sns::Published>,
@@ -126,6 +130,8 @@ pub(super) struct Shared {
     /// on one resource never check the same old state, while calls on
     /// different resources go on side by side, as in AWS.
     pub(super) rule_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Woken at every arrival of a held action.
+    pub(super) arrivals: tokio::sync::Notify,
 }
 
 impl Shared {
