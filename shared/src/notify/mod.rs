@@ -418,6 +418,7 @@ mod tests {
             RefusalCode::ClusterApiUnreadable,
             RefusalCode::IpamPoolUnusable,
             RefusalCode::IpamBlockConflicts,
+            RefusalCode::IpamAllocationTagsMissing,
         ];
         for code in codes {
             let word = refusal_word(code);
