@@ -283,7 +283,9 @@ fn plan(plan: &Plan, out: &mut String, style: Style) {
     for note in &plan.notes {
         let _ = writeln!(out, "  {} {note}", style.dim("note:"));
     }
-    for warning in &plan.reachability {
+    for warning in
+        plan.warnings.iter().map(ToString::to_string).chain(plan.reachability.iter().map(ToString::to_string))
+    {
         let _ = writeln!(out, "  {} {warning}", style.warn("warning:"));
     }
 }

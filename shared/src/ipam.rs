@@ -160,7 +160,7 @@ pub fn shadow_warning(block: Ipv4Net, covering: &[cidr::CoveringRoute]) -> Optio
     let routes: Vec<String> = covering.iter().map(ToString::to_string).collect();
     let targets: Vec<&str> = covering.iter().map(|c| c.target.as_str()).collect();
     Some(format!(
-        "warning: {block} lies inside {}; AWS accepts it and the VPC's local route wins for it, so traffic from this \
+        "{block} lies inside {}; AWS accepts it and the VPC's local route wins for it, so traffic from this \
          VPC to {block} stays in the VPC and no longer goes through {}; every block no route covers was taken, so \
          keep {block} out of the range the route reaches elsewhere (or add space no route covers)",
         routes.join(" and "),

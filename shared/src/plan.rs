@@ -100,6 +100,10 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// Facts a reader of the plan should know (fallbacks taken, AZs skipped).
     pub notes: Vec<String>,
+    /// What the cluster's owners must know before the change lands: a new
+    /// block inside a wider route destination shadows that route for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Rules that admit the VPC's existing CIDRs but not the new block:
     /// pods placed there would be refused by them.
     pub reachability: Vec<ReachabilityWarning>,
@@ -370,6 +374,9 @@ impl fmt::Display for Plan {
         }
         for note in &self.notes {
             writeln!(f, "  note: {note}")?;
+        }
+        for warning in &self.warnings {
+            writeln!(f, "  warning: {warning}")?;
         }
         for warning in &self.reachability {
             writeln!(f, "  warning: {warning}")?;

@@ -81,6 +81,8 @@ struct Planner<'a> {
     /// in every table's list per subnet made a plan quadratic in subnets.
     explicit_tables: HashMap<&'a str, &'a RouteTable>,
     notes: Vec<String>,
+    /// Routes a new block shadows (see [`Plan::warnings`]).
+    warnings: Vec<String>,
 }
 
 fn refuse(code: RefusalCode, message: impl Into<String>) -> Refusal {
@@ -95,7 +97,16 @@ impl<'a> Planner<'a> {
         let route_sources = used.subnets.iter().copied().filter(|s| !is_managed(s)).collect();
         let mut managed_subnets: Vec<&Subnet> = snapshot.managed_subnets(&config.managed_tag_key).collect();
         managed_subnets.sort_by_key(|s| (s.availability_zone.clone(), s.cidr));
-        Planner { snapshot, config, used, route_sources, managed_subnets, explicit_tables, notes: Vec::new() }
+        Planner {
+            snapshot,
+            config,
+            used,
+            route_sources,
+            managed_subnets,
+            explicit_tables,
+            notes: Vec::new(),
+            warnings: Vec::new(),
+        }
     }
 
     /// The table a subnet's traffic uses: its explicit association, else the main table.
@@ -252,6 +263,7 @@ impl<'a> Planner<'a> {
                 starved_azs: starved,
                 steps: first,
                 notes: self.notes,
+                warnings: self.warnings,
                 reachability: Vec::new(),
             }));
         }
@@ -281,6 +293,7 @@ impl<'a> Planner<'a> {
             starved_azs: starved,
             steps,
             notes: self.notes,
+            warnings: self.warnings,
             reachability,
         }))
     }

@@ -277,7 +277,7 @@ async fn a_hub_route_over_100_64_slash_10_still_expands_and_the_plan_names_the_r
     assert_eq!(report.outcome, Outcome::Applied, "{report:#?}");
     assert!(harness.vpc_cidr_states().await.contains("100.64.0.0/16=associated"));
     let plan = report.clusters[0].plan.as_ref().expect("the plan");
-    let warning = plan.notes.iter().find(|n| n.starts_with("warning:")).expect("the shadowed route is named");
+    let warning = plan.warnings.first().expect("the shadowed route is named");
     assert!(warning.contains(&format!("the route to 100.64.0.0/10 through {tgw}")), "{warning}");
     assert_eq!(harness.managed_subnets().await.len(), 3);
 }
@@ -308,5 +308,5 @@ async fn a_route_equal_to_a_slash_16_still_rules_it_out_under_a_hub_route() {
     assert!(cidrs.contains("100.65.0.0/16=associated"), "{cidrs:?}");
     assert!(!cidrs.iter().any(|c| c.starts_with("100.64.")), "{cidrs:?}");
     let plan = report.clusters[0].plan.as_ref().expect("the plan");
-    assert!(plan.notes.iter().any(|n| n.starts_with("warning:") && n.contains(&tgw)), "{plan}");
+    assert!(plan.warnings.iter().any(|n| n.contains(&tgw)), "{plan}");
 }

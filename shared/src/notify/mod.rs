@@ -168,6 +168,15 @@ fn next_steps(cluster: &ClusterReport, dry_run: bool) -> Vec<String> {
         ));
     }
     if let Some(plan) = &cluster.plan
+        && !plan.warnings.is_empty()
+    {
+        steps.push(
+            "The new block lies inside a wider route destination (the warning names it): traffic from this VPC to \
+             the block now stays in the VPC; keep the block out of what that route reaches elsewhere."
+                .into(),
+        );
+    }
+    if let Some(plan) = &cluster.plan
         && !plan.reachability.is_empty()
     {
         steps.push(
@@ -300,6 +309,7 @@ mod tests {
             starved_azs: vec!["us-west-2a".into()],
             steps,
             notes: vec!["a note the report keeps and the message need not".into(); notes],
+            warnings: Vec::new(),
             reachability: (0..warnings).map(rule).collect(),
         };
         let mut cluster = ClusterReport::new("c");
@@ -311,6 +321,21 @@ mod tests {
         cluster.verification = Some(Verification { ok: true, problems: vec![], status_pending_subnets: vec![] });
         let report = Report::new(trigger, false, vec![cluster.clone()], 1234);
         (report, cluster)
+    }
+
+    #[test]
+    fn a_shadowed_route_reaches_the_chat_card_and_the_mail() {
+        let (report, mut cluster) = applied(0, 0);
+        let shadow = "100.64.0.0/16 lies inside 100.64.0.0/10 through tgw-0hub";
+        cluster.plan.as_mut().unwrap().warnings.push(shadow.into());
+        let told = for_cluster(&report, &cluster);
+        let card: serde_json::Value = serde_json::from_str(&told.body("https").unwrap()).unwrap();
+        let description = card["content"]["description"].as_str().unwrap();
+        assert!(description.contains("tgw-0hub"), "{description}");
+        let summary = told.body("email").unwrap();
+        let words = summary.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(words.contains("tgw-0hub"), "{summary}");
+        assert!(words.contains("inside a wider route destination"), "{summary}");
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub(super) fn lines(trigger: &Trigger, dry_run: bool, cluster: &ClusterReport) -
                 _ => {}
             }
         }
+        for warning in &plan.warnings {
+            lines.push(Line::Warning(warning.clone()));
+        }
         for warning in &plan.reachability {
             lines.push(Line::Warning(warning.to_string()));
         }

@@ -106,7 +106,7 @@ impl Planner<'_> {
             }
             if used_this {
                 let covering = cidr::covering_routes(association.cidr, &snapshot.route_tables);
-                self.notes.extend(ipam::shadow_warning(association.cidr, &covering));
+                self.warnings.extend(ipam::shadow_warning(association.cidr, &covering));
             }
         }
         let Some(first_unplaced) = next_az else { return Ok(placements) };
@@ -159,7 +159,7 @@ impl Planner<'_> {
                 Some(new_cidr) => {
                     match ipam_pool {
                         Some(pool) => self.predict_ipam_block(pool, new_cidr),
-                        None => self.notes.extend(ipam::shadow_warning(new_cidr, &search.covering)),
+                        None => self.warnings.extend(ipam::shadow_warning(new_cidr, &search.covering)),
                     }
                     steps.push(match ipam_pool {
                         Some(pool) => Step::AllocateVpcCidrFromIpamPool {
@@ -285,6 +285,6 @@ impl Planner<'_> {
         self.notes.push(note);
         let expected =
             if ipam::collision(lowest, tables, &self.snapshot.peerings).is_none() { lowest } else { acceptable };
-        self.notes.extend(ipam::shadow_warning(expected, &cidr::covering_routes(expected, tables)));
+        self.warnings.extend(ipam::shadow_warning(expected, &cidr::covering_routes(expected, tables)));
     }
 }

@@ -784,9 +784,9 @@ fn a_hub_route_over_the_whole_pool_no_longer_stops_the_expansion_and_the_plan_wa
     }
     let planned = expect_plan(plan(&snapshot, &config(), Demand::BelowThreshold));
     assert_eq!(associated_cidr(&planned), Some(net("100.64.0.0/16")), "{planned}");
-    let warning = planned.notes.iter().find(|n| n.starts_with("warning:")).expect("a warning");
+    let warning = planned.warnings.first().expect("a warning");
     assert!(warning.contains("100.64.0.0/16 lies inside the route to 100.64.0.0/10 through tgw-0hub"), "{warning}");
-    assert_eq!(planned.notes.iter().filter(|n| n.starts_with("warning:")).count(), 1, "{planned}");
+    assert_eq!(planned.warnings.len(), 1, "{planned}");
     // A route equal to a /16 still rules that /16 out.
     snapshot.route_tables[1].routes.push(Route { destination: Some(net("100.64.0.0/16")), target: "pcx-1".into() });
     let planned = expect_plan(plan(&snapshot, &config(), Demand::BelowThreshold));
@@ -799,7 +799,7 @@ fn a_block_no_route_covers_is_preferred_without_a_warning() {
     snapshot.route_tables[1].routes.push(Route { destination: Some(net("100.64.0.0/12")), target: "tgw-0hub".into() });
     let planned = expect_plan(plan(&snapshot, &config(), Demand::BelowThreshold));
     assert_eq!(associated_cidr(&planned), Some(net("100.80.0.0/16")), "{planned}");
-    assert!(!planned.notes.iter().any(|n| n.starts_with("warning:")), "{planned}");
+    assert!(planned.warnings.is_empty(), "{planned}");
 }
 
 #[test]
@@ -972,7 +972,7 @@ proptest! {
                     prop_assert!(!cidr.contains(&d), "{cidr} is equal to or larger than route {d}");
                     if d.contains(&cidr) {
                         let named = format!("the route to {d} through {}", r.target);
-                        prop_assert!(plan.notes.iter().any(|n| n.starts_with("warning:") && n.contains(&named)), "{named} not warned: {plan}");
+                        prop_assert!(plan.warnings.iter().any(|n| n.contains(&named)), "{named} not warned: {plan}");
                     }
                 }
             }
@@ -1175,10 +1175,7 @@ fn an_ipam_block_inside_a_hub_route_is_planned_with_the_warning() {
     add_association(&mut snapshot, "100.64.0.0/16", CidrState::Associated);
     let second = expect_plan(plan(&snapshot, &ipam_config(), Demand::BelowThreshold));
     assert_eq!(created_subnets(&second)[0].1, net("100.64.0.0/19"));
-    assert!(
-        second.notes.iter().any(|n| n.starts_with("warning:") && n.contains("100.64.0.0/10 through tgw-0hub")),
-        "{second}"
-    );
+    assert!(second.warnings.iter().any(|n| n.contains("100.64.0.0/10 through tgw-0hub")), "{second}");
 }
 
 #[test]
@@ -1222,7 +1219,10 @@ fn with_the_pools_allocations_the_dry_run_names_the_lowest_free_block_or_refuses
     snapshot.route_tables[1].routes.push(Route { destination: Some(net("100.64.0.0/16")), target: "pcx-1".into() });
     let planned = expect_plan(plan(&snapshot, &ipam_config(), Demand::BelowThreshold));
     let note = planned.notes.iter().find(|n| n.contains("lowest free block")).expect("the prediction");
-    assert!(note.contains("is 100.64.0.0/16 (GetIpamPoolAllocations), which collides") && note.contains("gives it back"), "{note}");
+    assert!(
+        note.contains("is 100.64.0.0/16 (GetIpamPoolAllocations), which collides") && note.contains("gives it back"),
+        "{note}"
+    );
     assert!(note.contains("the lowest block clear of every rule is 100.65.0.0/16"), "{note}");
 }
 
