@@ -92,7 +92,7 @@ name="${name:-headroom}"
 
 # Each cluster's names (its tags, else the stack's), node role and version.
 cluster_nodeclasses="" cluster_nodepools="" cluster_roles="" old_clusters=""
-for cluster in $(words "$clusters"); do
+while IFS= read -r cluster; do
   command -v aws >/dev/null || die "--cluster needs the AWS CLI"
   described="$(aws eks describe-cluster --name "$cluster" --output text --query \
     "[cluster.version, cluster.computeConfig.nodeRoleArn, cluster.tags.\"$TAG_NODECLASS\", cluster.tags.\"$TAG_NODEPOOL\"]")" \
@@ -110,7 +110,7 @@ for cluster in $(words "$clusters"); do
   if [[ "$version" =~ ^1\.([0-9]+)$ ]] && (( BASH_REMATCH[1] < POLICY_MIN_MINOR )); then
     old_clusters="$(append "$old_clusters" "$cluster ($version)")"
   fi
-done
+done < <(words "$clusters")
 
 [[ -n "$nodeclasses" ]] || nodeclasses="${cluster_nodeclasses:-$stack_nodeclass}"
 [[ -n "$nodepools" ]] || nodepools="${cluster_nodepools:-$stack_nodepool}"
@@ -128,23 +128,23 @@ fi
 
 # Validate, as the template does.
 valid_name() { [[ "$1" =~ $NAME_PATTERN ]]; }
-for n in $(words "$nodeclasses"); do
+while IFS= read -r n; do
   valid_name "$n" && [[ " $RESERVED_NODECLASSES " != *" $n "* ]] \
     || die "NodeClass name '$n' is not a custom NodeClass name (an RFC 1123 name other than: $RESERVED_NODECLASSES)"
-done
-for n in $(words "$nodepools"); do
+done < <(words "$nodeclasses")
+while IFS= read -r n; do
   valid_name "$n" && [[ " $RESERVED_NODEPOOLS " != *" $n "* ]] \
     || die "NodePool name '$n' is not a custom NodePool name (an RFC 1123 name other than: $RESERVED_NODEPOOLS)"
-done
+done < <(words "$nodepools")
 [[ "$group" =~ $GROUP_PATTERN && "$group" != "$GROUP_RESERVED_PREFIX"* ]] \
   || die "Kubernetes group '$group' is not valid: it must match $GROUP_PATTERN and not start with $GROUP_RESERVED_PREFIX (EKS rejects it)"
 valid_name "$name" || die "name '$name' is not an RFC 1123 name for the cluster-scoped objects; give --name"
 roles=""
-for r in $(words "$node_roles"); do
+while IFS= read -r r; do
   r="$(role_name "$r")"
   [[ "$r" =~ $ROLE_PATTERN ]] || die "node role '$r' is not an IAM role name"
   roles="$(append "$roles" "$r")"
-done
+done < <(words "$node_roles")
 
 # `["a", "b"]` for YAML, `['a', 'b']` for CEL; the names hold no quotes.
 list() { words "$2" | awk -v q="$1" '{ printf "%s%s%s%s", (NR > 1 ? ", " : ""), q, $0, q } END { print "" }'; }
