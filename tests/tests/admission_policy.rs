@@ -1,15 +1,19 @@
 //! The ValidatingAdmissionPolicy `scripts/rbac.sh` renders: its CEL judged
-//! on allowed and denied requests.
+//! on allowed and denied requests, then enforced by the fake API server,
+//! which answers a denial as the real one does.
 
-use headroom::nodeclass::new_nodepool;
+use headroom::nodeclass::{new_nodepool, role_of};
+use headroom_testbed::FakeKube;
 use headroom_testbed::admission::{Admission, AdmissionPolicy, AdmissionRequest, UserInfo};
+use headroom_testbed::fake_kube::{HEADROOM_GROUP, HEADROOM_USERNAME, NODECLASSES, nodeclass_api_resource};
+use headroom_testbed::harness::lab_rbac_args;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 const ROLE: &str = "AmazonEKSAutoNodeRole";
 
 fn headroom() -> UserInfo {
-    let username = "arn:aws:sts::123456789012:assumed-role/headroom-function/headroom";
-    UserInfo { username: username.into(), groups: vec!["headroom".into(), "system:authenticated".into()] }
+    UserInfo { username: HEADROOM_USERNAME.into(), groups: vec![HEADROOM_GROUP.into(), "system:authenticated".into()] }
 }
 
 fn admin() -> UserInfo {
@@ -168,4 +172,54 @@ fn every_configured_name_and_role_is_allowed_and_arns_become_names() {
     ));
     // The group is the rendered one: the template default no longer matches.
     assert_eq!(judge(&policy, &headroom(), "CREATE", &nodeclass("x", "y"), None), Admission::Allowed);
+}
+
+/// The fake API server enforces the policy for headroom's token only, with
+/// the real denial: 403 Forbidden, the policy and binding named, nothing
+/// stored, dry runs judged alike.
+#[tokio::test]
+async fn the_fake_api_server_enforces_the_policy_for_headroom_only() {
+    let kube = FakeKube::start().await.unwrap();
+    kube.set_admission_policy(Some(AdmissionPolicy::rendered(&lab_rbac_args()).unwrap()));
+    let as_headroom: Api<DynamicObject> = Api::all_with(kube.kube_client().await.unwrap(), &nodeclass_api_resource());
+    let as_admin: Api<DynamicObject> =
+        Api::all_with(kube.admin_kube_client().await.unwrap(), &nodeclass_api_resource());
+    let object = |value: Value| serde_json::from_value::<DynamicObject>(value).unwrap();
+
+    for dry_run in [true, false] {
+        let params = PostParams { dry_run, ..PostParams::default() };
+        let Err(kube::Error::Api(status)) = as_headroom.create(&params, &object(nodeclass("extra-ips", ROLE))).await
+        else {
+            panic!("created");
+        };
+        assert_eq!((status.code, status.reason.as_str()), (403, "Forbidden"));
+        assert_eq!(
+            status.message,
+            "nodeclasses.eks.amazonaws.com \"extra-ips\" is forbidden: ValidatingAdmissionPolicy 'headroom' with \
+             binding 'headroom' denied request: headroom may create or change only the NodeClass headroom \
+             (scripts/rbac.sh --nodeclass)"
+        );
+    }
+    assert!(kube.get_object(NODECLASSES, "extra-ips").is_none());
+
+    // An administrator creates what it likes, e.g. headroom's NodeClass with
+    // a team's role; headroom may then extend it, but not another one.
+    as_admin.create(&PostParams::default(), &object(nodeclass("extra-ips", "TeamRole"))).await.unwrap();
+    as_admin.create(&PostParams::default(), &object(nodeclass("headroom", "TeamRole"))).await.unwrap();
+    let extend = json!([{"op": "add", "path": "/spec/subnetSelectorTerms/-", "value": {"id": "subnet-new"}}]);
+    let patch = Patch::Json::<()>(serde_json::from_value(extend).unwrap());
+    let extended = as_headroom.patch("headroom", &PatchParams::default(), &patch).await.unwrap();
+    assert_eq!(role_of(&serde_json::to_value(&extended).unwrap()), Some("TeamRole"));
+    let Err(kube::Error::Api(status)) = as_headroom.patch("extra-ips", &PatchParams::default(), &patch).await else {
+        panic!("patched another NodeClass");
+    };
+    assert_eq!(status.code, 403, "{status:?}");
+    assert_eq!(
+        kube.get_object(NODECLASSES, "extra-ips").unwrap()["spec"]["subnetSelectorTerms"].as_array().unwrap().len(),
+        1
+    );
+
+    // Without a policy, headroom's token may create anything (as before).
+    kube.set_admission_policy(None);
+    as_headroom.create(&PostParams::default(), &object(nodeclass("another", "AnyRole"))).await.unwrap();
 }
