@@ -10,8 +10,15 @@ use headroom::aws::AwsClients;
 use headroom::cluster::ClusterAccess;
 use headroom::{Config, Context};
 
+use crate::admission::AdmissionPolicy;
 use crate::lab::{self, ClusterVpc, Exhaustion, Lab};
 use crate::{FakeKube, LocalAws, TestbedError, ec2_status_resolver};
+
+/// `scripts/rbac.sh` flags for the lab: the template's names and group, the
+/// lab cluster's node role.
+pub fn lab_rbac_args() -> [&'static str; 8] {
+    ["--nodeclass", "headroom", "--nodepool", "headroom", "--group", "headroom", "--node-role", lab::NODE_ROLE]
+}
 
 pub struct Harness {
     // Drop order: the API server and proxy stop before moto.
@@ -36,6 +43,8 @@ impl Harness {
         let direct_ec2 = aws_sdk_ec2::Client::new(&direct);
         let kube = FakeKube::start().await?;
         kube.set_status_resolver(Some(ec2_status_resolver(direct_ec2.clone())));
+        // headroom runs under the admission policy it ships, rendered for the lab.
+        kube.set_admission_policy(Some(AdmissionPolicy::rendered(&lab_rbac_args())?));
         let eks = aws_sdk_eks::Client::new(&direct);
         let lab = lab::seed_with(&direct_ec2, &eks, &kube.handle(), exhaustion, cluster_vpc).await?;
         lab::seed_auto_mode(&aws.proxy().handle());

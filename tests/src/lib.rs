@@ -13,6 +13,7 @@
 //! Everything listens on 127.0.0.1 only and stops when its owning value is
 //! dropped. Run `scripts/setup-moto.sh` once to install moto.
 
+pub mod admission;
 mod error;
 pub mod fake_kube;
 pub mod fault_proxy;

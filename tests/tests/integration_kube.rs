@@ -1,5 +1,6 @@
 //! The NodeClass side of the lab's remediation, against the fake API server:
-//! both modes, a concurrent writer, a user's terms, and `default` untouched.
+//! both modes, a concurrent writer, a user's terms, `default` untouched,
+//! and a NodeClass name that headroom's admission policy refuses.
 
 use headroom::plan::StepKind;
 use headroom::report::Outcome;
@@ -190,5 +191,45 @@ async fn a_nodeclass_that_lost_the_managed_term_gets_it_back() {
         nodeclass(&harness)["spec"]["subnetSelectorTerms"],
         json!([{"id": harness.lab.private_subnets[0]}, MANAGED_TERM()])
     );
+    assert_safe_writes(&harness);
+}
+
+/// headroom configured for a NodeClass its admission policy (rendered for
+/// `headroom`) does not allow: the dry run's preflight shows the refusal
+/// with the policy's words, and a live run fails, not to be retried, with
+/// no NodeClass and no NodePool created.
+#[tokio::test]
+async fn a_nodeclass_the_admission_policy_does_not_allow_is_refused_and_nothing_is_created() {
+    let harness = Harness::start(Exhaustion::Fragmented).await.unwrap();
+    let settings = [("NODECLASS_NAME", "extra-ips"), ("NODEPOOL_NAME", "extra-ips")];
+    let ctx = harness.context(harness.config(&settings)).await;
+    let dry_run = headroom::trigger::parse(&json!({"clusterName": lab::CLUSTER, "dryRun": true})).unwrap();
+    let report = headroom::handle(&ctx, dry_run, RunOptions::default()).await.unwrap();
+    let preflight = report.clusters[0].preflight.as_ref().expect("a dry run proves its plan");
+    let denied = |action: &str| {
+        preflight.denied().find(|c| c.action == action).unwrap_or_else(|| panic!("{action}: {:#?}", preflight.checks))
+    };
+    let nodeclass = denied("create nodeclasses");
+    assert_eq!(nodeclass.resource, "extra-ips");
+    assert!(
+        nodeclass.detail.contains("403 Forbidden")
+            && nodeclass.detail.contains("ValidatingAdmissionPolicy 'headroom' with binding 'headroom' denied request")
+            && nodeclass.detail.contains("only the NodeClass headroom"),
+        "{}",
+        nodeclass.detail
+    );
+    assert!(denied("create nodepools").detail.contains("only the NodePool headroom"));
+
+    let report = apply(&harness, &settings).await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:#?}");
+    let error = report.clusters[0].error.as_ref().or(report.error.as_ref()).expect("the failure is reported");
+    assert!(!error.retryable, "{error:?}");
+    assert!(error.message.contains("ValidatingAdmissionPolicy 'headroom'"), "{}", error.message);
+    assert!(error.message.contains("headroom's admission policy refuses it"), "{}", error.message);
+    for plural in [NODECLASSES, NODEPOOLS] {
+        let names: Vec<Value> =
+            harness.kube.list_objects(plural).iter().map(|o| o["metadata"]["name"].clone()).collect();
+        assert!(!names.contains(&json!("extra-ips")), "{plural}: {names:?}");
+    }
     assert_safe_writes(&harness);
 }

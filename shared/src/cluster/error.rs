@@ -57,6 +57,10 @@ pub enum ClusterError {
 fn api_hint(code: u16, message: &str) -> &'static str {
     match code {
         401 => "; the token was refused: check the function's EKS access entry",
+        403 if message.contains("ValidatingAdmissionPolicy") => {
+            "; headroom's admission policy refuses it: the NodeClass and NodePool names and the node role must be \
+             those scripts/rbac.sh rendered the policy for; render it again for this stack (--stack) and apply it"
+        }
         403 => "; RBAC forbids it: apply infra/rbac.yaml and map the access entry to its group",
         404 if message.contains("could not find the requested resource") => {
             "; the NodeClass CRD is missing: is this an EKS Auto Mode cluster?"
@@ -135,6 +139,15 @@ mod tests {
         assert!(api(429, "m").is_retryable() && api(503, "m").is_retryable());
         assert!(api(401, "m").is_unauthorized() && !api(403, "m").is_unauthorized());
         assert!(api(403, "m").to_string().ends_with("apply infra/rbac.yaml and map the access entry to its group"));
+        // A ValidatingAdmissionPolicy denial is a 403 too, but RBAC is not the cause.
+        let denied = api(
+            403,
+            "nodeclasses.eks.amazonaws.com \"extra\" is forbidden: ValidatingAdmissionPolicy 'headroom' with binding \
+             'headroom' denied request: headroom may create or change only the NodeClass headroom",
+        );
+        assert!(!denied.is_retryable());
+        assert!(denied.to_string().contains("headroom's admission policy refuses it"), "{denied}");
+        assert!(!denied.to_string().contains("RBAC forbids it"), "{denied}");
         let crd = api(404, "the server could not find the requested resource");
         assert!(crd.to_string().contains("is this an EKS Auto Mode cluster?"), "{crd}");
         assert_eq!(api(422, "m").to_string(), "Kubernetes patch NodeClass failed: 422 Reason: m");

@@ -130,6 +130,23 @@ impl ApiError {
         )
     }
 
+    /// A ValidatingAdmissionPolicy's denial, as the API server words it: the
+    /// validation's `reason` picks the status (Forbidden: 403; none: Invalid, 422).
+    pub(super) fn admission_denied(rt: &ResourceType, name: &str, reason: &str, message: &str) -> Self {
+        let code = match reason {
+            "Forbidden" => StatusCode::FORBIDDEN,
+            "Unauthorized" => StatusCode::UNAUTHORIZED,
+            "RequestEntityTooLarge" => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        Self::new(
+            code,
+            reason,
+            format!("{} \"{name}\" is forbidden: {message}", rt.qualified_plural()),
+            Some(json!({"name": name, "group": rt.group, "kind": rt.plural, "causes": [{"message": message}]})),
+        )
+    }
+
     pub(super) fn unauthorized() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized", None)
     }

@@ -4,7 +4,9 @@
 //! It reproduces the API server semantics headroom depends on, with the real
 //! status codes and `Status` bodies: optimistic concurrency on
 //! `resourceVersion` (409), CRD validation (422), the patch types a custom
-//! resource accepts (415 for strategic merge), bearer-token auth (401), a
+//! resource accepts (415 for strategic merge), bearer-token auth (401) with
+//! two identities (headroom in its group, and an administrator), headroom's
+//! ValidatingAdmissionPolicy (`crate::admission`, 403 as the real denial), a
 //! status subresource that main-resource writes cannot change, a pluggable
 //! controller that fills `status` after a spec change, and watches
 //! (`?watch=true`: initial ADDED events or a replay from a resourceVersion,
@@ -46,10 +48,11 @@ use serde_json::{Value, json};
 
 pub use controller::StatusResolver;
 pub use resolver::ec2_status_resolver;
-pub use state::{RecordedRequest, nodeclass_api_resource, nodepool_api_resource};
+pub use state::{ADMIN_USERNAME, RecordedRequest, nodeclass_api_resource, nodepool_api_resource};
 pub use watch::WATCH_HISTORY;
 
 use crate::TestbedError;
+use crate::admission::{AdmissionPolicy, UserInfo};
 use crate::net::{ServerTask, bind_loopback};
 use controller::schedule_status;
 use protocol::handle_request;
@@ -59,6 +62,12 @@ use state::{RESOURCES, Shared, Store, generation_of, meta_str, metadata_mut, now
 pub const NODECLASSES: &str = "nodeclasses";
 /// Plural of the Karpenter NodePool resource.
 pub const NODEPOOLS: &str = "nodepools";
+
+/// The user headroom's token authenticates, as EKS names an access entry's
+/// IAM role session.
+pub const HEADROOM_USERNAME: &str = "arn:aws:sts::123456789012:assumed-role/headroom-function/headroom";
+/// The Kubernetes group of headroom's access entry (template default).
+pub const HEADROOM_GROUP: &str = "headroom";
 
 /// Cloneable access to a [`FakeKube`]: test hooks and client configuration.
 #[derive(Clone)]
@@ -93,9 +102,15 @@ impl FakeKube {
     pub async fn start() -> Result<Self, TestbedError> {
         let (listener, addr) = bind_loopback("fake Kubernetes API server").await?;
         let token = format!("headroom-test-{:016x}", token_seed(addr.port()));
+        let admin_token = format!("admin-test-{:016x}", token_seed(addr.port()).rotate_left(17));
         let shared = Arc::new(Shared {
             url: format!("http://{addr}"),
             token,
+            headroom: UserInfo {
+                username: HEADROOM_USERNAME.into(),
+                groups: vec![HEADROOM_GROUP.into(), "system:authenticated".into()],
+            },
+            admin_token,
             ca_data: throwaway_ca_data(),
             store: Mutex::new(Store::new()),
         });
@@ -154,7 +169,26 @@ impl FakeKubeHandle {
         &self.shared.token
     }
 
-    /// A kubeconfig (YAML) with one context: this server, bearer token auth.
+    /// A cluster administrator's bearer token (`system:masters`), whom the
+    /// admission policy leaves alone.
+    pub fn admin_token(&self) -> &str {
+        &self.shared.admin_token
+    }
+
+    /// Enforces `policy` on every create and update (`None`: none), as the
+    /// API server enforces a ValidatingAdmissionPolicy. Kept across
+    /// [`reset`](Self::reset).
+    pub fn set_admission_policy(&self, policy: Option<AdmissionPolicy>) {
+        self.shared.lock().admission = policy.map(Arc::new);
+    }
+
+    /// A kube-rs client that authenticates as the administrator.
+    pub async fn admin_kube_client(&self) -> Result<kube::Client, TestbedError> {
+        self.client_for(&self.kubeconfig().replace(&self.shared.token, &self.shared.admin_token)).await
+    }
+
+    /// A kubeconfig (YAML) with one context: this server, bearer token auth
+    /// as headroom.
     pub fn kubeconfig(&self) -> String {
         format!(
             "apiVersion: v1\n\
@@ -181,8 +215,12 @@ impl FakeKubeHandle {
 
     /// A kube-rs client configured from [`kubeconfig`](Self::kubeconfig).
     pub async fn kube_client(&self) -> Result<kube::Client, TestbedError> {
+        self.client_for(&self.kubeconfig()).await
+    }
+
+    async fn client_for(&self, kubeconfig: &str) -> Result<kube::Client, TestbedError> {
         let kubeconfig =
-            kube::config::Kubeconfig::from_yaml(&self.kubeconfig()).map_err(|e| TestbedError::Kube(e.to_string()))?;
+            kube::config::Kubeconfig::from_yaml(kubeconfig).map_err(|e| TestbedError::Kube(e.to_string()))?;
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
             .await
             .map_err(|e| TestbedError::Kube(e.to_string()))?;
@@ -278,7 +316,7 @@ impl FakeKubeHandle {
     /// Removes every NodeClass and NodePool and forgets the recorded
     /// requests, pending write faults and GET hooks; for reusing one server
     /// across scenarios; open watches see the objects DELETED. Settings
-    /// (resolver, status delay, page cap, latency) stay.
+    /// (resolver, status delay, page cap, latency, admission policy) stay.
     pub fn reset(&self) {
         let mut store = self.shared.lock();
         for rt in &RESOURCES {

@@ -17,6 +17,7 @@ use super::faults::{WriteFault, injected_failure};
 use super::state::{RESOURCES, RecordedRequest, ResourceType, Shared, meta_str};
 use super::verbs::{create, delete, get, list, patch, replace};
 use super::watch;
+use crate::admission::UserInfo;
 
 enum Route<'a> {
     Version,
@@ -62,12 +63,13 @@ pub(super) async fn handle_request(State(shared): State<Arc<Shared>>, request: R
     let path = parts.uri.path().to_owned();
     let query = parts.uri.query().map(str::to_owned);
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let authorized = parts
+    let user = parts
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|token| token.trim() == shared.token);
+        .and_then(|token| shared.user(token.trim()));
+    let authorized = user.is_some();
 
     let body = match axum::body::to_bytes(body, 16 << 20).await {
         Ok(body) => body,
@@ -133,6 +135,7 @@ pub(super) async fn handle_request(State(shared): State<Arc<Shared>>, request: R
     } else {
         let ctx = RequestCtx {
             shared: &shared,
+            user: user.as_ref(),
             method: &parts.method,
             query: query.as_deref(),
             content_type: content_type.as_deref(),
@@ -177,6 +180,8 @@ fn respond(result: Result<Answer, ApiError>) -> Response {
 
 pub(super) struct RequestCtx<'a> {
     pub(super) shared: &'a Arc<Shared>,
+    /// Who sent it (`None` only before authentication).
+    pub(super) user: Option<&'a UserInfo>,
     pub(super) method: &'a Method,
     pub(super) query: Option<&'a str>,
     pub(super) content_type: Option<&'a str>,

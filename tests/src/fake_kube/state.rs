@@ -14,6 +14,7 @@ use super::controller::StatusResolver;
 use super::faults::{GetHook, WriteFault};
 use super::watch::{Change, ChangeKind, EventLog};
 use super::{NODECLASSES, NODEPOOLS};
+use crate::admission::{AdmissionPolicy, UserInfo};
 
 /// One request as the fake API server answered it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +128,8 @@ pub(super) struct Store {
     pub(super) events: EventLog,
     /// How long every request waits before it is handled.
     pub(super) latency: Option<Duration>,
+    /// The ValidatingAdmissionPolicy every create and update passes.
+    pub(super) admission: Option<std::sync::Arc<AdmissionPolicy>>,
 }
 
 /// The resourceVersion of a fresh server; the first object gets the next.
@@ -147,6 +150,7 @@ impl Store {
             max_list_page: None,
             events: EventLog::new(FIRST_RESOURCE_VERSION),
             latency: None,
+            admission: None,
         }
     }
 
@@ -200,7 +204,11 @@ impl Store {
 
 pub(super) struct Shared {
     pub(super) url: String,
+    /// headroom's bearer token: the kubeconfig's, mapped to [`Shared::headroom`].
     pub(super) token: String,
+    pub(super) headroom: UserInfo,
+    /// A cluster administrator's token, for tests that write as someone else.
+    pub(super) admin_token: String,
     /// Base64 PEM of a throwaway CA, for the kubeconfig.
     pub(super) ca_data: String,
     pub(super) store: Mutex<Store>,
@@ -210,7 +218,24 @@ impl Shared {
     pub(super) fn lock(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    /// Who a bearer token authenticates, as EKS maps an access entry.
+    pub(super) fn user(&self, token: &str) -> Option<UserInfo> {
+        if token == self.token {
+            Some(self.headroom.clone())
+        } else if token == self.admin_token {
+            Some(UserInfo {
+                username: ADMIN_USERNAME.into(),
+                groups: vec!["system:masters".into(), "system:authenticated".into()],
+            })
+        } else {
+            None
+        }
+    }
 }
+
+/// The administrator [`Shared::admin_token`] authenticates.
+pub const ADMIN_USERNAME: &str = "kubernetes-admin";
 
 pub(super) fn meta_str(object: &Value, key: &str) -> Option<String> {
     object.get("metadata").and_then(|m| m.get(key)).and_then(Value::as_str).map(str::to_owned)

@@ -12,6 +12,7 @@ use super::faults::fire_get_hook;
 use super::protocol::{RequestCtx, fields_match, labels_match};
 use super::state::{ResourceType, Store, generation_of, meta_str, metadata_mut, now_rfc3339, spec_of};
 use super::validate;
+use crate::admission::{Admission, AdmissionRequest};
 
 pub(super) fn get(ctx: &RequestCtx<'_>, rt: &'static ResourceType, name: &str) -> ApiResult {
     let mut store = ctx.shared.lock();
@@ -141,6 +142,8 @@ pub(super) fn create(ctx: &RequestCtx<'_>, rt: &'static ResourceType) -> ApiResu
     if !errors.is_empty() {
         return Err(ApiError::invalid(rt, &name, &errors));
     }
+    metadata_mut(&mut object).insert("name".into(), json!(name));
+    admit(ctx, &store, rt, "CREATE", &name, &object, None)?;
     if store.object(rt, &name).is_some() {
         return Err(ApiError::already_exists(rt, &name));
     }
@@ -292,6 +295,7 @@ fn commit_update(
             };
         }
         meta.remove("managedFields");
+        admit(ctx, store, rt, "UPDATE", name, &updated, Some(current))?;
         updated
     };
 
@@ -310,6 +314,40 @@ fn commit_update(
         schedule_status(ctx.shared, store, name.to_owned(), generation, updated.clone());
     }
     Ok((StatusCode::OK, updated))
+}
+
+/// The admission policy's verdict on a create or update of the main
+/// resource, after schema validation and before storage, as the API server
+/// orders them (so an existing name is refused before AlreadyExists).
+fn admit(
+    ctx: &RequestCtx<'_>,
+    store: &Store,
+    rt: &'static ResourceType,
+    operation: &str,
+    name: &str,
+    object: &Value,
+    old_object: Option<&Value>,
+) -> Result<(), ApiError> {
+    let (Some(policy), Some(user)) = (store.admission.as_deref(), ctx.user) else {
+        return Ok(());
+    };
+    let request = AdmissionRequest {
+        operation,
+        group: rt.group,
+        version: rt.version,
+        resource: rt.plural,
+        kind: rt.kind,
+        subresource: None,
+        name,
+        user,
+        object,
+        old_object,
+        dry_run: ctx.dry_run(),
+    };
+    match policy.admit(&request) {
+        Admission::Allowed => Ok(()),
+        Admission::Denied { reason, message } => Err(ApiError::admission_denied(rt, name, &reason, &message)),
+    }
 }
 
 pub(super) fn delete(ctx: &RequestCtx<'_>, rt: &'static ResourceType, name: &str) -> ApiResult {
