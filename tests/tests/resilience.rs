@@ -547,12 +547,10 @@ async fn guardrail_max_managed_cidrs() {
     .await;
 }
 
-#[tokio::test]
-async fn guardrail_pool_behind_a_peering_route() {
-    let harness = harness().await;
+/// A peering connection from `harness`'s VPC to a new peer (10.99.0.0/16),
+/// and a route to `destination` through it in the first private table.
+async fn route_through_peering(harness: &Harness, destination: &str) -> String {
     let ec2 = &harness.direct_ec2;
-    // A peer VPC reached through 100.64.0.0/10: every /16 of the default
-    // pool would hijack (or be hijacked by) that route.
     let peer = ec2.create_vpc().cidr_block("10.99.0.0/16").send().await.unwrap();
     let peer_id = peer.vpc().and_then(|v| v.vpc_id()).unwrap().to_owned();
     let pcx =
@@ -560,13 +558,45 @@ async fn guardrail_pool_behind_a_peering_route() {
     let pcx_id = pcx.vpc_peering_connection().and_then(|p| p.vpc_peering_connection_id()).unwrap().to_owned();
     ec2.create_route()
         .route_table_id(&harness.lab.private_route_tables[0])
-        .destination_cidr_block("100.64.0.0/10")
+        .destination_cidr_block(destination)
         .vpc_peering_connection_id(&pcx_id)
         .send()
         .await
         .expect("a route to the peering connection");
-    let report = assert_refused(&harness, &[], &apply_event(), Some("pool-exhausted"), "collide with route").await;
-    assert!(report.reason.contains("64 collide with route destinations"), "{}", report.reason);
+    pcx_id
+}
+
+#[tokio::test]
+async fn guardrail_a_pool_inside_a_wider_peering_route_expands_and_warns() {
+    let harness = harness().await;
+    // AWS refuses only a block equal to or larger than a route destination:
+    // every /16 of the pool lies inside 100.64.0.0/10, which AWS accepts (the
+    // VPC's local route wins), so headroom expands and names the route.
+    let pcx_id = route_through_peering(&harness, "100.64.0.0/10").await;
+    let report = run_event(&harness, &[], &apply_event()).await;
+    assert_eq!(report.outcome, Outcome::Applied, "{}", describe(&report));
+    let plan = report.clusters[0].plan.as_ref().expect("a plan");
+    assert!(
+        plan.warnings.iter().any(|w| w.contains("100.64.0.0/10") && w.contains(&pcx_id)),
+        "the shadowed route and its target are named: {plan}"
+    );
+}
+
+#[tokio::test]
+async fn guardrail_pool_equal_to_a_peering_route() {
+    let harness = harness().await;
+    // The one /16 the pool holds is exactly a route's destination: AWS
+    // refuses it, so nothing is asked of EC2.
+    route_through_peering(&harness, "100.64.0.0/16").await;
+    let report = assert_refused(
+        &harness,
+        &[("CIDR_POOL", "100.64.0.0/16")],
+        &apply_event(),
+        Some("pool-exhausted"),
+        "equal to or hold a route destination",
+    )
+    .await;
+    assert!(report.reason.contains("1 are equal to or hold a route destination"), "{}", report.reason);
 }
 
 #[tokio::test]
