@@ -439,6 +439,37 @@ pub async fn fill_vpc_cidr_quota(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Res
     Ok(())
 }
 
+/// A new VPC `peer_cidr` peered with `vpc_id` (the connection left as moto
+/// makes it), and a route to `destination` through the peering in
+/// `route_table`, straight into moto. Returns the peering connection's id.
+pub async fn route_through_new_peer(
+    ec2: &aws_sdk_ec2::Client,
+    vpc_id: &str,
+    route_table: &str,
+    peer_cidr: &str,
+    destination: &str,
+) -> Result<String, TestbedError> {
+    let peer = ec2.create_vpc().cidr_block(peer_cidr).send().await.map_err(sdk("CreateVpc"))?;
+    let peer_id = peer.vpc().and_then(|v| v.vpc_id()).unwrap_or_default();
+    let pcx = ec2
+        .create_vpc_peering_connection()
+        .vpc_id(vpc_id)
+        .peer_vpc_id(peer_id)
+        .send()
+        .await
+        .map_err(sdk("CreateVpcPeeringConnection"))?;
+    let pcx_id =
+        pcx.vpc_peering_connection().and_then(|p| p.vpc_peering_connection_id()).unwrap_or_default().to_owned();
+    ec2.create_route()
+        .route_table_id(route_table)
+        .destination_cidr_block(destination)
+        .vpc_peering_connection_id(&pcx_id)
+        .send()
+        .await
+        .map_err(sdk("CreateRoute"))?;
+    Ok(pcx_id)
+}
+
 /// The VPC's subnets that carry `key=value`, through `ec2` (use a direct client).
 pub async fn subnets_tagged(
     ec2: &aws_sdk_ec2::Client,

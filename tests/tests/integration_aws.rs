@@ -83,18 +83,15 @@ async fn a_vpc_with_five_cidrs_is_refused_without_any_change() {
 async fn a_route_to_100_64_moves_the_new_cidr_to_the_next_slash_16() {
     let harness = Harness::start(Exhaustion::Fragmented).await.unwrap();
     let ec2 = &harness.direct_ec2;
-    let peer = ec2.create_vpc().cidr_block("100.64.0.0/16").send().await.unwrap();
-    let peer_id = peer.vpc().unwrap().vpc_id().unwrap();
-    let pcx =
-        ec2.create_vpc_peering_connection().vpc_id(&harness.lab.vpc_id).peer_vpc_id(peer_id).send().await.unwrap();
-    let pcx_id = pcx.vpc_peering_connection().unwrap().vpc_peering_connection_id().unwrap();
-    ec2.create_route()
-        .route_table_id(&harness.lab.private_route_tables[0])
-        .destination_cidr_block("100.64.0.0/16")
-        .vpc_peering_connection_id(pcx_id)
-        .send()
-        .await
-        .unwrap();
+    lab::route_through_new_peer(
+        ec2,
+        &harness.lab.vpc_id,
+        &harness.lab.private_route_tables[0],
+        "100.64.0.0/16",
+        "100.64.0.0/16",
+    )
+    .await
+    .unwrap();
 
     let report = run(&harness, &[], apply(), RunOptions::default()).await;
     assert_eq!(report.outcome, Outcome::Applied, "{report:#?}");

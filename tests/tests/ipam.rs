@@ -245,22 +245,15 @@ async fn two_runs_at_once_keep_one_block_from_the_pool() {
 async fn a_colliding_block_left_by_a_crash_is_given_back_not_adopted() {
     let harness = Harness::start(Exhaustion::Fragmented).await.unwrap();
     let ec2 = &harness.direct_ec2;
-    let peer = ec2.create_vpc().cidr_block("100.64.0.0/16").send().await.unwrap();
-    let pcx = ec2
-        .create_vpc_peering_connection()
-        .vpc_id(&harness.lab.vpc_id)
-        .peer_vpc_id(peer.vpc().unwrap().vpc_id().unwrap())
-        .send()
-        .await
-        .unwrap();
-    let pcx_id = pcx.vpc_peering_connection().unwrap().vpc_peering_connection_id().unwrap();
-    ec2.create_route()
-        .route_table_id(&harness.lab.private_route_tables[1])
-        .destination_cidr_block("100.64.0.0/16")
-        .vpc_peering_connection_id(pcx_id)
-        .send()
-        .await
-        .unwrap();
+    lab::route_through_new_peer(
+        ec2,
+        &harness.lab.vpc_id,
+        &harness.lab.private_route_tables[1],
+        "100.64.0.0/16",
+        "100.64.0.0/16",
+    )
+    .await
+    .unwrap();
     put_pool(&harness, &["100.64.0.0/14"]);
     let proxy = harness.aws.proxy();
     proxy.prefer_ipam_block(POOL, "100.64.0.0/16");
@@ -296,22 +289,15 @@ async fn a_block_that_collides_with_a_route_is_disassociated_and_refused() {
     let harness = Harness::start(Exhaustion::Fragmented).await.unwrap();
     let ec2 = &harness.direct_ec2;
     // A peer VPC in 100.64.0.0/16, routed to from one private table.
-    let peer = ec2.create_vpc().cidr_block("100.64.0.0/16").send().await.unwrap();
-    let pcx = ec2
-        .create_vpc_peering_connection()
-        .vpc_id(&harness.lab.vpc_id)
-        .peer_vpc_id(peer.vpc().unwrap().vpc_id().unwrap())
-        .send()
-        .await
-        .unwrap();
-    let pcx_id = pcx.vpc_peering_connection().unwrap().vpc_peering_connection_id().unwrap();
-    ec2.create_route()
-        .route_table_id(&harness.lab.private_route_tables[1])
-        .destination_cidr_block("100.64.0.0/16")
-        .vpc_peering_connection_id(pcx_id)
-        .send()
-        .await
-        .unwrap();
+    let pcx_id = lab::route_through_new_peer(
+        ec2,
+        &harness.lab.vpc_id,
+        &harness.lab.private_route_tables[1],
+        "100.64.0.0/16",
+        "100.64.0.0/16",
+    )
+    .await
+    .unwrap();
     // The planner would pick 100.65.0.0/16; IPAM, which knows no routes, hands out 100.64.0.0/16.
     put_pool(&harness, &["100.64.0.0/14"]);
     harness.aws.proxy().prefer_ipam_block(POOL, "100.64.0.0/16");
@@ -320,7 +306,7 @@ async fn a_block_that_collides_with_a_route_is_disassociated_and_refused() {
     assert_eq!(report.outcome, Outcome::Refused, "{report:#?}");
     let cluster = &report.clusters[0];
     assert_eq!(cluster.refusal, Some(RefusalCode::IpamBlockConflicts));
-    assert!(report.reason.contains("100.64.0.0/16") && report.reason.contains(pcx_id), "{}", report.reason);
+    assert!(report.reason.contains("100.64.0.0/16") && report.reason.contains(&pcx_id), "{}", report.reason);
     let kinds: Vec<StepKind> = cluster.changes.iter().map(|c| c.step).collect();
     assert_eq!(kinds, [StepKind::AllocateVpcCidrFromIpamPool, StepKind::DisassociateVpcCidr], "{:#?}", cluster.changes);
     assert_eq!(cluster.changes[0].resource, cluster.changes[1].resource, "only the association this run made");

@@ -547,32 +547,22 @@ async fn guardrail_max_managed_cidrs() {
     .await;
 }
 
-/// A peering connection from `harness`'s VPC to a new peer (10.99.0.0/16),
-/// and a route to `destination` through it in the first private table.
-async fn route_through_peering(harness: &Harness, destination: &str) -> String {
-    let ec2 = &harness.direct_ec2;
-    let peer = ec2.create_vpc().cidr_block("10.99.0.0/16").send().await.unwrap();
-    let peer_id = peer.vpc().and_then(|v| v.vpc_id()).unwrap().to_owned();
-    let pcx =
-        ec2.create_vpc_peering_connection().vpc_id(&harness.lab.vpc_id).peer_vpc_id(&peer_id).send().await.unwrap();
-    let pcx_id = pcx.vpc_peering_connection().and_then(|p| p.vpc_peering_connection_id()).unwrap().to_owned();
-    ec2.create_route()
-        .route_table_id(&harness.lab.private_route_tables[0])
-        .destination_cidr_block(destination)
-        .vpc_peering_connection_id(&pcx_id)
-        .send()
-        .await
-        .expect("a route to the peering connection");
-    pcx_id
-}
-
 #[tokio::test]
 async fn guardrail_a_pool_inside_a_wider_peering_route_expands_and_warns() {
     let harness = harness().await;
     // AWS refuses only a block equal to or larger than a route destination:
     // every /16 of the pool lies inside 100.64.0.0/10, which AWS accepts (the
     // VPC's local route wins), so headroom expands and names the route.
-    let pcx_id = route_through_peering(&harness, "100.64.0.0/10").await;
+    let lab = &harness.lab;
+    let pcx_id = lab::route_through_new_peer(
+        &harness.direct_ec2,
+        &lab.vpc_id,
+        &lab.private_route_tables[0],
+        "10.99.0.0/16",
+        "100.64.0.0/10",
+    )
+    .await
+    .unwrap();
     let report = run_event(&harness, &[], &apply_event()).await;
     assert_eq!(report.outcome, Outcome::Applied, "{}", describe(&report));
     let plan = report.clusters[0].plan.as_ref().expect("a plan");
@@ -587,7 +577,16 @@ async fn guardrail_pool_equal_to_a_peering_route() {
     let harness = harness().await;
     // The one /16 the pool holds is exactly a route's destination: AWS
     // refuses it, so nothing is asked of EC2.
-    route_through_peering(&harness, "100.64.0.0/16").await;
+    let lab = &harness.lab;
+    lab::route_through_new_peer(
+        &harness.direct_ec2,
+        &lab.vpc_id,
+        &lab.private_route_tables[0],
+        "10.99.0.0/16",
+        "100.64.0.0/16",
+    )
+    .await
+    .unwrap();
     let report = assert_refused(
         &harness,
         &[("CIDR_POOL", "100.64.0.0/16")],
