@@ -17,18 +17,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-PYTHON="${PYTHON:-python3}"
-VENV="${HEADROOM_DOCS_VENV:-$ROOT/.venv-docs}"
-REQUIREMENTS="scripts/requirements-docs.txt"
-stamp="$VENV/.requirements.sha256"
-want="$({ cat "$REQUIREMENTS"; "$PYTHON" --version 2>&1; } | sha256sum | cut -d' ' -f1)"
-if [[ ! -x "$VENV/bin/python" || "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]]; then
-  printf '\n==> %s\n' "installing awscli and shellcheck into ${VENV#"$ROOT"/} (first run or requirements changed)" >&2
-  "$PYTHON" -m venv --clear "$VENV"
-  printf '*\n' >"$VENV/.gitignore"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$REQUIREMENTS"
-  printf '%s\n' "$want" >"$stamp"
-fi
+# shellcheck source=scripts/pinned-venv.sh
+source scripts/pinned-venv.sh
+pinned_venv "${HEADROOM_DOCS_VENV:-$ROOT/.venv-docs}" scripts/requirements-docs.txt "awscli and shellcheck"
 
 cargo build --quiet --locked -p headroom-cli --bin headroom
 headroom="${CARGO_TARGET_DIR:-$ROOT/target}/debug/headroom"
