@@ -223,17 +223,7 @@ impl Report {
 
     /// A report decided from the trigger alone, before any I/O.
     pub fn without_clusters(trigger: Trigger, dry_run: bool, outcome: Outcome, reason: String) -> Self {
-        Report {
-            trigger,
-            dry_run,
-            dry_run_held: None,
-            outcome,
-            reason,
-            clusters: Vec::new(),
-            error: None,
-            published: Published::default(),
-            total_ms: 0,
-        }
+        Report { outcome, reason, ..Report::new(trigger, dry_run, Vec::new(), 0) }
     }
 
     /// A failure before any cluster was read (an unmanaged cluster, say).
