@@ -46,6 +46,19 @@ async fn in_step<T, E: std::fmt::Display>(
     result
 }
 
+/// Disassociates a VPC CIDR headroom's own run associated (one it just got
+/// from the pool, or one a stopped run left colliding), as one traced step.
+async fn give_back(
+    ec2: &Ec2Executor<'_>,
+    vpc_id: &str,
+    association_id: &str,
+    cidr: Ipv4Net,
+    why: &str,
+) -> Result<Applied> {
+    let span = tracing::info_span!("step", step = %StepKind::DisassociateVpcCidr, %cidr);
+    in_step(span, ec2.disassociate_vpc_cidr(vpc_id, association_id, why)).await
+}
+
 pub type ApplyResult = (Vec<Applied>, BTreeMap<&'static str, u64>, Result<Verification>);
 
 pub async fn apply_and_verify(ctx: &Context, before: &NetworkSnapshot, plan: &Plan) -> ApplyResult {
@@ -95,8 +108,7 @@ pub async fn execute(ctx: &Context, before: &NetworkSnapshot, plan: &Plan) -> (V
                 in_step(span, ec2.wait_for_association(vpc_id, *cidr)).await.map(|()| None)
             }
             Step::GiveBackVpcCidr { vpc_id, association_id, cidr, why } => {
-                let span = tracing::info_span!("step", step = %step.kind(), %cidr);
-                in_step(span, ec2.disassociate_vpc_cidr(vpc_id, association_id, why)).await.map(Some)
+                give_back(&ec2, vpc_id, association_id, *cidr, why).await.map(Some)
             }
             _ => continue,
         };
@@ -265,8 +277,7 @@ async fn allocate_into(
     // A colliding block a stopped run left is given back before another is taken.
     for step in &plan.steps {
         if let Step::GiveBackVpcCidr { vpc_id, association_id, cidr, why } = step {
-            let span = tracing::info_span!("step", step = %step.kind(), %cidr);
-            changes.push(in_step(span, ec2.disassociate_vpc_cidr(vpc_id, association_id, why)).await?);
+            changes.push(give_back(&ec2, vpc_id, association_id, *cidr, why).await?);
         }
     }
     let known: Vec<String> = before.vpc.cidr_associations.iter().map(|a| a.association_id.clone()).collect();
@@ -284,8 +295,7 @@ async fn allocate_into(
     .await?;
     if let Some(collision) = ipam::collision(cidr, &route_tables, &peerings) {
         tracing::warn!(%cidr, %collision, "the block IPAM allocated collides; disassociating it");
-        let span = tracing::info_span!("step", step = %StepKind::DisassociateVpcCidr, %cidr);
-        changes.push(in_step(span, ec2.disassociate_vpc_cidr(vpc_id, &association_id, &collision)).await?);
+        changes.push(give_back(&ec2, vpc_id, &association_id, cidr, &collision).await?);
         return Ok(IpamAllocation::Refused(Refusal {
             code: RefusalCode::IpamBlockConflicts,
             message: format!(
@@ -324,9 +334,8 @@ async fn allocate_into(
             // Only a block this run's own call associated is given back.
             let ours_is_new = changes.last().is_some_and(|c| !c.already_present);
             if ours_is_new {
-                let span = tracing::info_span!("step", step = %StepKind::DisassociateVpcCidr, %cidr);
                 let reason = format!("{why}, so this run gives {cidr} back and uses {adopted}");
-                changes.push(in_step(span, ec2.disassociate_vpc_cidr(vpc_id, &association_id, &reason)).await?);
+                changes.push(give_back(&ec2, vpc_id, &association_id, cidr, &reason).await?);
             }
             changes.push(Applied {
                 step: StepKind::AllocateVpcCidrFromIpamPool,
