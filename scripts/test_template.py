@@ -251,7 +251,7 @@ def iam_matches(pattern, arn):
 
 def check_subnet_tag_keys(template, label):
     """CreateSubnet and its tag-on-create allow the tag keys headroom writes
-    (the managed tag and Name, shared/src/planner.rs) and no others."""
+    (the managed tag and Name, shared/core/src/planner/) and no others."""
     failures = []
     stack = Stack(template, {**BASE, "ClusterNames": "a"})
     wanted = sorted([stack.params["ManagedTagKey"], "Name"])

@@ -190,6 +190,7 @@ impl Parsed {
             "DRY_RUN" => None,
             _ => matches.get_one::<String>(name).cloned(),
         })
+        .map_err(headroom::Error::from)
     }
 }
 

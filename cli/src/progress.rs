@@ -1,5 +1,5 @@
 //! Progress of `apply`, step by step: the shared crate runs every plan step
-//! inside a `step` span (`headroom::apply`); this layer prints one line when
+//! inside a `step` span (`headroom::run::apply`); this layer prints one line when
 //! each closes, that is when its AWS or Kubernetes call has answered, with
 //! its fields and duration, marked failed if the step logged an error.
 

@@ -8,7 +8,7 @@ use headroom::Report;
 use headroom::node_subnets::CapacityBasis;
 use headroom::plan::{Plan, Step};
 use headroom::preflight::Verdict;
-use headroom::report::{ClusterReport, Outcome};
+use headroom::run::report::{ClusterReport, Outcome};
 use headroom::status::{ClusterStatus, SubnetStatus};
 use serde_json::Value;
 

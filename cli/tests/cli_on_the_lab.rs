@@ -176,7 +176,7 @@ async fn a_plan_other_than_the_confirmed_one_changes_nothing() {
     let options = headroom::RunOptions { quiet: true, expected_plan: Some(0xDEAD_BEEF), ..Default::default() };
     let report = headroom::handle(&ctx, headroom::trigger::parse(&event).unwrap(), options).await.unwrap();
     let cluster = &report.clusters[0];
-    assert_eq!(cluster.outcome, headroom::report::Outcome::Failed, "{cluster:?}");
+    assert_eq!(cluster.outcome, headroom::run::report::Outcome::Failed, "{cluster:?}");
     assert_eq!(cluster.error.as_ref().map(|e| e.kind.as_str()), Some("PlanChanged"));
     assert!(harness.aws.proxy().mutating_calls().is_empty());
     assert_eq!(kube_writes(&harness), 0);

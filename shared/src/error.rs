@@ -6,13 +6,16 @@
 
 use std::time::Duration;
 
+use headroom_core::SettingsError;
+
 use crate::cluster::ClusterError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A setting in the environment is invalid. Nothing was changed.
-    #[error("invalid setting {setting}={value:?}: {reason}")]
-    Config { setting: &'static str, value: String, reason: String },
+    /// A setting, or a cluster tag that overrides one, is invalid
+    /// ([`headroom_core::SettingsError`]). Nothing was changed.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
 
     /// The invocation payload is not an event headroom understands.
     #[error("invalid event: {0}")]
@@ -31,13 +34,6 @@ pub enum Error {
         /// What makes a cluster managed here, phrased as the fix.
         how: String,
     },
-
-    /// A cluster tag that overrides a setting holds a value headroom cannot
-    /// use. That cluster is left alone; the others are not affected.
-    #[error(
-        "cluster {cluster:?}: tag {tag}={value:?} is invalid: {reason}; fix or remove the tag (docs/deploy.md, per-cluster settings)"
-    )]
-    ClusterTag { cluster: String, tag: &'static str, value: String, reason: String },
 
     /// The cluster's VPC lacks the opt-in tag the deployment's IAM policy
     /// requires before any change.
@@ -103,10 +99,9 @@ impl Error {
         match self {
             Error::Aws { retryable, .. } => *retryable,
             Error::Cluster(error) => error.is_retryable(),
+            Error::Settings(error) => error.is_retryable(),
             Error::AssociationTimeout { .. } | Error::Verification(_) => true,
-            Error::Config { .. }
-            | Error::WrongVpc { .. }
-            | Error::ClusterTag { .. }
+            Error::WrongVpc { .. }
             | Error::VpcNotOptedIn { .. }
             | Error::PermissionDenied(_)
             | Error::PlanChanged { .. }
@@ -121,7 +116,7 @@ impl Error {
     /// A stable, machine-readable name for reports and logs.
     pub fn kind(&self) -> &'static str {
         match self {
-            Error::Config { .. } => "Config",
+            Error::Settings(error) => error.kind(),
             Error::InvalidEvent(_) => "InvalidEvent",
             Error::NoCluster => "NoCluster",
             Error::UnmanagedCluster { .. } => "UnmanagedCluster",
@@ -132,7 +127,6 @@ impl Error {
             Error::AssociationFailed { .. } => "AssociationFailed",
             Error::Verification(_) => "Verification",
             Error::WrongVpc { .. } => "WrongVpc",
-            Error::ClusterTag { .. } => "ClusterTag",
             Error::VpcNotOptedIn { .. } => "VpcNotOptedIn",
             Error::PermissionDenied(_) => "PermissionDenied",
             Error::PlanChanged { .. } => "PlanChanged",

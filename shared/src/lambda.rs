@@ -7,7 +7,7 @@
 
 use serde_json::{Value, json};
 
-use crate::remediate::{self, Context, RunOptions};
+use crate::run::remediate::{self, Context, RunOptions};
 use crate::trigger::{self, TriggerKind};
 
 /// The deployed functions.
@@ -71,10 +71,10 @@ pub type HandlerError = RetryableFailure;
 /// (`Remediations`, decision `rejected`), never notified.
 async fn rejected(ctx: &Context, function: Function, error: &crate::Error, cluster: Option<&str>) -> Value {
     tracing::warn!(error = %error, "rejected event");
-    crate::announce::rejected(ctx, cluster).await;
+    crate::run::announce::rejected(ctx, cluster).await;
     json!({
         "function": function.name(),
-        "outcome": crate::report::Outcome::Rejected.word(),
+        "outcome": crate::run::report::Outcome::Rejected.word(),
         "reason": error.to_string(),
         "error": { "kind": error.kind(), "message": error.to_string(), "retryable": false },
     })

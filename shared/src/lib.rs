@@ -1,51 +1,35 @@
 //! headroom keeps an EKS Auto Mode cluster from running out of IPv4 addresses.
 //!
-//! Functional core, imperative shell:
+//! Functional core, imperative shell. The core is its own crate
+//! (`headroom_core`, `shared/core`), which the compiler keeps free of I/O;
+//! its modules are re-exported here so users name one crate. This crate is
+//! the shell:
 //!
 //! | stage | module | does I/O |
 //! |---|---|---|
 //! | parse the event | [`trigger`] | no |
-//! | which clusters, with whose settings | [`selection`], [`config::Config::for_cluster`] | yes (EKS) |
-//! | read settings | [`config`] | once, at start-up |
-//! | read the network | [`snapshot`] over [`aws::inventory`], [`cluster`] | yes |
-//! | which subnets nodes use | [`node_subnets`] | no |
-//! | count free space | [`capacity`] | no |
-//! | headroom per AZ and subnet, for people | [`status`] | no |
-//! | choose a CIDR | [`cidr`]; an IPAM pool's: [`ipam`] | no |
-//! | decide | [`planner`] → [`plan`] | no |
-//! | NodeClass rules | [`nodeclass`] | no |
-//! | act | [`aws::executor`], [`cluster`] | yes |
-//! | tie it together, verify, report | [`remediate`], [`report`] | yes |
+//! | which clusters, with whose settings | [`run::selection`], [`config::Config::for_cluster`] | yes (EKS) |
+//! | read the network | [`run::snapshot`] over [`aws::inventory`], [`cluster`] | yes |
+//! | decide | the core: [`planner`] → [`plan`] | no |
+//! | act | [`run::apply`] over [`aws::executor`], [`cluster`] | yes |
+//! | verify | [`run::apply`] re-reads; the core's [`verify`] judges | yes |
+//! | report and tell | [`run::report`], [`run::announce`], [`run::notify`] | yes |
+//! | the Lambda glue | [`lambda`] | no |
+//!
+//! docs/design.md has the layer diagram and a "where is X" table.
 
-pub mod announce;
-pub mod apply;
 pub mod aws;
-pub mod capacity;
-pub mod cidr;
 pub mod cluster;
-pub mod config;
-pub mod context;
 pub mod error;
-pub mod ipam;
 pub mod lambda;
-pub mod model;
-pub mod node_subnets;
-pub mod nodeclass;
-pub mod notify;
-pub mod plan;
-pub mod planner;
-pub mod preflight;
-pub mod reachability;
-pub mod remediate;
-pub mod report;
-pub mod rng;
-pub mod selection;
-pub mod snapshot;
-pub mod status;
+pub mod run;
 pub mod trigger;
-pub mod verify;
 
-pub use config::Config;
+pub use headroom_core::{
+    Config, capacity, cidr, config, ipam, model, node_subnets, nodeclass, plan, planner, preflight, reachability, rng,
+    status, verify,
+};
+
 pub use error::{Error, Result};
-pub use remediate::{Context, RunOptions, handle};
-pub use report::Report;
+pub use run::remediate::{Context, RunOptions, handle};
+pub use run::report::Report;

@@ -2,7 +2,7 @@
 //! proves the install even when nothing needs doing; against moto (through
 //! the fault proxy) and the fake API server.
 
-use headroom::report::Outcome;
+use headroom::run::report::Outcome;
 use headroom::{Report, RunOptions};
 use headroom_testbed::harness::Harness;
 use headroom_testbed::lab::{self, Exhaustion};

@@ -1,7 +1,7 @@
 //! The lab's scenario against moto (through the fault proxy): what headroom
 //! changes in AWS, and what it refuses to change.
 
-use headroom::report::Outcome;
+use headroom::run::report::Outcome;
 use headroom::{Report, RunOptions};
 use headroom_testbed::harness::Harness;
 use headroom_testbed::lab::{self, Exhaustion};

@@ -3,7 +3,7 @@
 //! and a NodeClass name that headroom's admission policy refuses.
 
 use headroom::plan::StepKind;
-use headroom::report::Outcome;
+use headroom::run::report::Outcome;
 use headroom::{Report, RunOptions};
 use headroom_testbed::fake_kube::{NODECLASSES, NODEPOOLS};
 use headroom_testbed::harness::Harness;

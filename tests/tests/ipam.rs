@@ -6,7 +6,7 @@
 //! collides with a route, crashes between the steps, and two runs at once.
 
 use headroom::plan::{RefusalCode, StepKind};
-use headroom::report::Outcome;
+use headroom::run::report::Outcome;
 use headroom::{Report, RunOptions};
 use headroom_testbed::fake_kube::NODECLASSES;
 use headroom_testbed::harness::Harness;
@@ -212,7 +212,7 @@ async fn two_runs_at_once_keep_one_block_from_the_pool() {
     for report in [&first, &second] {
         assert_eq!(report.outcome, Outcome::Applied, "{report:#?}");
     }
-    let gave_back: Vec<&headroom::report::ClusterReport> = [&first, &second]
+    let gave_back: Vec<&headroom::run::report::ClusterReport> = [&first, &second]
         .into_iter()
         .map(|r| &r.clusters[0])
         .filter(|c| c.changes.iter().any(|ch| ch.step == StepKind::DisassociateVpcCidr))

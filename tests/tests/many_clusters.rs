@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use headroom::aws::AwsClients;
 use headroom::cluster::ClusterAccess;
 use headroom::config::{TAG_MIN_FREE_IPS_PER_AZ, TAG_MIN_FREE_PREFIXES_PER_AZ, TAG_NODECLASS};
-use headroom::report::Outcome;
+use headroom::run::report::Outcome;
 use headroom::{Context, Report, RunOptions};
 use headroom_testbed::harness::Harness;
 use headroom_testbed::lab::{self, Exhaustion, SecondVpc};

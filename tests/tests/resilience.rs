@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_ec2::types::Filter;
 use headroom::lambda::{self, Function};
 use headroom::plan::StepKind;
-use headroom::report::Outcome;
+use headroom::run::report::Outcome;
 use headroom::{Report, RunOptions};
 use headroom_testbed::fake_kube::{NODECLASSES, NODEPOOLS};
 use headroom_testbed::harness::Harness;

@@ -6,7 +6,7 @@
 //! `Remediations` metric, the preflight of dry runs, and the rules that would
 //! refuse pods in a new block.
 
-use headroom::report::Outcome;
+use headroom::run::report::Outcome;
 use headroom::{Report, RunOptions};
 use headroom_testbed::Fault;
 use headroom_testbed::Published;
@@ -48,9 +48,9 @@ fn last_published(harness: &Harness) -> (Published, [String; 5]) {
     let published = harness.aws.proxy().published();
     let last = published.last().expect("a publish").clone();
     assert_eq!(last.message_structure.as_deref(), Some("json"), "{last:?}");
-    assert!(last.counted_bytes() <= headroom::notify::MAX_PUBLISH_BYTES);
+    assert!(last.counted_bytes() <= headroom::run::notify::MAX_PUBLISH_BYTES);
     let body = |p: &str| last.body(p).unwrap_or_else(|| panic!("no {p} body in {last:?}"));
-    let bodies = headroom::notify::PROTOCOLS.map(body);
+    let bodies = headroom::run::notify::PROTOCOLS.map(body);
     (last, bodies)
 }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use headroom::plan::{RefusalCode, StepKind};
-use headroom::report::Outcome;
+use headroom::run::report::Outcome;
 use headroom::{Report, RunOptions};
 use headroom_testbed::Fault;
 use headroom_testbed::fake_kube::{NODECLASSES, NODEPOOLS};

@@ -5,7 +5,7 @@ use aws_sdk_sns::types::MessageAttributeValue;
 
 use super::errors::aws_error;
 use crate::error::Result;
-use crate::notify::Notification;
+use crate::run::notify::Notification;
 
 /// Publishes one message; answers the SNS message id.
 pub async fn publish(sns: &aws_sdk_sns::Client, topic_arn: &str, notification: &Notification) -> Result<String> {

@@ -27,7 +27,7 @@ const MAX_NOT_FOUND_BACKOFF: Duration = Duration::from_secs(2);
 /// Jitter in [max/2, max): concurrent runs that failed together do not
 /// retry together.
 pub fn jitter(max: Duration) -> Duration {
-    let fraction = (crate::rng::next_in_process() >> 11) as f64 / (1u64 << 53) as f64;
+    let fraction = (headroom_core::rng::next_in_process() >> 11) as f64 / (1u64 << 53) as f64;
     max / 2 + max.mul_f64(fraction / 2.0)
 }
 

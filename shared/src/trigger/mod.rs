@@ -3,6 +3,9 @@
 //! Parsing is pure and total: any JSON gives either a `Trigger` or a
 //! non-retryable [`Error::InvalidEvent`] naming what was wrong, never a
 //! panic (a property test feeds it arbitrary and mutated events).
+//!
+//! No I/O here: whether a named cluster is managed, and everything after,
+//! is `run/`'s.
 
 mod alarm;
 mod cloudtrail;

@@ -42,7 +42,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use headroom::RunOptions;
-use headroom::report::Outcome;
+use headroom::run::report::Outcome;
 use headroom_testbed::LatencyModel;
 use headroom_testbed::harness::Harness;
 use headroom_testbed::lab::{self, Exhaustion};

@@ -53,7 +53,7 @@ fn print_notification(published: &headroom_testbed::Published) {
     for line in published.body("email").unwrap_or_default().lines() {
         println!("  | {line}");
     }
-    let sizes: Vec<String> = headroom::notify::PROTOCOLS
+    let sizes: Vec<String> = headroom::run::notify::PROTOCOLS
         .iter()
         .map(|p| format!("{p} {} B", published.body(p).map_or(0, |b| b.len())))
         .collect();

@@ -168,6 +168,16 @@ pub fn shadow_warning(block: Ipv4Net, covering: &[cidr::CoveringRoute]) -> Optio
     ))
 }
 
+/// The lowest `/prefix` block of the pool's provisioned CIDRs that no allocation
+/// overlaps: the block IPAM would give if it gives the lowest free one
+/// (unverified). `None` when the allocations were not read, or when
+/// every block is allocated.
+pub fn lowest_free_block(pool: &IpamPool, prefix: u8) -> Option<Ipv4Net> {
+    let allocations = pool.allocations.as_ref()?;
+    cidr::pool_blocks(&pool.provisioned_cidrs, prefix)
+        .find(|block| !allocations.iter().any(|a| cidr::overlaps(a.cidr, *block)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -140,7 +140,7 @@ impl ClusterStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::planner::tests::{
+    use crate::fixtures::{
         lab, lab_with_routed_managed_subnets, nodeclass_selecting_managed_subnets, put_used_nodeclass,
     };
 

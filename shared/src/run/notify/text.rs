@@ -3,7 +3,7 @@
 //! twice: as the chat card's markdown and as plain text for mail. Pure.
 
 use crate::plan::{Applied, Step, StepKind};
-use crate::report::{ClusterReport, Outcome};
+use crate::run::report::{ClusterReport, Outcome};
 use crate::trigger::Trigger;
 
 use super::{planned_change, refusal_word};

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::aws::metrics::{Memory, Metric};
 use crate::capacity::AzCapacity;
 use crate::error::Error;
 use crate::node_subnets::CapacityBasis;
@@ -237,4 +238,13 @@ impl Report {
     pub fn retryable_failure(&self) -> Option<&ReportedError> {
         self.clusters.iter().filter_map(|c| c.error.as_ref()).find(|e| e.retryable)
     }
+}
+/// One cluster's outcome, with what the end of the invocation publishes.
+#[derive(Debug, Clone)]
+pub struct ClusterOutcome {
+    pub report: ClusterReport,
+    /// Capacity data points (the capacity check).
+    pub capacity: Vec<Metric>,
+    /// What the capacity check remembered at the start (scheduled runs).
+    pub memory: Option<Memory>,
 }

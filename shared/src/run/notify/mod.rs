@@ -13,7 +13,7 @@
 use serde_json::json;
 
 use crate::plan::{Plan, RefusalCode, Step};
-use crate::report::{ClusterReport, Outcome, Report};
+use crate::run::report::{ClusterReport, Outcome, Report};
 use crate::trigger::{Trigger, TriggerKind};
 
 mod pack;
@@ -273,7 +273,7 @@ mod tests {
     use crate::plan::Applied;
     use crate::plan::StepKind;
     use crate::reachability::ReachabilityWarning;
-    use crate::report::Verification;
+    use crate::run::report::Verification;
 
     fn applied(notes: usize, warnings: usize) -> (Report, ClusterReport) {
         let trigger = crate::trigger::parse(&json!({"dryRun": false})).expect("the manual event");

@@ -10,11 +10,10 @@ use serde_json::{Value, json};
 
 use crate::config::{Config, SubnetMode};
 use crate::model::AutoModeObjects;
+pub use crate::model::{NODECLASS_GROUP, NODECLASS_KIND, nodeclass_ref};
 use crate::plan::NodeClassIntent;
 
-pub const NODECLASS_GROUP: &str = "eks.amazonaws.com";
 pub const NODECLASS_VERSION: &str = "v1";
-pub const NODECLASS_KIND: &str = "NodeClass";
 pub const NODECLASS_PLURAL: &str = "nodeclasses";
 pub const NODEPOOL_GROUP: &str = "karpenter.sh";
 pub const NODEPOOL_VERSION: &str = "v1";
@@ -236,16 +235,6 @@ pub fn new_nodepool(name: &str, nodeclass: &str) -> Value {
             }
         }
     })
-}
-
-/// The NodeClass a NodePool launches from: `spec.template.spec.nodeClassRef`,
-/// when it refers to an EKS Auto Mode NodeClass.
-pub fn nodeclass_ref(nodepool: &Value) -> Option<&str> {
-    let reference = nodepool.pointer("/spec/template/spec/nodeClassRef")?;
-    let field = |key: &str| reference.get(key).and_then(Value::as_str);
-    let group_ok = field("group").is_none_or(|g| g == NODECLASS_GROUP);
-    let kind_ok = field("kind").is_none_or(|k| k == NODECLASS_KIND);
-    if group_ok && kind_ok { field("name") } else { None }
 }
 
 /// `spec.role`: the IAM role of the nodes a NodeClass launches.

@@ -260,7 +260,7 @@ impl Planner<'_> {
     /// block that passes every rule.
     fn predict_ipam_block(&mut self, pool: &crate::model::IpamPool, acceptable: Ipv4Net) {
         let prefix = self.config.vpc_cidr_prefix;
-        let Some(lowest) = pool.lowest_free_block(prefix) else {
+        let Some(lowest) = ipam::lowest_free_block(pool, prefix) else {
             self.notes.push(format!(
                 "IPAM chooses the /{prefix}; the pool's allocations (GetIpamPoolAllocations) were not read, so which block is unknown"
             ));

@@ -1,8 +1,8 @@
 //! The imperative shell, per event: which clusters, then for each one read
-//! ([`crate::snapshot`]) → decide ([`crate::planner`]) → apply or prove
-//! ([`crate::apply`]) → report, then tell ([`crate::announce`]).
+//! ([`crate::run::snapshot`]) → decide ([`crate::planner`]) → apply or prove
+//! ([`crate::run::apply`]) → report, then tell ([`crate::run::announce`]).
 //!
-//! Handlers build one [`Context`] per process ([`crate::context`]) and call
+//! Handlers build one [`Context`] per process ([`crate::run::context`]) and call
 //! [`handle`] per event.
 
 use std::time::Instant;
@@ -10,19 +10,19 @@ use std::time::Instant;
 use futures::{StreamExt, future, stream};
 use tracing::Instrument;
 
-use crate::announce;
-use crate::apply::{self, apply_and_verify};
-use crate::aws::metrics::{self, Memory, Metric};
+use crate::aws::metrics::{self, Memory};
 use crate::aws::{alarms, inventory};
-pub use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::node_subnets::node_subnets;
 use crate::plan::{Decision, Plan};
 use crate::planner::{self, Demand};
 use crate::preflight::Occasion;
-use crate::report::{ClusterReport, Outcome, Report};
-use crate::selection::{self, Selection};
-use crate::snapshot;
+use crate::run::announce;
+use crate::run::apply::{self, apply_and_verify};
+pub use crate::run::context::Context;
+use crate::run::report::{ClusterOutcome, ClusterReport, Outcome, Report};
+use crate::run::selection::{self, Selection};
+use crate::run::snapshot;
 use crate::trigger::{Trigger, TriggerAction, TriggerKind};
 
 /// What the caller (a function, or the CLI) adds to the trigger.
@@ -37,16 +37,6 @@ pub struct RunOptions {
     /// confirmed. If the world moved and the planner now decides otherwise,
     /// nothing is changed and the run fails with [`Error::PlanChanged`].
     pub expected_plan: Option<u32>,
-}
-
-/// One cluster's outcome, with what the end of the invocation publishes.
-#[derive(Debug, Clone)]
-pub struct ClusterOutcome {
-    pub report: ClusterReport,
-    /// Capacity data points (the capacity check).
-    pub capacity: Vec<Metric>,
-    /// What the capacity check remembered at the start (scheduled runs).
-    pub memory: Option<Memory>,
 }
 
 /// Handles one event end to end and tells about it. Errors of individual

@@ -1,6 +1,6 @@
 //! Capacity analysis at scale: the pure work of one invocation on a big VPC.
 //!
-//!     cargo bench -p headroom --bench capacity
+//!     cargo bench -p headroom-core --bench capacity
 //!
 //! - `subnet_capacity/1000_subnets_50k_used`: `capacity::subnet_capacity`
 //!   for 1,000 /24 subnets holding 50,000 used addresses between them:
@@ -25,14 +25,14 @@ use std::hint::black_box;
 use std::net::Ipv4Addr;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use headroom::capacity::{self, AddressUsage, Reservation};
-use headroom::config::{Config, Thresholds};
-use headroom::model::{
+use headroom_core::capacity::{self, AddressUsage, Reservation};
+use headroom_core::config::{Config, Thresholds};
+use headroom_core::model::{
     AutoModeObjects, CidrAssociation, CidrState, Cluster, ClusterApi, NetworkSnapshot, Route, RouteTable, Subnet, Vpc,
 };
-use headroom::plan::{Decision, StepKind};
-use headroom::planner::{self, Demand};
-use headroom::rng::SplitMix64;
+use headroom_core::plan::{Decision, StepKind};
+use headroom_core::planner::{self, Demand};
+use headroom_core::rng::SplitMix64;
 use ipnet::Ipv4Net;
 use serde_json::json;
 

@@ -9,8 +9,8 @@ use futures::{StreamExt, TryStreamExt, stream};
 
 use crate::aws::inventory;
 use crate::cluster::ClusterError;
-use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::run::context::Context;
 use crate::trigger::{Trigger, TriggerKind};
 
 /// How the deployment's settings judge a cluster an event names, before any

@@ -177,6 +177,22 @@ fn name_of(object: &Value) -> Option<&str> {
     object.pointer("/metadata/name").and_then(Value::as_str)
 }
 
+/// The API group and kind of an EKS Auto Mode NodeClass. Here, at the
+/// bottom, because reading which NodeClass a NodePool uses is part of the
+/// model; [`crate::nodeclass`] builds objects with them.
+pub const NODECLASS_GROUP: &str = "eks.amazonaws.com";
+pub const NODECLASS_KIND: &str = "NodeClass";
+
+/// The NodeClass a NodePool launches from: `spec.template.spec.nodeClassRef`,
+/// when it refers to an EKS Auto Mode NodeClass.
+pub fn nodeclass_ref(nodepool: &Value) -> Option<&str> {
+    let reference = nodepool.pointer("/spec/template/spec/nodeClassRef")?;
+    let field = |key: &str| reference.get(key).and_then(Value::as_str);
+    let group_ok = field("group").is_none_or(|g| g == NODECLASS_GROUP);
+    let kind_ok = field("kind").is_none_or(|k| k == NODECLASS_KIND);
+    if group_ok && kind_ok { field("name") } else { None }
+}
+
 impl AutoModeObjects {
     pub fn nodeclass(&self, name: &str) -> Option<&Value> {
         self.nodeclasses.iter().find(|o| name_of(o) == Some(name))
@@ -189,12 +205,8 @@ impl AutoModeObjects {
     /// Names of the NodePools whose `spec.template.spec.nodeClassRef` names
     /// the NodeClass `nodeclass`, sorted.
     pub fn nodepools_using(&self, nodeclass: &str) -> Vec<&str> {
-        let mut names: Vec<&str> = self
-            .nodepools
-            .iter()
-            .filter(|pool| crate::nodeclass::nodeclass_ref(pool) == Some(nodeclass))
-            .filter_map(name_of)
-            .collect();
+        let mut names: Vec<&str> =
+            self.nodepools.iter().filter(|pool| nodeclass_ref(pool) == Some(nodeclass)).filter_map(name_of).collect();
         names.sort_unstable();
         names
     }
@@ -284,16 +296,6 @@ impl IpamPool {
             .filter(|(key, value)| tags.get(*key) != Some(*value))
             .map(|(key, value)| format!("{key}={value}"))
             .collect()
-    }
-
-    /// The lowest `/prefix` block of the provisioned CIDRs that no allocation
-    /// overlaps: the block IPAM would give if it gives the lowest free one
-    /// (unverified). `None` when the allocations were not read, or when
-    /// every block is allocated.
-    pub fn lowest_free_block(&self, prefix: u8) -> Option<Ipv4Net> {
-        let allocations = self.allocations.as_ref()?;
-        crate::cidr::pool_blocks(&self.provisioned_cidrs, prefix)
-            .find(|block| !allocations.iter().any(|a| crate::cidr::overlaps(a.cidr, *block)))
     }
 
     /// The allocated blocks, when read.

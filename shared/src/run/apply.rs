@@ -18,15 +18,15 @@ use tracing::Instrument;
 use crate::aws::executor::Ec2Executor;
 use crate::aws::{inventory, preflight as aws_preflight};
 use crate::cluster::ClusterError;
-use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::ipam;
 use crate::model::NetworkSnapshot;
 use crate::nodeclass::SelectorTarget;
 use crate::plan::{Applied, Plan, Refusal, RefusalCode, Step, StepKind, SubnetRef};
 use crate::preflight::{Occasion, Preflight};
-use crate::report::Verification;
-use crate::snapshot;
+use crate::run::context::Context;
+use crate::run::report::Verification;
+use crate::run::snapshot;
 use crate::verify;
 
 fn elapsed_ms(since: Instant) -> u64 {

@@ -14,10 +14,9 @@
 use futures::future;
 
 use crate::aws::{metrics, notifier};
-use crate::context::Context;
-use crate::notify::{self, Notification};
-use crate::remediate::ClusterOutcome;
-use crate::report::{ClusterReport, Notified, Outcome, Report};
+use crate::run::context::Context;
+use crate::run::notify::{self, Notification};
+use crate::run::report::{ClusterOutcome, ClusterReport, Notified, Outcome, Report};
 use crate::trigger::TriggerKind;
 
 /// The cluster a report without clusters counts for: the deployment's own

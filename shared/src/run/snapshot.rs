@@ -19,11 +19,11 @@ use futures::future;
 
 use crate::aws::inventory::{self, Depth};
 use crate::cluster::ClusterDescription;
-use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::model::{ClusterApi, NetworkSnapshot};
 use crate::node_subnets::node_subnets;
 use crate::nodeclass;
+use crate::run::context::Context;
 
 /// A snapshot, and why the cluster's API could not be read if it could not.
 pub struct Reading {

@@ -82,7 +82,7 @@ mod tests {
     }
 
     fn snapshot(rules: Vec<AllowRule>) -> NetworkSnapshot {
-        let mut s = crate::planner::tests::lab();
+        let mut s = crate::fixtures::lab();
         s.vpc.cidr_associations.push(CidrAssociation {
             association_id: "a".into(),
             cidr: net("100.64.0.0/16"),

@@ -1,0 +1,19 @@
+//! One invocation, in the order its data flows: which clusters
+//! ([`selection`]), their world ([`snapshot`]), the plan (the core's
+//! `planner`), applying or proving it ([`apply`]), the report ([`report`]),
+//! and telling CloudWatch and people ([`announce`], [`notify`]).
+//! [`remediate`] ties them together; [`context`] is what a process builds
+//! once.
+//!
+//! Decisions do not live here: they are the core's (`headroom_core`). What
+//! is here does I/O through `aws/` and `cluster/`, and decides nothing those
+//! do not.
+
+pub mod announce;
+pub mod apply;
+pub mod context;
+pub mod notify;
+pub mod remediate;
+pub mod report;
+pub mod selection;
+pub mod snapshot;
