@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Everything CI runs, from a fresh machine: checks formatting and clippy
-# (warnings are errors), installs moto into .venv and the infra linters into
+# Everything CI runs, from a fresh machine: checks formatting, the layers
+# (scripts/check-layers.sh) and clippy (warnings are errors), installs moto into .venv and the infra linters into
 # .venv-infra, lints and scans infra/, checks docs/getting-started.md
 # (awscli and shellcheck in .venv-docs), then runs every Rust test (unit,
 # property, moto-backed integration, Lambda runtime harness).
@@ -16,6 +16,9 @@ done
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
+
+echo "==> layers: a pure core crate, no module circle, no file over 600 lines"
+scripts/check-layers.sh
 
 echo "==> cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
