@@ -26,8 +26,8 @@ pub mod run;
 pub mod trigger;
 
 pub use headroom_core::{
-    Config, capacity, cidr, config, ipam, model, node_subnets, nodeclass, plan, planner, preflight, reachability, rng,
-    status, verify,
+    Config, capacity, cidr, config, forecast, ipam, model, node_subnets, nodeclass, plan, planner, preflight,
+    reachability, rng, status, verify,
 };
 
 pub use error::{Error, Result};

@@ -18,6 +18,7 @@ mod error;
 pub mod fake_kube;
 pub mod fault_proxy;
 pub mod harness;
+pub mod history;
 pub mod lab;
 pub mod moto;
 mod net;

@@ -19,6 +19,7 @@
 //! | whether the new block can reach and be reached | [`reachability`] |
 //! | what to do: the plan, its steps and refusals | [`planner`] → [`plan`] |
 //! | which permissions a plan needs proved | [`preflight`] |
+//! | when an AZ runs out at its current trend; whether to expand ahead | [`forecast`] |
 //! | whether the applied plan holds | [`verify`] |
 //! | seeded jitter (not a decision; pure, so here) | [`rng`] |
 //!
@@ -31,6 +32,7 @@ pub mod config;
 pub mod error;
 #[cfg(test)]
 mod fixtures;
+pub mod forecast;
 pub mod ipam;
 pub mod model;
 pub mod node_subnets;

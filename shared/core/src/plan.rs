@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::SubnetMode;
+use crate::forecast::ForecastTrigger;
 use crate::reachability::ReachabilityWarning;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -107,6 +108,11 @@ pub struct Plan {
     /// Rules that admit the VPC's existing CIDRs but not the new block:
     /// pods placed there would be refused by them.
     pub reachability: Vec<ReachabilityWarning>,
+    /// Set when the plan expands ahead of a forecast, not a crossed
+    /// threshold: which AZ, which measure, how fast, how long is left.
+    /// Not part of the fingerprint, so a forecast told once stays told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<Box<ForecastTrigger>>,
 }
 
 /// A subnet a step refers to: one that exists, or one an earlier step creates.

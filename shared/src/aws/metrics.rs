@@ -6,6 +6,8 @@
 //!   Dimensions name the cluster and the AZ, so an alarm can say where. The
 //!   `MinAz*` metrics are the ones the template's alarms watch: one alarm per
 //!   cluster covers every AZ.
+//! - The forecast: `HoursToExhaustion` per AZ where the trend of the
+//!   capacity above gives one, and `MinAzHoursToExhaustion` per cluster.
 //! - `Remediations`, one per cluster and invocation, with the decision as a
 //!   dimension: what the template's "refused or failed" alarm counts.
 //! - The capacity check's memory, kept without a database:
@@ -19,6 +21,7 @@ use serde::Serialize;
 use super::errors::aws_error;
 use crate::config::Config;
 use crate::error::Result;
+use crate::forecast::ClusterForecast;
 use crate::model::NetworkSnapshot;
 use crate::node_subnets::node_subnets;
 use crate::trigger::{AZ_DIMENSION, CLUSTER_DIMENSION, SUBNET_DIMENSION};
@@ -33,6 +36,8 @@ pub const NOTIFIED_PLAN: &str = "NotifiedPlanFingerprint";
 pub const PREFLIGHTS: &str = "Preflights";
 pub const NOTIFICATION_FAILURES: &str = "NotificationFailures";
 pub const DECISION_DIMENSION: &str = "Decision";
+pub const HOURS_TO_EXHAUSTION: &str = "HoursToExhaustion";
+pub const MIN_AZ_HOURS_TO_EXHAUSTION: &str = "MinAzHoursToExhaustion";
 
 /// How long a preflight stays fresh: the scheduled check proves the
 /// permissions again once this long has passed.
@@ -46,15 +51,25 @@ pub struct Metric {
     pub name: &'static str,
     pub dimensions: Vec<(&'static str, String)>,
     pub value: f64,
-    pub percent: bool,
+    pub unit: Unit,
+}
+
+/// The CloudWatch units headroom publishes in. CloudWatch has no hours, so
+/// `HoursToExhaustion` says it in its name and is published without a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Unit {
+    Count,
+    Percent,
+    None,
 }
 
 /// Every data point for one cluster's snapshot. Pure.
 pub fn capacity_metrics(snapshot: &NetworkSnapshot, config: &Config) -> Vec<Metric> {
     let cluster = &snapshot.cluster.name;
     let mut metrics = Vec::new();
-    let mut point = |name, dimensions: Vec<(&'static str, String)>, value: f64, percent| {
-        metrics.push(Metric { name, dimensions, value, percent });
+    let mut point = |name, dimensions: Vec<(&'static str, String)>, value: f64, percent: bool| {
+        let unit = if percent { Unit::Percent } else { Unit::Count };
+        metrics.push(Metric { name, dimensions, value, unit });
     };
     let used = node_subnets(snapshot, config);
     let mut subnets = if config.publish_subnet_metrics { used.subnets.clone() } else { Vec::new() };
@@ -85,13 +100,43 @@ pub fn capacity_metrics(snapshot: &NetworkSnapshot, config: &Config) -> Vec<Metr
     metrics
 }
 
+/// `HoursToExhaustion` per AZ (the smaller of its two forecasts), only
+/// where one exists, and the cluster's minimum over its AZs,
+/// `MinAzHoursToExhaustion`, for the dashboard. Pure.
+pub fn forecast_metrics(cluster: &str, forecast: &ClusterForecast) -> Vec<Metric> {
+    let mut metrics: Vec<Metric> = forecast
+        .azs
+        .iter()
+        .filter_map(|az| {
+            Some(Metric {
+                name: HOURS_TO_EXHAUSTION,
+                dimensions: vec![
+                    (CLUSTER_DIMENSION, cluster.to_string()),
+                    (AZ_DIMENSION, az.availability_zone.clone()),
+                ],
+                value: az.hours_to_exhaustion()?,
+                unit: Unit::None,
+            })
+        })
+        .collect();
+    if let Some(hours) = forecast.min_hours_to_exhaustion() {
+        metrics.push(Metric {
+            name: MIN_AZ_HOURS_TO_EXHAUSTION,
+            dimensions: vec![(CLUSTER_DIMENSION, cluster.to_string())],
+            value: hours,
+            unit: Unit::None,
+        });
+    }
+    metrics
+}
+
 /// One `Remediations` data point: this cluster's decision.
 pub fn outcome_metric(cluster: &str, decision: &str) -> Metric {
     Metric {
         name: REMEDIATIONS,
         dimensions: vec![(CLUSTER_DIMENSION, cluster.to_string()), (DECISION_DIMENSION, decision.to_string())],
         value: 1.0,
-        percent: false,
+        unit: Unit::Count,
     }
 }
 
@@ -101,13 +146,18 @@ pub fn notified_plan_metric(cluster: &str, fingerprint: u32) -> Metric {
         name: NOTIFIED_PLAN,
         dimensions: vec![(CLUSTER_DIMENSION, cluster.to_string())],
         value: f64::from(fingerprint),
-        percent: false,
+        unit: Unit::Count,
     }
 }
 
 /// A preflight ran for this cluster.
 pub fn preflight_metric(cluster: &str) -> Metric {
-    Metric { name: PREFLIGHTS, dimensions: vec![(CLUSTER_DIMENSION, cluster.to_string())], value: 1.0, percent: false }
+    Metric {
+        name: PREFLIGHTS,
+        dimensions: vec![(CLUSTER_DIMENSION, cluster.to_string())],
+        value: 1.0,
+        unit: Unit::Count,
+    }
 }
 
 /// A notification could not be published.
@@ -116,7 +166,7 @@ pub fn notification_failure_metric(cluster: &str) -> Metric {
         name: NOTIFICATION_FAILURES,
         dimensions: vec![(CLUSTER_DIMENSION, cluster.to_string())],
         value: 1.0,
-        percent: false,
+        unit: Unit::Count,
     }
 }
 
@@ -180,7 +230,11 @@ pub async fn publish(cloudwatch: &aws_sdk_cloudwatch::Client, namespace: &str, m
                         m.dimensions.iter().map(|(k, v)| Dimension::builder().name(*k).value(v).build()).collect(),
                     ))
                     .value(m.value)
-                    .unit(if m.percent { StandardUnit::Percent } else { StandardUnit::Count })
+                    .unit(match m.unit {
+                        Unit::Count => StandardUnit::Count,
+                        Unit::Percent => StandardUnit::Percent,
+                        Unit::None => StandardUnit::None,
+                    })
                     .timestamp(now)
                     .build()
             })

@@ -10,6 +10,7 @@ pub mod alarms;
 pub mod clients;
 pub mod errors;
 pub mod executor;
+pub mod history;
 pub mod inventory;
 pub mod metrics;
 pub mod notifier;

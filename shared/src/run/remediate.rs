@@ -5,14 +5,17 @@
 //! Handlers build one [`Context`] per process ([`crate::run::context`]) and call
 //! [`handle`] per event.
 
-use std::time::Instant;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, future, stream};
 use tracing::Instrument;
 
 use crate::aws::metrics::{self, Memory};
-use crate::aws::{alarms, inventory};
+use crate::aws::{alarms, history, inventory};
+use crate::capacity::AzCapacity;
 use crate::error::{Error, Result};
+use crate::forecast::{ClusterForecast, forecast_cluster};
 use crate::node_subnets::node_subnets;
 use crate::plan::{Decision, Plan};
 use crate::planner::{self, Demand};
@@ -253,8 +256,24 @@ impl ClusterRun<'_> {
             return Err(error);
         }
 
+        // The scheduled check also looks ahead: one GetMetricData of the
+        // AZs' history, then the core's forecast (EXPAND_AHEAD_HOURS=0: no call).
+        let forecast = if scheduled && demand == Demand::BelowThreshold && config.expand_ahead_hours > 0 {
+            let forecast = forecast(ctx, cluster, &report.capacity).await;
+            if options.publish_metrics {
+                outcome.capacity.extend(metrics::forecast_metrics(cluster, &forecast));
+            }
+            Some(forecast)
+        } else {
+            None
+        };
+
         let t = Instant::now();
-        let decision = planner::plan_for_failure(snapshot, config, demand, subnet_hints);
+        let decision = match &forecast {
+            Some(forecast) => planner::plan_ahead(snapshot, config, forecast),
+            None => planner::plan_for_failure(snapshot, config, demand, subnet_hints),
+        };
+        report.forecast = forecast;
         report.timings_ms.insert("plan".into(), elapsed_ms(t));
         report.set_decision(&decision);
         tracing::info!(decision = decision.name(), reason = %report.reason, "decided");
@@ -409,4 +428,33 @@ impl ClusterRun<'_> {
             None => Ok(()),
         }
     }
+}
+
+/// Reads the history of the AZs in `capacity` and forecasts each against
+/// the cluster's thresholds. An unreadable history forecasts nothing (the
+/// thresholds still decide) and says why in the report.
+async fn forecast(ctx: &Context, cluster: &str, capacity: &BTreeMap<String, AzCapacity>) -> ClusterForecast {
+    let config = &ctx.config;
+    let azs: Vec<String> = capacity.keys().cloned().collect();
+    let window = Duration::from_secs(config.forecast_window_hours * 3600);
+    let read = history::read_history(&ctx.aws.cloudwatch, &config.metric_namespace, cluster, &azs, window).await;
+    let (history, unreadable) = match read {
+        Ok(history) => (history, None),
+        Err(error) => {
+            tracing::warn!(error = %error, "could not read the capacity history; forecasting nothing this run");
+            (BTreeMap::new(), Some(error.to_string()))
+        }
+    };
+    let mut forecast = forecast_cluster(
+        capacity,
+        &history,
+        config.thresholds,
+        config.forecast_window_hours,
+        config.expand_ahead_hours,
+    );
+    forecast.history_unreadable = unreadable;
+    if let Some(due) = &forecast.due {
+        tracing::info!(reason = %due.reason(), "forecast due");
+    }
+    forecast
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::aws::metrics::{Memory, Metric};
 use crate::capacity::AzCapacity;
 use crate::error::Error;
+use crate::forecast::ClusterForecast;
 use crate::node_subnets::CapacityBasis;
 use crate::plan::Applied;
 use crate::plan::{Decision, Plan, RefusalCode};
@@ -88,6 +89,11 @@ pub struct ClusterReport {
     /// Which subnets `capacity` counts, and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capacity_basis: Option<CapacityBasis>,
+    /// The scheduled check's look ahead: per AZ, free IPs and /28s now,
+    /// their rates per hour, hours to each threshold or why there is none,
+    /// and the window read (EXPAND_AHEAD_HOURS, docs/design.md "Forecast").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<ClusterForecast>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
     /// The permissions checked without acting (dry runs, and once a day).
@@ -116,6 +122,7 @@ impl ClusterReport {
             changes: Vec::new(),
             capacity: BTreeMap::new(),
             capacity_basis: None,
+            forecast: None,
             verification: None,
             preflight: None,
             metrics_published: None,
@@ -138,7 +145,9 @@ impl ClusterReport {
             }
             Decision::Plan(plan) => {
                 self.outcome = Outcome::Planned;
-                self.reason = if plan.starved_azs.is_empty() {
+                self.reason = if let Some(due) = &plan.forecast {
+                    due.reason()
+                } else if plan.starved_azs.is_empty() {
                     "completing managed resources an earlier run left unfinished, or a forced expansion".into()
                 } else {
                     format!("below the thresholds in {}", plan.starved_azs.join(", "))

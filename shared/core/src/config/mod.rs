@@ -80,6 +80,11 @@ pub struct Config {
     pub vpc_cidr_prefix: u8,
     pub subnet_prefix: u8,
     pub thresholds: Thresholds,
+    /// Expand when an AZ is forecast to cross a threshold within this many
+    /// hours; 0 turns forecasting off ([`crate::forecast`]).
+    pub expand_ahead_hours: u64,
+    /// The history the forecast reads, in hours.
+    pub forecast_window_hours: u64,
     pub dry_run: bool,
     pub metric_namespace: String,
     /// Subnets headroom creates carry `<managed_tag_key>=<cluster name>`.

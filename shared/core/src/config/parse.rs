@@ -92,6 +92,23 @@ impl Config {
 
         check_convergence(subnet_prefix, thresholds)?;
 
+        let expand_ahead_hours: u64 = parse_number(get("EXPAND_AHEAD_HOURS"))?;
+        if expand_ahead_hours > 168 {
+            return Err(invalid(
+                "EXPAND_AHEAD_HOURS",
+                &expand_ahead_hours.to_string(),
+                "must be 0 (off) to 168: a trend of a few hours says little about next week",
+            ));
+        }
+        let forecast_window_hours: u64 = parse_number(get("FORECAST_WINDOW_HOURS"))?;
+        if !(1..=72).contains(&forecast_window_hours) {
+            return Err(invalid(
+                "FORECAST_WINDOW_HOURS",
+                &forecast_window_hours.to_string(),
+                "must be 1 to 72: the forecast needs at least an hour of 5-minute points",
+            ));
+        }
+
         let (setting, dry) = get("DRY_RUN");
         let dry_run = parse_bool(&dry).ok_or_else(|| invalid(setting, &dry, "must be true or false"))?;
 
@@ -211,6 +228,8 @@ impl Config {
             vpc_cidr_prefix,
             subnet_prefix,
             thresholds,
+            expand_ahead_hours,
+            forecast_window_hours,
             dry_run,
             metric_namespace,
             managed_tag_key,

@@ -60,6 +60,16 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "An AZ with fewer free aligned /28 blocks than this gets more space (fragmentation).",
     },
     Setting {
+        name: "EXPAND_AHEAD_HOURS",
+        default: "24",
+        meaning: "The capacity check also expands when an AZ's free IPs or free /28s are forecast to fall below their threshold within this many hours (0-168), judged on the trend of the last FORECAST_WINDOW_HOURS of its own metrics (docs/design.md, \"Forecast\"). 0: only a crossed threshold expands.",
+    },
+    Setting {
+        name: "FORECAST_WINDOW_HOURS",
+        default: "6",
+        meaning: "How many hours of each AZ's `FreeIpAddresses` and `FreePrefixes` the forecast reads (1-72). It needs at least an hour of 5-minute points; with less it forecasts nothing.",
+    },
+    Setting {
         name: "DRY_RUN",
         default: "false",
         meaning: "Plan and report, change nothing, whatever the event says: with `true`, a manual `{\"dryRun\": false}` is answered as a dry run (the report's `dryRunHeld` says so). With `false`, a manual event's `dryRun` decides per invocation.",

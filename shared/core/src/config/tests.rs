@@ -214,3 +214,21 @@ fn blank_values_take_the_default() {
     assert_eq!(c.subnet_prefix, 19);
     assert_eq!(c.cidr_pool.len(), 1);
 }
+
+#[test]
+fn forecast_settings_are_checked_at_start() {
+    let defaults = config(&[]).unwrap();
+    assert_eq!((defaults.expand_ahead_hours, defaults.forecast_window_hours), (24, 6));
+    let off = config(&[("EXPAND_AHEAD_HOURS", "0")]).unwrap();
+    assert_eq!(off.expand_ahead_hours, 0, "0 turns forecasting off and is valid");
+    for (setting, value) in [
+        ("EXPAND_AHEAD_HOURS", "169"),
+        ("EXPAND_AHEAD_HOURS", "-1"),
+        ("EXPAND_AHEAD_HOURS", "1.5"),
+        ("FORECAST_WINDOW_HOURS", "0"),
+        ("FORECAST_WINDOW_HOURS", "73"),
+        ("FORECAST_WINDOW_HOURS", "six"),
+    ] {
+        assert_eq!(rejected_setting(&[(setting, value)]), setting, "{setting}={value}");
+    }
+}

@@ -19,6 +19,7 @@ use ipnet::Ipv4Net;
 
 use crate::capacity::AzCapacity;
 use crate::config::Config;
+use crate::forecast::ClusterForecast;
 use crate::model::{NetworkSnapshot, RouteTable, Subnet};
 use crate::node_subnets::{self, NodeSubnets, node_subnets};
 use crate::plan::{Decision, Plan, Refusal, RefusalCode, Step, StepKind, SubnetRef};
@@ -31,12 +32,42 @@ pub enum Demand {
     BelowThreshold,
     /// Expand every AZ that lacks a managed subnet with headroom (manual `force`).
     Force,
+    /// Expand as for a crossed threshold: an AZ is forecast to cross one
+    /// within EXPAND_AHEAD_HOURS ([`plan_ahead`]).
+    Forecast,
 }
 
 pub fn plan(snapshot: &NetworkSnapshot, config: &Config, demand: Demand) -> Decision {
     match Planner::new(snapshot, config).run(demand) {
         Ok(decision) => decision,
         Err(refusal) => Decision::Refused(refusal),
+    }
+}
+
+/// [`plan`], looking ahead. When no threshold is crossed and nothing is
+/// left unfinished, but `forecast` says an AZ will cross one within the
+/// expand-ahead window, the cluster is planned for as if it had: every
+/// guardrail of [`plan`] holds (the quota, `MAX_MANAGED_CIDRS`, the
+/// NodePool wiring), free room in a managed block is used before a new one,
+/// and an AZ that already has a managed subnet with headroom gets nothing.
+/// The plan carries the forecast, which is its reason.
+pub fn plan_ahead(snapshot: &NetworkSnapshot, config: &Config, forecast: &ClusterForecast) -> Decision {
+    let now = plan(snapshot, config, Demand::BelowThreshold);
+    let (Decision::NoOp { .. }, Some(due)) = (&now, &forecast.due) else {
+        return now;
+    };
+    match plan(snapshot, config, Demand::Forecast) {
+        Decision::Plan(mut ahead) => {
+            ahead.forecast = Some(Box::new(due.clone()));
+            Decision::Plan(ahead)
+        }
+        Decision::NoOp { .. } => Decision::NoOp {
+            reason: format!(
+                "{}; every AZ already has a managed subnet with headroom that the NodeClass selects",
+                due.reason()
+            ),
+        },
+        refused => refused,
     }
 }
 
@@ -155,7 +186,7 @@ impl<'a> Planner<'a> {
             .map(|(az, _)| az.clone())
             .collect();
 
-        let expand_azs: Vec<String> = if demand == Demand::Force || !starved.is_empty() {
+        let expand_azs: Vec<String> = if demand != Demand::BelowThreshold || !starved.is_empty() {
             self.used
                 .azs()
                 .into_iter()
@@ -264,6 +295,7 @@ impl<'a> Planner<'a> {
                 notes: self.notes,
                 warnings: self.warnings,
                 reachability: Vec::new(),
+                forecast: None,
             }));
         }
 
@@ -294,6 +326,7 @@ impl<'a> Planner<'a> {
             notes: self.notes,
             warnings: self.warnings,
             reachability,
+            forecast: None,
         }))
     }
 }

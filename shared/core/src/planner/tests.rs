@@ -1092,3 +1092,114 @@ proptest! {
         }
     }
 }
+
+// Expanding ahead of a forecast (plan_ahead).
+
+use crate::config::Thresholds;
+use crate::forecast::{AzHistory, ClusterForecast, Measure, Point, forecast_cluster};
+
+/// The lab with thresholds it meets: 300 free IPs per AZ against 100, no
+/// /28 threshold. Nothing is crossed, so only a forecast can expand.
+fn config_above_thresholds() -> Config {
+    let mut config = config();
+    config.thresholds = Thresholds { min_free_ips_per_az: 100, min_free_prefixes_per_az: 0 };
+    config
+}
+
+/// Six hours of 5-minute points ending at `now`, from `start` changing by `per_hour`.
+fn series(start: f64, per_hour: f64) -> Vec<Point> {
+    let now = 1_800_000_000;
+    (0..=72).map(|i| Point::new(now - (72 - i) * 300, start + per_hour * i as f64 / 12.0)).collect()
+}
+
+fn forecast_for(snapshot: &NetworkSnapshot, config: &Config, ips_per_hour: &[(&str, f64)]) -> ClusterForecast {
+    let capacity = az_capacity(snapshot, config);
+    let history = ips_per_hour
+        .iter()
+        .map(|(az, rate)| {
+            let now = capacity[*az].free_ips as f64;
+            (az.to_string(), AzHistory { free_ips: series(now - rate * 6.0, *rate), free_prefixes: series(0.0, 0.0) })
+        })
+        .collect();
+    forecast_cluster(&capacity, &history, config.thresholds, 6, config.expand_ahead_hours)
+}
+
+#[test]
+fn a_falling_az_expands_ahead_with_the_forecast_as_its_reason() {
+    let (snapshot, config) = (lab(), config_above_thresholds());
+    assert!(matches!(plan(&snapshot, &config, Demand::BelowThreshold), Decision::NoOp { .. }));
+    // 300 free IPs falling 20/h: 10 h to the threshold of 100, within 24.
+    let forecast = forecast_for(&snapshot, &config, &[("us-west-2b", -20.0)]);
+    let due = forecast.due.clone().expect("due within 24 h");
+    assert_eq!((due.availability_zone.as_str(), due.measure), ("us-west-2b", Measure::FreeIps));
+    assert!((due.hours_left - 10.0).abs() < 1e-9, "{due:?}");
+
+    let ahead = expect_plan(plan_ahead(&snapshot, &config, &forecast));
+    assert_eq!(ahead.forecast.as_deref(), Some(&due));
+    assert!(ahead.starved_azs.is_empty(), "nothing is below a threshold yet");
+    // The same remediation a crossed threshold gets: one block, a subnet per AZ.
+    let crossed = expect_plan(plan(&lab(), &self::config(), Demand::BelowThreshold));
+    assert_eq!(associated_cidr(&ahead), associated_cidr(&crossed));
+    assert_eq!(created_subnets(&ahead), created_subnets(&crossed));
+    assert_eq!(ahead.fingerprint(), crossed.fingerprint(), "the forecast is not part of the fingerprint");
+    assert!(due.reason().contains("us-west-2b") && due.reason().contains("10.0 h"), "{}", due.reason());
+}
+
+#[test]
+fn flat_rising_distant_or_absent_forecasts_change_nothing() {
+    let (snapshot, config) = (lab(), config_above_thresholds());
+    let unchanged = plan(&snapshot, &config, Demand::BelowThreshold);
+    for rates in [
+        vec![],                                                              // no history at all
+        vec![("us-west-2a", 0.0), ("us-west-2b", 0.0), ("us-west-2c", 0.0)], // flat
+        vec![("us-west-2a", 15.0)],                                          // rising
+        vec![("us-west-2a", -5.0)],                                          // 40 h away, beyond 24
+    ] {
+        let forecast = forecast_for(&snapshot, &config, &rates);
+        assert_eq!(forecast.due, None, "{rates:?}");
+        assert_eq!(plan_ahead(&snapshot, &config, &forecast), unchanged, "{rates:?}");
+    }
+    // EXPAND_AHEAD_HOURS=0 turns it off, however steep the fall.
+    let off = Config { expand_ahead_hours: 0, ..config.clone() };
+    let forecast = forecast_for(&snapshot, &off, &[("us-west-2a", -100.0)]);
+    assert_eq!(forecast.due, None);
+    assert_eq!(plan_ahead(&snapshot, &off, &forecast), unchanged);
+}
+
+#[test]
+fn a_crossed_threshold_decides_and_the_forecast_adds_nothing() {
+    let (snapshot, defaults) = (lab(), config());
+    let forecast = forecast_for(&snapshot, &defaults, &[("us-west-2a", -20.0)]);
+    // The lab has no free /28 and MIN_FREE_PREFIXES_PER_AZ is 16: crossed everywhere.
+    assert_eq!(forecast.due, None, "a crossed threshold is not the forecast's to report");
+    let decided = expect_plan(plan_ahead(&snapshot, &defaults, &forecast));
+    assert_eq!(decided.forecast, None);
+    assert_eq!(decided.starved_azs, AZS.to_vec());
+}
+
+#[test]
+fn a_forecast_uses_room_in_a_managed_block_before_a_new_one_and_keeps_the_guardrails() {
+    let config = config_above_thresholds();
+    // Every AZ has a managed subnet with headroom: the forecast asks for nothing.
+    let mut roomy = lab_with_routed_managed_subnets();
+    put_used_nodeclass(&mut roomy, nodeclass_selecting_managed_subnets());
+    let forecast = forecast_for(&roomy, &config, &[("us-west-2a", -1000.0)]);
+    if forecast.due.is_some() {
+        match plan_ahead(&roomy, &config, &forecast) {
+            Decision::NoOp { reason } => assert!(reason.starts_with("forecast: "), "{reason}"),
+            Decision::Plan(plan) => {
+                assert!(
+                    !plan.steps.iter().any(|s| s.kind() == StepKind::AssociateVpcCidr),
+                    "no second CIDR while the managed block has room: {plan:#?}"
+                );
+            }
+            other => panic!("{other:#?}"),
+        }
+    }
+
+    // MAX_MANAGED_CIDRS=0 holds for a forecast as for a crossed threshold.
+    let capped = Config { max_managed_cidrs: 0, ..config.clone() };
+    let forecast = forecast_for(&lab(), &capped, &[("us-west-2c", -50.0)]);
+    assert!(forecast.due.is_some());
+    expect_refusal(plan_ahead(&lab(), &capped, &forecast), RefusalCode::MaxManagedCidrs);
+}

@@ -311,6 +311,7 @@ mod tests {
             notes: vec!["a note the report keeps and the message need not".into(); notes],
             warnings: Vec::new(),
             reachability: (0..warnings).map(rule).collect(),
+            forecast: None,
         };
         let mut cluster = ClusterReport::new("c");
         cluster.vpc_id = Some("vpc-1".into());
