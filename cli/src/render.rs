@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use headroom::Report;
+use headroom::forecast::{AzForecast, Measure, NoForecast, fmt_hours, fmt_rate};
 use headroom::node_subnets::CapacityBasis;
 use headroom::plan::{Plan, Step};
 use headroom::preflight::Verdict;
@@ -135,14 +136,13 @@ pub fn status(status: &ClusterStatus, style: Style) -> String {
     );
     let _ = writeln!(out);
 
-    let mut azs = Table::new(&[
-        ("AZ", false),
-        ("SUBNETS", true),
-        ("FREE IPS", true),
-        ("FREE /28S", true),
-        ("USED", true),
-        ("", false),
-    ]);
+    let forecast = status.forecast.as_ref();
+    let mut columns = vec![("AZ", false), ("SUBNETS", true), ("FREE IPS", true), ("FREE /28S", true), ("USED", true)];
+    if forecast.is_some() {
+        columns.extend([("TREND", false), ("EXHAUSTED IN", false)]);
+    }
+    columns.push(("", false));
+    let mut azs = Table::new(&columns);
     for az in &status.azs {
         let verdict = match (az.ips_below_threshold, az.prefixes_below_threshold) {
             (true, true) => ("below both thresholds".to_string(), Paint::Bad),
@@ -151,7 +151,7 @@ pub fn status(status: &ClusterStatus, style: Style) -> String {
             (false, false) => ("ok".to_string(), Paint::Good),
         };
         let count_paint = |below: bool| if below { Paint::Bad } else { Paint::None };
-        azs.row(vec![
+        let mut row = vec![
             (az.availability_zone.clone(), Paint::None),
             (az.subnets.to_string(), Paint::None),
             (thousands(az.free_ips), count_paint(az.ips_below_threshold)),
@@ -160,8 +160,17 @@ pub fn status(status: &ClusterStatus, style: Style) -> String {
                 format!("{:.1}%", az.utilisation_percent),
                 if az.utilisation_percent >= 80.0 { Paint::Warn } else { Paint::None },
             ),
-            verdict,
-        ]);
+        ];
+        if let Some(forecast) = forecast {
+            let this = forecast.azs.iter().find(|f| f.availability_zone == az.availability_zone);
+            let (trend, left) = this.map(trend).unwrap_or_else(|| ("no data".into(), "-".into()));
+            let soon =
+                this.and_then(AzForecast::hours_to_exhaustion).is_some_and(|h| h <= forecast.expand_ahead_hours as f64);
+            row.push((trend, Paint::None));
+            row.push((left, if soon { Paint::Bad } else { Paint::None }));
+        }
+        row.push(verdict);
+        azs.row(row);
     }
     azs.render(&mut out, style, "");
     let _ = writeln!(out);
@@ -217,6 +226,30 @@ pub fn status(status: &ClusterStatus, style: Style) -> String {
         );
     }
     out
+}
+
+/// An AZ's trend and time to exhaustion, for the status table: the
+/// measure that runs out first, or why there is no forecast.
+fn trend(forecast: &AzForecast) -> (String, String) {
+    let short = |measure: Measure| match measure {
+        Measure::FreeIps => "IPs",
+        Measure::FreePrefixes => "/28s",
+    };
+    if let Some((measure, series)) = forecast.earliest() {
+        let hours = series.hours_to_threshold.unwrap_or_default();
+        return match (&series.no_forecast, series.rate_per_hour) {
+            (Some(NoForecast::Crossed { .. }), _) => ("-".into(), format!("now ({})", short(measure))),
+            (_, Some(rate)) => (format!("-{}/h {}", fmt_rate(rate), short(measure)), fmt_hours(hours)),
+            (_, None) => ("-".into(), fmt_hours(hours)),
+        };
+    }
+    let why = match &forecast.free_ips.no_forecast {
+        Some(NoForecast::NotFalling { rate_per_hour }) if *rate_per_hour > 0.0 => "rising",
+        Some(NoForecast::NotFalling { .. }) => "flat",
+        Some(NoForecast::TooFewPoints { .. }) => "under an hour of data",
+        _ => "-",
+    };
+    (why.into(), "-".into())
 }
 
 fn outcome_word(outcome: Outcome, style: Style) -> String {

@@ -70,3 +70,30 @@ fn a_rejected_answer_renders_who_rejected_it_and_why() {
         "rejected by on-alarm — invalid event: on-alarm does not handle schedule events\n"
     );
 }
+
+/// `headroom status` with the history read: one AZ falling, one flat, one
+/// with under an hour of points.
+#[test]
+fn status_with_each_azs_trend() {
+    use std::collections::BTreeMap;
+
+    use headroom::forecast::{AzHistory, Point, forecast_cluster};
+
+    let mut status = status("lab-status-after.json");
+    let series = |points: i64, per_hour: f64| -> Vec<Point> {
+        (0..points)
+            .map(|i| Point::new(1_800_000_000 + i * 300, 8442.0 + per_hour * (i - points + 1) as f64 / 12.0))
+            .collect()
+    };
+    let flat = |points| series(points, 0.0);
+    let history = BTreeMap::from([
+        ("us-west-2a".to_string(), AzHistory { free_ips: series(72, -900.0), free_prefixes: flat(72) }),
+        ("us-west-2b".to_string(), AzHistory { free_ips: flat(72), free_prefixes: flat(72) }),
+        ("us-west-2c".to_string(), AzHistory { free_ips: series(6, -900.0), free_prefixes: flat(6) }),
+    ]);
+    status.forecast = Some(forecast_cluster(&status.capacity_by_az(), &history, status.thresholds, 6, 24));
+    let rendered = render::status(&status, Style::PLAIN);
+    // (8,442 - 512) / 900 = 8.8 h.
+    assert!(rendered.contains("-900.0/h IPs") && rendered.contains("8.8 h"), "{rendered}");
+    insta::assert_snapshot!(rendered);
+}

@@ -5,10 +5,14 @@
 //! with the thresholds ([`crate::node_subnets`]); the subnets are those
 //! totals' parts, each with the NodeClasses and NodePools that use it.
 
+use std::collections::BTreeMap;
+
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+use crate::capacity::AzCapacity;
 use crate::config::{Config, SubnetMode, Thresholds};
+use crate::forecast::ClusterForecast;
 use crate::model::NetworkSnapshot;
 use crate::node_subnets::{CapacityBasis, SubnetUsers, node_subnets, users_by_subnet};
 
@@ -28,6 +32,9 @@ pub struct ClusterStatus {
     pub basis: CapacityBasis,
     pub azs: Vec<AzStatus>,
     pub subnets: Vec<SubnetStatus>,
+    /// Each AZ's trend and time to exhaustion, when the history was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<ClusterForecast>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,7 +135,24 @@ impl ClusterStatus {
             basis: used.basis,
             azs,
             subnets,
+            forecast: None,
         }
+    }
+
+    /// The capacity of each AZ, as the forecast takes it.
+    pub fn capacity_by_az(&self) -> BTreeMap<String, AzCapacity> {
+        self.azs
+            .iter()
+            .map(|az| {
+                let capacity = AzCapacity {
+                    total_ips: az.total_ips,
+                    free_ips: az.free_ips,
+                    free_prefixes: az.free_prefixes,
+                    ..AzCapacity::default()
+                };
+                (az.availability_zone.clone(), capacity)
+            })
+            .collect()
     }
 
     /// AZs below a threshold: where the functions would add space.

@@ -436,7 +436,7 @@ fn median(values: &mut [f64]) -> Option<f64> {
 }
 
 /// A rate's magnitude for people: one decimal, or two significant digits below 0.1.
-fn fmt_rate(rate: f64) -> String {
+pub fn fmt_rate(rate: f64) -> String {
     let magnitude = rate.abs();
     if magnitude >= 0.1 || magnitude == 0.0 || !magnitude.is_finite() {
         return format!("{magnitude:.1}");
@@ -446,7 +446,7 @@ fn fmt_rate(rate: f64) -> String {
 }
 
 /// Hours for people: minutes under an hour, else hours with one decimal.
-fn fmt_hours(hours: f64) -> String {
+pub fn fmt_hours(hours: f64) -> String {
     let minutes = hours * 60.0;
     if minutes < 1.0 {
         "under a minute".to_string()
