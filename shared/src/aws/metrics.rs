@@ -179,9 +179,27 @@ pub struct Memory {
     pub preflight_due: bool,
 }
 
-/// Reads the memory of one cluster: one GetMetricData, two queries.
+/// Reads the memory of one cluster: one GetMetricData, two queries. (With
+/// forecasting on, the same queries ride along with the history's read,
+/// [`super::history::read`], and this call is not made.)
 pub async fn recall(cloudwatch: &aws_sdk_cloudwatch::Client, namespace: &str, cluster: &str) -> Result<Memory> {
-    use aws_sdk_cloudwatch::types::{Metric as CwMetric, MetricDataQuery, MetricStat, ScanBy};
+    let now = std::time::SystemTime::now();
+    let out = cloudwatch
+        .get_metric_data()
+        .set_metric_data_queries(Some(memory_queries(namespace, cluster)))
+        .start_time(aws_smithy_types::DateTime::from(now - PREFLIGHT_EVERY))
+        .end_time(aws_smithy_types::DateTime::from(now + std::time::Duration::from_secs(60)))
+        .scan_by(aws_sdk_cloudwatch::types::ScanBy::TimestampDescending)
+        .send()
+        .await
+        .map_err(|e| aws_error("GetMetricData", e))?;
+    Ok(memory_from(out.metric_data_results()))
+}
+
+/// The memory's two queries, ids `plan` and `preflights`, for a read of
+/// the last [`PREFLIGHT_EVERY`] scanned newest first.
+pub fn memory_queries(namespace: &str, cluster: &str) -> Vec<aws_sdk_cloudwatch::types::MetricDataQuery> {
+    use aws_sdk_cloudwatch::types::{Metric as CwMetric, MetricDataQuery, MetricStat};
     let metric = |name: &str| {
         CwMetric::builder()
             .namespace(namespace)
@@ -196,24 +214,18 @@ pub async fn recall(cloudwatch: &aws_sdk_cloudwatch::Client, namespace: &str, cl
             .return_data(true)
             .build()
     };
-    let now = std::time::SystemTime::now();
     let window = PREFLIGHT_EVERY.as_secs() as i32;
-    let out = cloudwatch
-        .get_metric_data()
-        .metric_data_queries(query("plan", NOTIFIED_PLAN, 60, "Maximum"))
-        .metric_data_queries(query("preflights", PREFLIGHTS, window, "Sum"))
-        .start_time(aws_smithy_types::DateTime::from(now - PREFLIGHT_EVERY))
-        .end_time(aws_smithy_types::DateTime::from(now + std::time::Duration::from_secs(60)))
-        .scan_by(ScanBy::TimestampDescending)
-        .send()
-        .await
-        .map_err(|e| aws_error("GetMetricData", e))?;
+    vec![query("plan", NOTIFIED_PLAN, 60, "Maximum"), query("preflights", PREFLIGHTS, window, "Sum")]
+}
+
+/// The memory in the results of [`memory_queries`] (newest first).
+pub fn memory_from(results: &[aws_sdk_cloudwatch::types::MetricDataResult]) -> Memory {
     let values = |id: &str| -> Vec<f64> {
-        out.metric_data_results().iter().filter(|r| r.id() == Some(id)).flat_map(|r| r.values().to_vec()).collect()
+        results.iter().filter(|r| r.id() == Some(id)).flat_map(|r| r.values().to_vec()).collect()
     };
     let notified_plan = values("plan").first().map(|v| *v as u32);
     let preflights: f64 = values("preflights").iter().sum();
-    Ok(Memory { notified_plan, preflight_due: preflights < 1.0 })
+    Memory { notified_plan, preflight_due: preflights < 1.0 }
 }
 
 /// Publishes in as few PutMetricData calls as the API allows, concurrently.
