@@ -180,9 +180,9 @@ async fn forecast(ctx: &Context, status: &ClusterStatus) -> ClusterForecast {
     let capacity = status.capacity_by_az();
     let azs: Vec<String> = capacity.keys().cloned().collect();
     let window = Duration::from_secs(config.forecast_window_hours * 3600);
-    let read = history::read(&ctx.aws.cloudwatch, &config.metric_namespace, &status.cluster, &azs, window, false);
+    let read = history::read_history(&ctx.aws.cloudwatch, &config.metric_namespace, &status.cluster, &azs, window);
     let (history, unreadable) = match read.await {
-        Ok(read) => (read.history, None),
+        Ok(history) => (history, None),
         Err(error) => {
             eprintln!("warning: no trend: {error}");
             (BTreeMap::new(), Some(error.to_string()))

@@ -122,9 +122,9 @@ async fn a_falling_series_expands_ahead_of_the_thresholds() {
             assert!(ips.no_forecast.as_ref().unwrap().explain().contains("flat"), "{az:?}");
         }
     }
-    // One GetMetricData for the whole cluster: every AZ's history, and the
-    // memory of what was told and proven, in one request.
-    assert_eq!(get_metric_data_calls(&harness), 1, "{:?}", harness.aws.proxy().calls());
+    // One GetMetricData for the whole cluster's history (the plan's memory
+    // read is the other: a scheduled run recalls what it told).
+    assert_eq!(get_metric_data_calls(&harness), 2, "{:?}", harness.aws.proxy().calls());
     // HoursToExhaustion only where a forecast exists, and the cluster's minimum.
     assert_eq!(published_azs(&harness, "HoursToExhaustion").await, ["us-west-2b"]);
     assert_eq!(published_azs(&harness, "MinAzHoursToExhaustion").await, ["(cluster)"]);
@@ -161,8 +161,7 @@ async fn flat_rising_short_or_missing_history_changes_nothing() {
         harness.reseed(Exhaustion::PrefixReserved).await.unwrap();
     }
 
-    // EXPAND_AHEAD_HOURS=0: no forecast, no history read; the memory is
-    // read alone, side by side with the network, as before forecasting.
+    // EXPAND_AHEAD_HOURS=0: no forecast, and no history read at all.
     seed(&harness, -100.0, 73).await;
     let off = scheduled(&harness, &[("EXPAND_AHEAD_HOURS", "0")]).await;
     assert_eq!(off.outcome, Outcome::NoOp, "{}", describe(&off));

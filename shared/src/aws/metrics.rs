@@ -179,27 +179,9 @@ pub struct Memory {
     pub preflight_due: bool,
 }
 
-/// Reads the memory of one cluster: one GetMetricData, two queries. (With
-/// forecasting on, the same queries ride along with the history's read,
-/// [`super::history::read`], and this call is not made.)
+/// Reads the memory of one cluster: one GetMetricData, two queries.
 pub async fn recall(cloudwatch: &aws_sdk_cloudwatch::Client, namespace: &str, cluster: &str) -> Result<Memory> {
-    let now = std::time::SystemTime::now();
-    let out = cloudwatch
-        .get_metric_data()
-        .set_metric_data_queries(Some(memory_queries(namespace, cluster)))
-        .start_time(aws_smithy_types::DateTime::from(now - PREFLIGHT_EVERY))
-        .end_time(aws_smithy_types::DateTime::from(now + std::time::Duration::from_secs(60)))
-        .scan_by(aws_sdk_cloudwatch::types::ScanBy::TimestampDescending)
-        .send()
-        .await
-        .map_err(|e| aws_error("GetMetricData", e))?;
-    Ok(memory_from(out.metric_data_results()))
-}
-
-/// The memory's two queries, ids `plan` and `preflights`, for a read of
-/// the last [`PREFLIGHT_EVERY`] scanned newest first.
-pub fn memory_queries(namespace: &str, cluster: &str) -> Vec<aws_sdk_cloudwatch::types::MetricDataQuery> {
-    use aws_sdk_cloudwatch::types::{Metric as CwMetric, MetricDataQuery, MetricStat};
+    use aws_sdk_cloudwatch::types::{Metric as CwMetric, MetricDataQuery, MetricStat, ScanBy};
     let metric = |name: &str| {
         CwMetric::builder()
             .namespace(namespace)
@@ -214,18 +196,24 @@ pub fn memory_queries(namespace: &str, cluster: &str) -> Vec<aws_sdk_cloudwatch:
             .return_data(true)
             .build()
     };
+    let now = std::time::SystemTime::now();
     let window = PREFLIGHT_EVERY.as_secs() as i32;
-    vec![query("plan", NOTIFIED_PLAN, 60, "Maximum"), query("preflights", PREFLIGHTS, window, "Sum")]
-}
-
-/// The memory in the results of [`memory_queries`] (newest first).
-pub fn memory_from(results: &[aws_sdk_cloudwatch::types::MetricDataResult]) -> Memory {
+    let out = cloudwatch
+        .get_metric_data()
+        .metric_data_queries(query("plan", NOTIFIED_PLAN, 60, "Maximum"))
+        .metric_data_queries(query("preflights", PREFLIGHTS, window, "Sum"))
+        .start_time(aws_smithy_types::DateTime::from(now - PREFLIGHT_EVERY))
+        .end_time(aws_smithy_types::DateTime::from(now + std::time::Duration::from_secs(60)))
+        .scan_by(ScanBy::TimestampDescending)
+        .send()
+        .await
+        .map_err(|e| aws_error("GetMetricData", e))?;
     let values = |id: &str| -> Vec<f64> {
-        results.iter().filter(|r| r.id() == Some(id)).flat_map(|r| r.values().to_vec()).collect()
+        out.metric_data_results().iter().filter(|r| r.id() == Some(id)).flat_map(|r| r.values().to_vec()).collect()
     };
     let notified_plan = values("plan").first().map(|v| *v as u32);
     let preflights: f64 = values("preflights").iter().sum();
-    Memory { notified_plan, preflight_due: preflights < 1.0 }
+    Ok(Memory { notified_plan, preflight_due: preflights < 1.0 })
 }
 
 /// Publishes in as few PutMetricData calls as the API allows, concurrently.

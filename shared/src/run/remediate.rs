@@ -193,11 +193,8 @@ impl ClusterRun<'_> {
         let config = &ctx.config;
         let t = Instant::now();
         let remembering = options.publish_metrics && scheduled;
-        // The scheduled check also looks ahead (EXPAND_AHEAD_HOURS=0: it does
-        // not); its memory then comes with the history, in one GetMetricData.
-        let forecasting = scheduled && demand == Demand::BelowThreshold && config.expand_ahead_hours > 0;
         let recall = async {
-            if !remembering || forecasting {
+            if !remembering {
                 return None;
             }
             // Forgetting is safe: the plan is told again, the preflight runs again.
@@ -259,11 +256,10 @@ impl ClusterRun<'_> {
             return Err(error);
         }
 
-        let forecast = if forecasting {
-            let (forecast, memory) = forecast(ctx, cluster, &report.capacity, remembering).await;
-            if remembering {
-                outcome.memory = Some(memory);
-            }
+        // The scheduled check also looks ahead: one GetMetricData of the
+        // AZs' history, then the core's forecast (EXPAND_AHEAD_HOURS=0: no call).
+        let forecast = if scheduled && demand == Demand::BelowThreshold && config.expand_ahead_hours > 0 {
+            let forecast = forecast(ctx, cluster, &report.capacity).await;
             if options.publish_metrics {
                 outcome.capacity.extend(metrics::forecast_metrics(cluster, &forecast));
             }
@@ -434,28 +430,19 @@ impl ClusterRun<'_> {
     }
 }
 
-/// Reads the history of the AZs in `capacity` (with `remember`, the
-/// capacity check's memory in the same GetMetricData) and forecasts each AZ
-/// against the cluster's thresholds. An unreadable history forecasts
-/// nothing (the thresholds still decide) and says why in the report; the
-/// memory is then forgotten, which is safe: the plan is told again, the
-/// preflight runs again.
-async fn forecast(
-    ctx: &Context,
-    cluster: &str,
-    capacity: &BTreeMap<String, AzCapacity>,
-    remember: bool,
-) -> (ClusterForecast, Memory) {
+/// Reads the history of the AZs in `capacity` and forecasts each against
+/// the cluster's thresholds. An unreadable history forecasts nothing (the
+/// thresholds still decide) and says why in the report.
+async fn forecast(ctx: &Context, cluster: &str, capacity: &BTreeMap<String, AzCapacity>) -> ClusterForecast {
     let config = &ctx.config;
     let azs: Vec<String> = capacity.keys().cloned().collect();
     let window = Duration::from_secs(config.forecast_window_hours * 3600);
-    let read = history::read(&ctx.aws.cloudwatch, &config.metric_namespace, cluster, &azs, window, remember).await;
-    let forgotten = Memory { notified_plan: None, preflight_due: true };
-    let (history, memory, unreadable) = match read {
-        Ok(read) => (read.history, read.memory.unwrap_or(forgotten), None),
+    let read = history::read_history(&ctx.aws.cloudwatch, &config.metric_namespace, cluster, &azs, window).await;
+    let (history, unreadable) = match read {
+        Ok(history) => (history, None),
         Err(error) => {
             tracing::warn!(error = %error, "could not read the capacity history; forecasting nothing this run");
-            (BTreeMap::new(), forgotten, Some(error.to_string()))
+            (BTreeMap::new(), Some(error.to_string()))
         }
     };
     let mut forecast = forecast_cluster(
@@ -469,5 +456,5 @@ async fn forecast(
     if let Some(due) = &forecast.due {
         tracing::info!(reason = %due.reason(), "forecast due");
     }
-    (forecast, memory)
+    forecast
 }
