@@ -142,8 +142,8 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "MAX_CONCURRENT_CLUSTERS",
-        default: "4",
-        meaning: "How many clusters one invocation reads and remediates at once (1-64). One cluster's failure never stops the others.",
+        default: "10",
+        meaning: "How many clusters one invocation reads and remediates at once (1-64). One cluster's failure never stops the others. 10 runs 20 clusters in about 2.7x the time of one; more gains little and spends EC2's Describe request rate faster (docs/BENCHMARKS.md, \"20 clusters\").",
     },
     Setting {
         name: "IPAM_POOL_ID",
