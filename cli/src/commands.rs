@@ -3,20 +3,16 @@
 //! [`ClusterStatus`], `plan` and `apply` through [`headroom::handle`] with
 //! a manual event, `explain` by rendering a report.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{BufRead as _, IsTerminal as _, Read as _, Write as _};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use headroom::aws::AwsClients;
-use headroom::aws::history;
 use headroom::aws::inventory::Depth;
 use headroom::cluster::ClusterAccess;
-use headroom::forecast::{ClusterForecast, forecast_cluster};
 use headroom::run::report::Outcome;
-use headroom::run::snapshot;
+use headroom::run::{forecast, snapshot};
 use headroom::status::ClusterStatus;
 use headroom::{Context, Report, RunOptions};
 use serde_json::{Value, json};
@@ -164,39 +160,18 @@ async fn status(ctx: &Context, cluster: &str, output: Output, style: Style) -> u
         eprintln!("warning: {error}");
     }
     let mut status = ClusterStatus::from_snapshot(&reading.snapshot, &ctx.config);
-    status.forecast = Some(forecast(ctx, &status).await);
+    // Each AZ's trend, as the scheduled check forecasts it; without the
+    // history the counts still show and the warning says why.
+    let forecast = forecast::forecast(ctx, &status.cluster, &status.capacity_by_az()).await;
+    if let Some(error) = &forecast.history_unreadable {
+        eprintln!("warning: no trend: {error}");
+    }
+    status.forecast = Some(forecast);
     match output {
         Output::Json => print_json(&status),
         Output::Human => print!("{}", render::status(&status, style)),
     }
     EXIT_OK
-}
-
-/// Each AZ's trend and time to exhaustion, as the scheduled check forecasts
-/// them: one GetMetricData of FORECAST_WINDOW_HOURS. Without the history
-/// the table says so and the counts still show.
-async fn forecast(ctx: &Context, status: &ClusterStatus) -> ClusterForecast {
-    let config = &ctx.config;
-    let capacity = status.capacity_by_az();
-    let azs: Vec<String> = capacity.keys().cloned().collect();
-    let window = Duration::from_secs(config.forecast_window_hours * 3600);
-    let read = history::read_history(&ctx.aws.cloudwatch, &config.metric_namespace, &status.cluster, &azs, window);
-    let (history, unreadable) = match read.await {
-        Ok(history) => (history, None),
-        Err(error) => {
-            eprintln!("warning: no trend: {error}");
-            (BTreeMap::new(), Some(error.to_string()))
-        }
-    };
-    let mut forecast = forecast_cluster(
-        &capacity,
-        &history,
-        config.thresholds,
-        config.forecast_window_hours,
-        config.expand_ahead_hours,
-    );
-    forecast.history_unreadable = unreadable;
-    forecast
 }
 
 /// The manual event the functions document, as the CLI sends it.

@@ -159,29 +159,33 @@ pub fn init_logging() {
 }
 
 /// One JSON object per line with `timestamp`, `level`, `fields` and the
-/// current span, filtered by `wanted` (an `EnvFilter` directive). The
-/// timestamp (RFC 3339, UTC) is what makes Lambda's own filter honour the
-/// level: without it every line counts as INFO, and `ApplicationLogLevel:
-/// WARN` would drop the errors too.
+/// current span, filtered by `wanted`: a level, or `target=level` directives
+/// (span and field filters are not taken: a full `EnvFilter` would bring a
+/// regex engine into every function, some 10 % of its size). The timestamp
+/// (RFC 3339, UTC) is what makes Lambda's own filter honour the level:
+/// without it every line counts as INFO, and `ApplicationLogLevel: WARN`
+/// would drop the errors too.
 fn log_subscriber<W>(wanted: &str, writer: W) -> impl tracing::Subscriber + Send + Sync + 'static
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(wanted).unwrap_or_else(|_| EnvFilter::new("info"));
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let filter = wanted.parse::<Targets>().unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO));
     let filter = filter
-        .add_directive("aws_sigv4=warn".parse().expect("static directive"))
-        .add_directive("aws_smithy_runtime=warn".parse().expect("static directive"))
-        .add_directive("aws_config=warn".parse().expect("static directive"))
-        .add_directive("hyper_util=warn".parse().expect("static directive"));
+        .with_target("aws_sigv4", LevelFilter::WARN)
+        .with_target("aws_smithy_runtime", LevelFilter::WARN)
+        .with_target("aws_config", LevelFilter::WARN)
+        .with_target("hyper_util", LevelFilter::WARN);
     tracing_subscriber::fmt()
         .json()
-        .with_env_filter(filter)
         .with_current_span(true)
         .with_span_list(false)
         .with_target(false)
         .with_writer(writer)
+        .with_max_level(LevelFilter::TRACE)
         .finish()
+        .with(filter)
 }
 
 #[cfg(test)]
@@ -239,6 +243,34 @@ mod tests {
             let timestamp = line["timestamp"].as_str().unwrap_or_else(|| panic!("no timestamp: {line}"));
             chrono::DateTime::parse_from_rfc3339(timestamp).unwrap_or_else(|e| panic!("{timestamp}: {e}"));
         }
+    }
+
+    #[test]
+    fn target_directives_choose_per_crate_and_request_signing_stays_quiet() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = log_subscriber("warn,headroom=debug,aws_sigv4=trace", move || writer.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::debug!(target: "headroom::run", "ours, at debug");
+            tracing::debug!(target: "kube_client", "another crate's debug");
+            tracing::debug!(target: "aws_sigv4::sign", "a canonical request with a session token");
+            tracing::warn!(target: "kube_client", "another crate's warning");
+        });
+        let output = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let messages: Vec<String> = output
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line")["fields"]["message"].to_string())
+            .collect();
+        assert_eq!(messages, [r#""ours, at debug""#, r#""another crate's warning""#], "{output}");
+
+        // Not a directive list: INFO, as before.
+        let captured = Captured::default();
+        let writer = captured.clone();
+        tracing::subscriber::with_default(log_subscriber("[span{x=1}]=debug", move || writer.clone()), || {
+            tracing::debug!("hidden");
+            tracing::info!("shown");
+        });
+        assert_eq!(String::from_utf8(captured.0.lock().unwrap().clone()).unwrap().lines().count(), 1);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! One invocation, in the order its data flows: which clusters
-//! ([`selection`]), their world ([`snapshot`]), the plan (the core's
-//! `planner`), applying or proving it ([`apply`]), the report ([`report`]),
+//! ([`selection`]), their world ([`snapshot`]), the look ahead
+//! ([`forecast`]), the plan (the core's `planner`), applying or proving it
+//! ([`apply`]), the report ([`report`]),
 //! and telling CloudWatch and people ([`announce`], [`notify`]).
 //! [`remediate`] ties them together; [`context`] is what a process builds
 //! once.
@@ -12,6 +13,7 @@
 pub mod announce;
 pub mod apply;
 pub mod context;
+pub mod forecast;
 pub mod notify;
 pub mod remediate;
 pub mod report;

@@ -5,27 +5,24 @@
 //! Handlers build one [`Context`] per process ([`crate::run::context`]) and call
 //! [`handle`] per event.
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::{StreamExt, future, stream};
 use tracing::Instrument;
 
 use crate::aws::metrics::{self, Memory};
-use crate::aws::{alarms, history, inventory};
-use crate::capacity::AzCapacity;
+use crate::aws::{alarms, inventory};
 use crate::error::{Error, Result};
-use crate::forecast::{ClusterForecast, forecast_cluster};
 use crate::node_subnets::node_subnets;
 use crate::plan::{Decision, Plan};
 use crate::planner::{self, Demand};
 use crate::preflight::Occasion;
-use crate::run::announce;
 use crate::run::apply::{self, apply_and_verify};
 pub use crate::run::context::Context;
 use crate::run::report::{ClusterOutcome, ClusterReport, Outcome, Report};
 use crate::run::selection::{self, Selection};
 use crate::run::snapshot;
+use crate::run::{announce, forecast};
 use crate::trigger::{Trigger, TriggerAction, TriggerKind};
 
 /// What the caller (a function, or the CLI) adds to the trigger.
@@ -259,7 +256,7 @@ impl ClusterRun<'_> {
         // The scheduled check also looks ahead: one GetMetricData of the
         // AZs' history, then the core's forecast (EXPAND_AHEAD_HOURS=0: no call).
         let forecast = if scheduled && demand == Demand::BelowThreshold && config.expand_ahead_hours > 0 {
-            let forecast = forecast(ctx, cluster, &report.capacity).await;
+            let forecast = forecast::forecast(ctx, cluster, &report.capacity).await;
             if options.publish_metrics {
                 outcome.capacity.extend(metrics::forecast_metrics(cluster, &forecast));
             }
@@ -428,33 +425,4 @@ impl ClusterRun<'_> {
             None => Ok(()),
         }
     }
-}
-
-/// Reads the history of the AZs in `capacity` and forecasts each against
-/// the cluster's thresholds. An unreadable history forecasts nothing (the
-/// thresholds still decide) and says why in the report.
-async fn forecast(ctx: &Context, cluster: &str, capacity: &BTreeMap<String, AzCapacity>) -> ClusterForecast {
-    let config = &ctx.config;
-    let azs: Vec<String> = capacity.keys().cloned().collect();
-    let window = Duration::from_secs(config.forecast_window_hours * 3600);
-    let read = history::read_history(&ctx.aws.cloudwatch, &config.metric_namespace, cluster, &azs, window).await;
-    let (history, unreadable) = match read {
-        Ok(history) => (history, None),
-        Err(error) => {
-            tracing::warn!(error = %error, "could not read the capacity history; forecasting nothing this run");
-            (BTreeMap::new(), Some(error.to_string()))
-        }
-    };
-    let mut forecast = forecast_cluster(
-        capacity,
-        &history,
-        config.thresholds,
-        config.forecast_window_hours,
-        config.expand_ahead_hours,
-    );
-    forecast.history_unreadable = unreadable;
-    if let Some(due) = &forecast.due {
-        tracing::info!(reason = %due.reason(), "forecast due");
-    }
-    forecast
 }

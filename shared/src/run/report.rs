@@ -91,7 +91,7 @@ pub struct ClusterReport {
     pub capacity_basis: Option<CapacityBasis>,
     /// The scheduled check's look ahead: per AZ, free IPs and /28s now,
     /// their rates per hour, hours to each threshold or why there is none,
-    /// and the window read (EXPAND_AHEAD_HOURS, docs/design.md "Forecast").
+    /// and the window read (EXPAND_AHEAD_HOURS, docs/design.md, "Expanding ahead").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forecast: Option<ClusterForecast>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -62,7 +62,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "EXPAND_AHEAD_HOURS",
         default: "24",
-        meaning: "The capacity check also expands when an AZ's free IPs or free /28s are forecast to fall below their threshold within this many hours (0-168), judged on the trend of the last FORECAST_WINDOW_HOURS of its own metrics (docs/design.md, \"Forecast\"). 0: only a crossed threshold expands.",
+        meaning: "The capacity check also expands when an AZ's free IPs or free /28s are forecast to fall below their threshold within this many hours (0-168), judged on the trend of the last FORECAST_WINDOW_HOURS of its own metrics (docs/design.md, \"Expanding ahead\"). 0: only a crossed threshold expands.",
     },
     Setting {
         name: "FORECAST_WINDOW_HOURS",

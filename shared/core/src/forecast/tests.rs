@@ -583,3 +583,20 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn fixed_point_formatting_matches_what_people_read() {
+    for (x, decimals, text) in [
+        (100.0, 1, "100.0"),
+        (5.11, 1, "5.1"),
+        (0.05, 1, "0.1"),
+        (0.012_34, 3, "0.012"),
+        (-2.25, 1, "-2.3"),
+        (-0.01, 1, "0.0"),
+        (59.4, 0, "59"),
+        (f64::INFINITY, 1, "inf"),
+        (f64::NAN, 1, "NaN"),
+    ] {
+        assert_eq!(fixed(x, decimals), text, "{x} with {decimals}");
+    }
+}
