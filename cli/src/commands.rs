@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use headroom::aws::AwsClients;
 use headroom::aws::inventory::Depth;
 use headroom::cluster::ClusterAccess;
+use headroom::planner;
 use headroom::run::report::Outcome;
 use headroom::run::{forecast, snapshot};
 use headroom::status::ClusterStatus;
@@ -162,7 +163,8 @@ async fn status(ctx: &Context, cluster: &str, output: Output, style: Style) -> u
     let mut status = ClusterStatus::from_snapshot(&reading.snapshot, &ctx.config);
     // Each AZ's trend, as the scheduled check forecasts it; without the
     // history the counts still show and the warning says why.
-    let forecast = forecast::forecast(ctx, &status.cluster, &status.capacity_by_az()).await;
+    let forecast =
+        forecast::forecast(ctx, &status.cluster, &planner::az_capacity(&reading.snapshot, &ctx.config)).await;
     if let Some(error) = &forecast.history_unreadable {
         eprintln!("warning: no trend: {error}");
     }

@@ -77,6 +77,7 @@ fn a_rejected_answer_renders_who_rejected_it_and_why() {
 fn status_with_each_azs_trend() {
     use std::collections::BTreeMap;
 
+    use headroom::capacity::AzCapacity;
     use headroom::forecast::{AzHistory, Point, forecast_cluster};
 
     let mut status = status("lab-status-after.json");
@@ -91,7 +92,15 @@ fn status_with_each_azs_trend() {
         ("us-west-2b".to_string(), AzHistory { free_ips: flat(72), free_prefixes: flat(72) }),
         ("us-west-2c".to_string(), AzHistory { free_ips: series(6, -900.0), free_prefixes: flat(6) }),
     ]);
-    status.forecast = Some(forecast_cluster(&status.capacity_by_az(), &history, status.thresholds, 6, 24));
+    let capacity = status
+        .azs
+        .iter()
+        .map(|az| {
+            let now = AzCapacity { free_ips: az.free_ips, free_prefixes: az.free_prefixes, ..AzCapacity::default() };
+            (az.availability_zone.clone(), now)
+        })
+        .collect();
+    status.forecast = Some(forecast_cluster(&capacity, &history, status.thresholds, 6, 24));
     let rendered = render::status(&status, Style::PLAIN);
     // (8,442 - 512) / 900 = 8.8 h.
     assert!(rendered.contains("-900.0/h IPs") && rendered.contains("8.8 h"), "{rendered}");

@@ -8,6 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 
+use headroom::trigger::{AZ_DIMENSION, CLUSTER_DIMENSION};
+
 use crate::TestbedError;
 
 /// One AZ's seeded series: a value per 5 minutes, oldest first, the last
@@ -42,8 +44,8 @@ pub async fn seed(
             data.push(
                 MetricDatum::builder()
                     .metric_name(s.metric)
-                    .dimensions(Dimension::builder().name("ClusterName").value(s.cluster).build())
-                    .dimensions(Dimension::builder().name("AvailabilityZone").value(s.availability_zone).build())
+                    .dimensions(Dimension::builder().name(CLUSTER_DIMENSION).value(s.cluster).build())
+                    .dimensions(Dimension::builder().name(AZ_DIMENSION).value(s.availability_zone).build())
                     .value(*value)
                     .unit(StandardUnit::Count)
                     .timestamp(DateTime::from_secs(at))

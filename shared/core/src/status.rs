@@ -5,12 +5,9 @@
 //! with the thresholds ([`crate::node_subnets`]); the subnets are those
 //! totals' parts, each with the NodeClasses and NodePools that use it.
 
-use std::collections::BTreeMap;
-
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use crate::capacity::AzCapacity;
 use crate::config::{Config, SubnetMode, Thresholds};
 use crate::forecast::ClusterForecast;
 use crate::model::NetworkSnapshot;
@@ -137,22 +134,6 @@ impl ClusterStatus {
             subnets,
             forecast: None,
         }
-    }
-
-    /// The capacity of each AZ, as the forecast takes it.
-    pub fn capacity_by_az(&self) -> BTreeMap<String, AzCapacity> {
-        self.azs
-            .iter()
-            .map(|az| {
-                let capacity = AzCapacity {
-                    total_ips: az.total_ips,
-                    free_ips: az.free_ips,
-                    free_prefixes: az.free_prefixes,
-                    ..AzCapacity::default()
-                };
-                (az.availability_zone.clone(), capacity)
-            })
-            .collect()
     }
 
     /// AZs below a threshold: where the functions would add space.
